@@ -45,6 +45,8 @@ class MultiFieldEmbedding(keras.layers.Layer):
     Returns:
       A list of ``(B, k_i, d)`` tensors in the compute dtype.
 
+    Under JAX without ``JAX_ENABLE_X64`` ids are int32, so hashed ids must stay below 2**31.
+
     Example:
 
     >>> import numpy as np
@@ -52,7 +54,8 @@ class MultiFieldEmbedding(keras.layers.Layer):
     >>> a, b = layer([np.array([[0], [7]]), np.array([[6], [-1]])])
     >>> tuple(a.shape), tuple(b.shape), layer.num_rows
     ((2, 1, 4), (2, 1, 4), 9)
-    >>> layer.rows(0, np.array([0, 2, 3, -1])).tolist()  # 3 and -1 are out of vocab -> row 3
+    >>> rows = layer.rows(0, np.array([0, 2, 3, -1]))  # 3 and -1 are out of vocab -> OOV row 3
+    >>> keras.ops.convert_to_numpy(rows).tolist()
     [0, 2, 3, 3]
     """
 

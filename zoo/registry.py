@@ -55,6 +55,15 @@ class Backbone(keras.layers.Layer):
         self.spec_config = dict(spec)
         self.encoder = FeatureEncoder(self.spec_config, dtype=self.dtype_policy, name="encoder")
 
+    def build(self, input_shape):
+        """Builds every sublayer by tracing ``call`` on symbolic inputs of the spec's dtypes."""
+        spec = self.encoder.spec
+        symbolic = {
+            f.name: keras.KerasTensor(tuple(input_shape[f.name]), dtype=spec.input_dtype(f))
+            for f in spec.inputs
+        }
+        keras.src.backend.compute_output_spec(self.call, symbolic)
+
     def hparams(self) -> dict[str, Any]:
         raise NotImplementedError
 

@@ -1,0 +1,165 @@
+"""Layers: NumPy-reference numerics, shapes, parameter counts, argument errors, serialization
+(get_config, .keras, SavedModel), mixed precision and docstring examples. Run under TF and JAX."""
+
+import doctest
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import layers
+from layers import MLP, MultiFieldEmbedding
+from layers import blocks as blocks_module
+from layers import embeddings as embeddings_module
+
+pytestmark = pytest.mark.multi_backend
+
+
+def numpy_fused_lookup(table, vocab_sizes, modes, input_fields, inputs):
+    """Reference: rows by the documented formula, one field at a time."""
+    rows_per_field = [v + 1 if m == "vocab" else v for v, m in zip(vocab_sizes, modes)]
+    offsets = np.concatenate([[0], np.cumsum(rows_per_field)[:-1]])
+    out = []
+    for ids, f in zip(inputs, input_fields):
+        v = vocab_sizes[f]
+        if modes[f] == "hash":
+            rows = np.mod(ids, v)
+        else:
+            rows = np.where((ids >= 0) & (ids < v), ids, v)
+        out.append(table[rows + offsets[f]])
+    return out
+
+
+EMB_KW = dict(vocab_sizes=[4, 6, 5], modes=["vocab", "hash", "vocab"], input_fields=[0, 1, 2, 2], output_dim=3)
+
+
+def emb_inputs():
+    return [
+        np.array([[0], [3], [4], [-2]]),           # field 0 (vocab 4): 4 and -2 are OOV -> row 4
+        np.array([[5], [6], [-1], [13]]),          # field 1 (hash 6): 6->0, -1->5, 13->1
+        np.array([[1], [2], [9], [0]]),            # field 2 (vocab 5): 9 is OOV
+        np.array([[1, 2, -1], [7, 0, 0], [4, 4, 4], [-1, -1, -1]]),  # sequence sharing field 2
+    ]
+
+
+def test_multi_field_embedding_matches_numpy_reference():
+    layer = MultiFieldEmbedding(**EMB_KW)
+    outputs = layer(emb_inputs())
+    table = keras.ops.convert_to_numpy(layer.embeddings)
+    expected = numpy_fused_lookup(table, **{k: EMB_KW[k] for k in ("vocab_sizes", "modes", "input_fields")},
+                                  inputs=emb_inputs())
+    assert [tuple(o.shape) for o in outputs] == [(4, 1, 3), (4, 1, 3), (4, 1, 3), (4, 3, 3)]
+    for got, want in zip(outputs, expected):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want, rtol=0, atol=0)
+    # Table: 5 + 6 + 6 rows; OOV ids of field 0 hit row 4 (its own OOV row), never row 0..3 or field 1.
+    assert layer.num_rows == 17 and layer.count_params() == 17 * 3
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.rows(0, np.array([4, -2, 3]))), [4, 4, 3])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.rows(1, np.array([6, -1]))), [5, 10])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.rows(2, np.array([9, 0]))), [16, 11])
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    (dict(vocab_sizes=[], output_dim=2), "vocab_sizes"),
+    (dict(vocab_sizes=[3, 0], output_dim=2), "vocab_sizes"),
+    (dict(vocab_sizes=[3], output_dim=0), "output_dim"),
+    (dict(vocab_sizes=[3], output_dim=2, modes=["bucket"]), "modes"),
+    (dict(vocab_sizes=[3], output_dim=2, input_fields=[1]), "input_fields"),
+])
+def test_multi_field_embedding_rejects_bad_arguments(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        MultiFieldEmbedding(**kwargs)
+
+
+def numpy_mlp(x, dense_weights, activation=lambda v: np.maximum(v, 0)):
+    for kernel, bias in dense_weights:
+        x = activation(x @ kernel + bias)
+    return x
+
+
+def test_mlp_matches_numpy_reference():
+    mlp = MLP([5, 2], activation="relu")
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
+    got = keras.ops.convert_to_numpy(mlp(x))
+    weights = [(keras.ops.convert_to_numpy(d.kernel), keras.ops.convert_to_numpy(d.bias)) for d in mlp._dense]
+    np.testing.assert_allclose(got, numpy_mlp(x, weights), rtol=1e-5, atol=1e-6)
+    assert mlp.count_params() == 4 * 5 + 5 + 5 * 2 + 2
+
+
+def test_mlp_layer_norm_matches_numpy_reference():
+    mlp = MLP([3], activation="linear", norm="layer")
+    x = np.random.default_rng(1).normal(size=(4, 2)).astype("float32")
+    got = keras.ops.convert_to_numpy(mlp(x))
+    d = mlp._dense[0]
+    z = x @ keras.ops.convert_to_numpy(d.kernel) + keras.ops.convert_to_numpy(d.bias)
+    want = (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + 1e-3)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert mlp.count_params() == 2 * 3 + 3 + 2 * 3  # kernel, bias, gamma/beta
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    (dict(units=[]), "units"), (dict(units=[4, -1]), "units"),
+    (dict(units=[4], dropout=1.0), "dropout"), (dict(units=[4], norm="group"), "norm"),
+])
+def test_mlp_rejects_bad_arguments(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        MLP(**kwargs)
+
+
+def embedding_model():
+    inputs = [keras.Input((x.shape[1],), dtype="int64") for x in emb_inputs()]
+    outs = MultiFieldEmbedding(**EMB_KW)(inputs)
+    flat = keras.layers.Concatenate(axis=1)(outs)
+    return keras.Model(inputs, MLP([4, 2], norm="batch")(keras.layers.Flatten()(flat)))
+
+
+def test_get_config_round_trip():
+    for layer in (MultiFieldEmbedding(**EMB_KW), MLP([4, 2], activation="gelu", dropout=0.1, norm="layer")):
+        clone = layer.__class__.from_config(layer.get_config())
+        assert clone.get_config() == layer.get_config()
+
+
+def test_keras_file_round_trip(tmp_path):
+    model = embedding_model()
+    expected = keras.ops.convert_to_numpy(model(emb_inputs()))
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)  # no custom_objects: the layers are registered
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(emb_inputs())), expected, atol=1e-6)
+
+
+@pytest.mark.tf_only
+def test_saved_model_round_trip(tmp_path):
+    import tensorflow as tf
+
+    model = embedding_model()
+    expected = keras.ops.convert_to_numpy(model(emb_inputs()))
+    model.export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "sm"))
+    got = served.serve([tf.constant(x, tf.int64) for x in emb_inputs()])
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
+
+
+def test_mixed_bfloat16_forward():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        emb = MultiFieldEmbedding(**EMB_KW)
+        outs = emb(emb_inputs())
+        assert all(keras.backend.standardize_dtype(o.dtype) == "bfloat16" for o in outs)
+        assert keras.backend.standardize_dtype(emb.embeddings.dtype) == "float32"
+        mlp = MLP([4], norm="layer")
+        y = mlp(np.ones((2, 3), "float32"))
+        assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+@pytest.mark.parametrize("module", [embeddings_module, blocks_module])
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, extraglobs={"np": np}, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_package_exports():
+    assert layers.__all__ == ["MLP", "MultiFieldEmbedding"]

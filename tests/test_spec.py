@@ -1,0 +1,195 @@
+"""The feature spec: validation errors, raw-row parsing, cohorts, split, and every derived view."""
+
+import copy
+
+import pytest
+import tensorflow as tf
+
+from zoo.spec import PAD_ID, FeatureSpec, RowError, SpecError, load_spec, stable_hash
+
+BASE = {
+    "name": "toy",
+    "label": "click",
+    "user_id": "user",
+    "format": {"columns": ["click", "user", "item", "price", "hist"], "delimiter": ","},
+    "defaults": {"embedding_dim": 4},
+    "features": [
+        {"name": "user", "kind": "categorical", "vocab_size": 10},
+        {"name": "item", "kind": "categorical", "hash_buckets": 7, "embedding_dim": 3},
+        {"name": "price", "kind": "dense", "default": 0.5},
+        {"name": "hist", "kind": "sequence", "max_length": 3, "share_embedding": "item"},
+    ],
+    "cohort_axes": [
+        {"name": "value", "feature": "price", "boundaries": [0.0, 1.0], "cohorts": ["low", "mid", "high"]},
+        {"name": "seg", "feature": "user", "values": {"a": [0, 1], "b": [2]}, "other": "rest"},
+    ],
+    "c2al": {"axis": "value", "head": "high", "tail": "low"},
+}
+
+
+def spec_with(**changes):
+    raw = copy.deepcopy(BASE)
+    raw.update(changes)
+    return raw
+
+
+def feature_with(index, **changes):
+    raw = copy.deepcopy(BASE)
+    raw["features"][index].update(changes)
+    for key, value in list(raw["features"][index].items()):
+        if value is None:
+            del raw["features"][index][key]
+    return raw
+
+
+@pytest.mark.parametrize("raw, message", [
+    (feature_with(0, kind="embedding"), "feature 'user': kind must be one of"),
+    (feature_with(0, vocab_size=None), "feature 'user': give exactly one of vocab_size or hash_buckets"),
+    (feature_with(0, hash_buckets=5), "feature 'user': give exactly one of vocab_size or hash_buckets"),
+    (feature_with(0, vocab_size=0), "feature 'user': vocab_size/hash_buckets must be a positive integer"),
+    (feature_with(0, vocab_size=10.5), "feature 'user': vocab_size/hash_buckets must be a positive integer"),
+    (feature_with(0, colour="red"), "feature 'user': unknown key(s) ['colour']"),
+    (feature_with(0, max_length=3), "feature 'user': max_length/truncation apply only to sequence features"),
+    (feature_with(1, embedding_dim=-2), "feature 'item': embedding_dim must be a positive integer"),
+    (feature_with(2, vocab_size=3), "feature 'price': 'vocab_size' does not apply to a dense feature"),
+    (feature_with(2, default="zero"), "feature 'price': default must be a number"),
+    (feature_with(3, max_length=0), "feature 'hist': sequence features need a positive integer max_length"),
+    (feature_with(3, truncation="drop"), "feature 'hist': truncation must be one of"),
+    (feature_with(3, share_embedding="price"), "feature 'hist': share_embedding 'price' is not a declared"),
+    (feature_with(3, vocab_size=4), "feature 'hist': share_embedding takes size and dim from 'item'"),
+    (feature_with(1, name="user"), "feature 'user': declared twice"),
+    (feature_with(1, name="click"), "feature 'click': has the same name as the label"),
+    (feature_with(1, name="bad name"), "feature 'bad name': names must be letters, digits and underscores"),
+    (spec_with(user_id="price"), "user_id 'price': must name a declared categorical feature"),
+    (spec_with(format={"columns": ["click", "user", "item", "price"]}), "format.columns: missing column(s) ['hist']"),
+    (spec_with(split={"train": 0.9, "test": 0.1}), "split: needs fractions for exactly"),
+    (spec_with(split={"train": 0.5, "valid": 0.1, "test": 0.1}), "split: fractions must sum to 1"),
+    (spec_with(cohort_axes=[{"name": "v", "feature": "price", "boundaries": [1.0, 0.0]}]),
+     "cohort axis 'v': boundaries must be non-empty and strictly increasing"),
+    (spec_with(cohort_axes=[{"name": "v", "feature": "price", "boundaries": [0.0], "cohorts": ["a"]}]),
+     "cohort axis 'v': needs 2 distinct cohort names"),
+    (spec_with(cohort_axes=[{"name": "v", "feature": "hist", "boundaries": [0.0]}]),
+     "cohort axis 'v': feature 'hist' is not a declared categorical or dense feature"),
+    (spec_with(cohort_axes=[{"name": "v", "feature": "price", "values": {"a": [1]}}]),
+     "cohort axis 'v': 'values' needs a categorical feature"),
+    (spec_with(cohort_axes=[{"name": "v", "feature": "user", "values": {"a": [1], "b": [1]}}]),
+     "cohort axis 'v': id 1 is in both 'a' and 'b'"),
+    (spec_with(c2al={"axis": "value", "head": "top", "tail": "low"}), "cohort axis 'value': no cohort named 'top'"),
+    (spec_with(c2al={"axis": "nope", "head": "high", "tail": "low"}), "cohort axis 'nope': not declared"),
+    (spec_with(c2al={"axis": "value", "head": "low", "tail": "low"}), "c2al: head and tail must be different"),
+    (spec_with(colour="red"), "spec: unknown top-level key(s) ['colour']"),
+])
+def test_malformed_spec_names_feature_and_problem(raw, message):
+    with pytest.raises(SpecError) as err:
+        FeatureSpec.from_dict(raw)
+    assert message in str(err.value)
+
+
+def test_load_spec_prefixes_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nlabel: y\nfeatures: []\n")
+    with pytest.raises(SpecError, match=r"bad\.yaml: spec: 'features' is empty"):
+        load_spec(path)
+
+
+def test_resolved_spec_round_trips():
+    spec = FeatureSpec.from_dict(BASE)
+    again = FeatureSpec.from_dict(spec.to_dict())
+    assert again == spec
+    assert spec.feature("hist").vocab_size is None and spec.feature("hist").hash_buckets == 7
+    assert spec.feature("hist").table == "item"
+    assert spec.feature("user").num_rows == 11 and spec.feature("user").oov_row == 10
+    assert spec.feature("item").num_rows == 7 and spec.feature("item").oov_row is None
+    assert list(spec.tables) == ["user", "item"]
+
+
+def test_parse_raw_row_values_and_errors():
+    spec = FeatureSpec.from_dict(BASE)
+    row = spec.parse_raw_row(["1", "3", "12", "", "4 5 6 7"])
+    assert row == {"click": 1.0, "user": 3, "item": 12, "price": 0.5, "hist": [4, 5, 6, 7]}
+    cases = [
+        (["1", "3", "12", "0.1"], "wrong_column_count", "expected 5 columns"),
+        (["x", "3", "12", "0.1", ""], "bad_label", "label 'click': cannot parse 'x'"),
+        (["2", "3", "12", "0.1", ""], "bad_label", "label 'click': '2' is not 0 or 1"),
+        (["1", "", "12", "0.1", ""], "missing_value", "feature 'user': blank id"),
+        (["1", "3.5", "12", "0.1", ""], "bad_number", "feature 'user': cannot parse '3.5'"),
+        (["1", "3", "12", "abc", ""], "bad_number", "feature 'price': cannot parse 'abc'"),
+        (["1", "3", "12", "nan", ""], "bad_number", "feature 'price': 'nan' is not finite"),
+        (["1", "3", "12", "0.1", "4 x"], "bad_number", "feature 'hist': cannot parse 'x'"),
+    ]
+    for fields, reason, message in cases:
+        with pytest.raises(RowError) as err:
+            spec.parse_raw_row(fields)
+        assert err.value.reason == reason and message in str(err.value)
+
+
+def test_truncation_policies():
+    spec = FeatureSpec.from_dict(BASE)
+    feat = spec.feature("hist")
+    assert spec.pad_sequence(feat, [4, 5, 6, 7]) == ([5, 6, 7], True)
+    assert spec.pad_sequence(feat, [4]) == ([4, PAD_ID, PAD_ID], False)
+    first = FeatureSpec.from_dict(feature_with(3, truncation="keep_first"))
+    assert first.pad_sequence(first.feature("hist"), [4, 5, 6, 7]) == ([4, 5, 6], True)
+    strict = FeatureSpec.from_dict(feature_with(3, truncation="error"))
+    with pytest.raises(RowError) as err:
+        strict.parse_raw_row(["1", "3", "12", "0.1", "1 2 3 4"])
+    assert err.value.reason == "sequence_too_long" and "feature 'hist'" in str(err.value)
+
+
+def test_cohort_ids_ordinal_and_categorical():
+    spec = FeatureSpec.from_dict(BASE)
+    ids = [spec.cohort_ids({"price": p, "user": u}) for p, u in [(-1, 0), (0.0, 1), (0.99, 2), (1.0, 3), (5, 99)]]
+    assert ids == [
+        {"value": 0, "seg": 0}, {"value": 1, "seg": 0}, {"value": 1, "seg": 1},
+        {"value": 2, "seg": 2}, {"value": 2, "seg": 2},
+    ]
+    assert spec.axis("seg").cohorts == ("a", "b", "rest")
+
+
+def test_split_is_a_stable_user_hash():
+    spec = FeatureSpec.from_dict(BASE)
+    # SplitMix64 known answers (reference values of the published algorithm, seed state 0 and 1).
+    assert stable_hash(0) == 0xE220A8397B1DCDAF
+    assert stable_hash(1) == 0x910A2DEC89025CC1
+    splits = [spec.split_of({"user": u}) for u in range(20_000)]
+    fractions = {s: splits.count(s) / len(splits) for s in ("train", "valid", "test")}
+    assert abs(fractions["train"] - 0.8) < 0.01 and abs(fractions["valid"] - 0.1) < 0.01
+    assert all(spec.split_of({"user": u}) == splits[u] for u in range(0, 20_000, 997))
+    given = FeatureSpec.from_dict(spec_with(format={"columns": BASE["format"]["columns"] + ["s"], "split_column": "s"}))
+    assert given.parse_raw_row(["1", "3", "12", "0.1", "", "valid"])["__split__"] == "valid"
+    with pytest.raises(RowError, match="column 's': 'dev' is not one of"):
+        given.parse_raw_row(["1", "3", "12", "0.1", "", "dev"])
+
+
+def test_example_encoding_matches_parse_spec():
+    spec = FeatureSpec.from_dict(BASE)
+    row = spec.parse_raw_row(["1", "42", "-3", "2.5", "4 5"])
+    serialized = spec.encode_example(row)
+    example = tf.train.Example.FromString(serialized)
+    feats = example.features.feature
+    assert sorted(feats) == ["click", "cohort/seg", "cohort/value", "hist", "item", "price", "user"]
+    assert list(feats["user"].int64_list.value) == [42]  # stored as given; the model maps OOV
+    assert list(feats["hist"].int64_list.value) == [4, 5, PAD_ID]
+    assert list(feats["cohort/value"].int64_list.value) == [2]
+    assert list(feats["cohort/seg"].int64_list.value) == [2]
+    parsed = tf.io.parse_example([serialized], spec.parse_spec("all"))
+    assert parsed["price"].numpy().tolist() == [[2.5]] and parsed["click"].numpy().tolist() == [[1.0]]
+    assert parsed["hist"].numpy().tolist() == [[4, 5, PAD_ID]] and parsed["item"].numpy().tolist() == [[-3]]
+    assert set(spec.parse_spec("inputs")) == {"user", "item", "price", "hist"}
+
+
+def test_model_and_serving_views_share_names_dtypes_shapes():
+    spec = FeatureSpec.from_dict(feature_with(2, input=False))
+    inputs = spec.keras_inputs()
+    signature = spec.serving_signature()
+    assert list(inputs) == list(signature) == ["user", "item", "hist"]  # price is carried, not served
+    for name, tensor in inputs.items():
+        assert tensor.name == name == signature[name].name
+        assert tuple(tensor.shape) == tuple(signature[name].shape) == ((None, 3) if name == "hist" else (None, 1))
+        assert str(tensor.dtype) == signature[name].dtype.name == "int64"
+
+
+def test_shipped_synthetic_spec_loads():
+    spec = load_spec("configs/datasets/synthetic.yaml")
+    assert spec.c2al["head"] == "p95_100" and spec.c2al["tail"] == "p00_05"
+    assert spec.axis("user_value").cohorts[0] == "p00_05"
