@@ -116,6 +116,9 @@ def test_parse_raw_row_values_and_errors():
         (["1", "3", "12", "abc", ""], "bad_number", "feature 'price': cannot parse 'abc'"),
         (["1", "3", "12", "nan", ""], "bad_number", "feature 'price': 'nan' is not finite"),
         (["1", "3", "12", "0.1", "4 x"], "bad_number", "feature 'hist': cannot parse 'x'"),
+        (["1", "3", "12", "0.1", "4 -1"], "bad_number", "feature 'hist': id -1 is reserved for sequence padding"),
+        (["1", str(2**63), "12", "0.1", ""], "bad_number", f"feature 'user': id {2**63} is outside int64"),
+        (["1", "3", "12", "1e39", ""], "bad_number", "feature 'price': '1e39' overflows float32"),
     ]
     for fields, reason, message in cases:
         with pytest.raises(RowError) as err:

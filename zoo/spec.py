@@ -370,23 +370,26 @@ class FeatureSpec:
         return values
 
     def encode_example(self, row: Mapping[str, Any]) -> bytes:
-        """Serialized ``tf.train.Example`` of a parsed row."""
-        import tensorflow as tf
+        """Serialized ``tf.train.Example`` of a parsed row (filled in place: no per-key protos)."""
+        from tensorflow.core.example import example_pb2
 
-        feats = {}
+        example = example_pb2.Example()
+        feature = example.features.feature
+        float_keys = self._float_keys
         for key, vals in self.example_values(row).items():
-            if self._is_float_key(key):
-                feats[key] = tf.train.Feature(float_list=tf.train.FloatList(value=vals))
+            if key in float_keys:
+                feature[key].float_list.value.extend(vals)
             else:
-                feats[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=vals))
-        return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+                feature[key].int64_list.value.extend(vals)
+        return example.SerializeToString()
 
-    def _is_float_key(self, key: str) -> bool:
-        if key == self.label:
-            return True
-        if key.startswith(COHORT_KEY_PREFIX):
-            return False
-        return self.feature(key).kind == "dense"
+    @property
+    def _float_keys(self) -> frozenset[str]:
+        keys = self.__dict__.get("_float_keys_cache")
+        if keys is None:
+            keys = frozenset([self.label] + [f.name for f in self.features if f.kind == "dense"])
+            object.__setattr__(self, "_float_keys_cache", keys)
+        return keys
 
     # ----- reader view -------------------------------------------------------------
     def parse_spec(self, include: str = "all") -> dict[str, Any]:
@@ -659,6 +662,10 @@ def _unescape(text: str) -> str:
     return {"\\t": "\t", "tab": "\t", "\\n": "\n"}.get(text, text)
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _parse_float(f: Feature, text: str) -> float:
     if text == "":
         if f.default is None:
@@ -670,6 +677,8 @@ def _parse_float(f: Feature, text: str) -> float:
         raise RowError("bad_number", f"feature '{f.name}': cannot parse {text!r} as a float") from None
     if not math.isfinite(value):
         raise RowError("bad_number", f"feature '{f.name}': {text!r} is not finite")
+    if abs(value) > _FLOAT32_MAX:
+        raise RowError("bad_number", f"feature '{f.name}': {text!r} overflows float32")
     return value
 
 
@@ -677,9 +686,14 @@ def _parse_int(f: Feature, text: str) -> int:
     if text == "":
         raise RowError("missing_value", f"feature '{f.name}': blank id")
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise RowError("bad_number", f"feature '{f.name}': cannot parse {text!r} as an integer id") from None
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise RowError("bad_number", f"feature '{f.name}': id {text} is outside int64")
+    if value == PAD_ID and f.kind == "sequence":
+        raise RowError("bad_number", f"feature '{f.name}': id {PAD_ID} is reserved for sequence padding")
+    return value
 
 
 def stable_hash(value: int) -> int:

@@ -104,6 +104,8 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
                   out_dir: str, seed: int, c2al: Mapping[str, Any] | None,
                   steps_per_epoch: int | None = None, verbose: Any = "auto") -> tuple[keras.Model, dict]:
     """Trains one variant with ``model.fit``; returns the model and its test-split evaluation."""
+    if verbose == "auto":  # live progress bars on a terminal, one line per epoch in logs
+        verbose = 1 if sys.stdout.isatty() else 2
     train_cfg = model_cfg["training"]
     batch_size = int(train_cfg["batch_size"])
     variant_c2al = c2al if variant == "c2al" else None
