@@ -10,6 +10,9 @@ Steps:
   3. ``zoo.train`` trains the baseline and the C2AL variant with ``model.fit`` and evaluates AUC, log
      loss and NE overall and per cohort (``<work>/train/metrics.json``, TensorBoard logs);
   4. the served model (C2AL's primary path) is exported to ``<export_root>/<model_name>/<version>``.
+
+Flags this command does not know are passed to the Beam job unchanged (e.g.
+``--direct_running_mode=in_memory``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="override the model YAML's epochs")
     parser.add_argument("--work", default=None, help="work directory (default runs/<dataset name>)")
     parser.add_argument("--export-root", default="saved_models")
-    args = parser.parse_args(argv)
+    args, beam_args = parser.parse_known_args(argv)  # anything else is a Beam pipeline option
 
     from beam_jobs import build_tfrecords
 
@@ -54,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = datasets.write_raw(spec, args.source, raw_dir, rows=args.rows, seed=args.seed,
                              malformed_rows=args.malformed_rows)
     print(f"[2/4] Beam: {', '.join(raw)} -> {data_dir}", flush=True)
-    build_tfrecords.run(["--spec", args.dataset, "--input", os.path.join(raw_dir, "*.csv"), "--output", data_dir])
+    build_tfrecords.run(["--spec", args.dataset, "--input", os.path.join(raw_dir, "*.csv"),
+                         "--output", data_dir, *beam_args])
     print(f"[3/4] training {args.variants} with {args.model}", flush=True)
     summary = train.run(data_dir, args.model, train_dir, [v.strip() for v in args.variants.split(",")],
                         seed=args.seed, export_root=args.export_root, epochs=args.epochs)
