@@ -91,3 +91,21 @@ def test_model_batches_c2al_labels(tiny_case, tiny_data):
                 totals[name + "_members"] += member[name].numpy().sum()
     # By hand: high holds 4 rows (3 clicks), low holds 4 rows (1 click).
     assert totals == {"aux_head": 3, "aux_head_members": 4, "aux_tail": 1, "aux_tail_members": 4}
+
+
+def test_read_split_length_is_known_from_stats_and_checked(tiny_case, tiny_data, tmp_path):
+    import json
+    import shutil
+
+    rows = tiny_case.expected_stats["splits"]["train"]["rows"]  # 6
+    assert int(data.read_split(tiny_data, "train", batch_size=4).cardinality()) == 2
+    assert int(data.read_split(tiny_data, "train", batch_size=4, drop_remainder=True).cardinality()) == rows // 4
+    assert int(data.read_split(tiny_data, "train", batch_size=4, repeat=True).cardinality()) == -1  # infinite
+    # Shards that disagree with stats.json fail instead of silently training on part of the data.
+    broken = str(tmp_path / "broken")
+    shutil.copytree(tiny_data, broken)
+    stats = json.load(open(f"{broken}/stats.json"))
+    stats["splits"]["train"]["rows"] = rows + 4
+    json.dump(stats, open(f"{broken}/stats.json", "w"))
+    with pytest.raises(tf.errors.FailedPreconditionError, match="expected to contain 3 elements but contained only 2"):
+        list(data.read_split(broken, "train", batch_size=4))

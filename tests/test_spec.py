@@ -196,3 +196,19 @@ def test_shipped_synthetic_spec_loads():
     spec = load_spec("configs/datasets/synthetic.yaml")
     assert spec.c2al["head"] == "p95_100" and spec.c2al["tail"] == "p00_05"
     assert spec.axis("user_value").cohorts[0] == "p00_05"
+
+
+def test_package_api_is_lazy():
+    import subprocess
+    import sys
+
+    code = "import sys, zoo, zoo.spec; print('keras' in sys.modules, 'tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]  # Beam workers import zoo.spec without Keras
+    import zoo
+    from zoo.c2al import C2AL
+    from zoo.model import build
+
+    assert zoo.build is build and zoo.C2AL is C2AL and zoo.load_spec is load_spec
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        zoo.nope

@@ -80,8 +80,21 @@ def read_split(data_dir: str, split: str, batch_size: int, *, spec: FeatureSpec 
         ds = ds.repeat()
     features = spec.parse_spec("all")
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    rows = _split_rows(data_dir, split)
+    if rows is not None and not repeat:
+        # Known length: Keras shows full progress bars from the first epoch, and a shard set that
+        # disagrees with stats.json fails loudly instead of training on partial data.
+        batches = rows // batch_size if drop_remainder else -(-rows // batch_size)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     ds = ds.map(lambda s: tf.io.parse_example(s, features), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _split_rows(data_dir: str, split: str) -> int | None:
+    """Rows of a split according to ``stats.json``; None when the directory has no stats."""
+    if not tf.io.gfile.exists(os.path.join(data_dir, "stats.json")):
+        return None
+    return int(load_stats(data_dir)["splits"][split]["rows"])
 
 
 def c2al_masks(spec: FeatureSpec, batch: Mapping[str, tf.Tensor], c2al: Mapping[str, Any]):

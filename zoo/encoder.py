@@ -61,10 +61,6 @@ class FeatureEncoder(keras.layers.Layer):
                 output_dim=dim, dtype=self.dtype_policy, name=f"embedding_{dim}",
             ))
 
-    @property
-    def embedding_dims(self) -> list[int]:
-        return [self.spec.tables[self.spec.feature(n).table].embedding_dim for n in self.token_names]
-
     def build(self, input_shape):
         for embedder, inputs in zip(self.embedders, self._group_inputs):
             embedder.build([tuple(input_shape[n]) for n in inputs])

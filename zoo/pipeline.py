@@ -67,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print("\n[4/4] results (test split)\n" + train.format_report(summary))
     print(f"\ndead-letter rows: {stats['dead_letter']['total']} {stats['dead_letter']['by_reason']}")
+    oov = {name: f["out_of_vocab"] for name, f in stats["features"].items() if f["out_of_vocab"]}
+    print(f"out-of-vocabulary ids (mapped to each feature's OOV row): {oov or 'none'}")
     print("\noutputs:")
     print(f"  TFRecords, spec.json, stats.json: {os.path.abspath(data_dir)}")
     print(f"  metrics.json:                     {os.path.abspath(os.path.join(train_dir, 'metrics.json'))}")

@@ -54,7 +54,8 @@ def resolve_c2al(spec: FeatureSpec, overrides: Mapping[str, Any]) -> dict[str, A
     if missing:
         raise ValueError(f"c2al: {missing} not set in the dataset spec '{spec.name}' nor on the command line")
     axis = spec.axis(cfg["axis"])
-    axis.index(cfg["head"]), axis.index(cfg["tail"])
+    for role in ("head", "tail"):
+        axis.index(cfg[role])  # raises SpecError naming the axis and the unknown cohort
     return cfg
 
 
@@ -86,18 +87,16 @@ def build_variant(variant: str, spec: FeatureSpec, model_cfg: Mapping[str, Any],
 
 def predict_split(model: keras.Model, spec: FeatureSpec, data_dir: str, split: str,
                   batch_size: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """(labels, primary probabilities, cohort ids per axis) of every row of a split, in file order."""
-    ds = data.read_split(data_dir, split, batch_size, spec=spec)
-    xs = data.model_batches(spec, ds).map(lambda x, y: x)
-    probs = model.predict(xs, verbose=0)
-    probs = probs[PRIMARY] if isinstance(probs, dict) else probs
-    ys, cohorts = [], {a.name: [] for a in spec.cohort_axes}
-    for batch in ds.as_numpy_iterator():
+    """(labels, primary probabilities, cohort ids per axis) of every row of a split, in one pass."""
+    names = [f.name for f in spec.inputs]
+    ys, probs, cohorts = [], [], {a.name: [] for a in spec.cohort_axes}
+    for batch in data.read_split(data_dir, split, batch_size, spec=spec).as_numpy_iterator():
+        out = model.predict_on_batch({n: batch[n] for n in names})
+        probs.append(np.asarray(out[PRIMARY] if isinstance(out, dict) else out).ravel())
         ys.append(batch[spec.label][:, 0])
         for a in spec.cohort_axes:
             cohorts[a.name].append(batch[COHORT_KEY_PREFIX + a.name][:, 0])
-    return (np.concatenate(ys), np.asarray(probs).ravel(),
-            {k: np.concatenate(v) for k, v in cohorts.items()})
+    return np.concatenate(ys), np.concatenate(probs), {k: np.concatenate(v) for k, v in cohorts.items()}
 
 
 def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Mapping[str, Any],
