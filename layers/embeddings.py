@@ -134,3 +134,74 @@ class MultiFieldEmbedding(keras.layers.Layer):
             "embeddings_regularizer": keras.regularizers.serialize(self.embeddings_regularizer),
         })
         return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class DualEmbedding(keras.layers.Layer):
+    """DARE's decoupled embeddings: a separate attention table and representation table.
+
+    For every id, two independently initialized and learned lookups (Feng et al., ICLR 2025):
+
+        a(v) = T_att[row(v)] in R^{d_att}      (used only to score attention)
+        r(v) = T_rep[row(v)] in R^{d_rep}      (used only as the pooled values)
+
+    ``row`` is the fused, OOV-safe row mapping of :class:`MultiFieldEmbedding`; the two widths may
+    differ (a small ``d_att`` makes retrieval cheaper).
+
+    Args:
+      vocab_sizes: per field, the vocabulary size (vocab mode) or bucket count (hash mode).
+      attention_dim: width ``d_att`` of the attention table.
+      representation_dim: width ``d_rep`` of the representation table.
+      modes: per field ``"vocab"`` or ``"hash"``.
+      input_fields: which field each call input looks up (see :class:`MultiFieldEmbedding`).
+      embeddings_initializer: initializer of both tables.
+
+    Call arguments:
+      inputs: a list of int tensors ``(B, k_i)``.
+
+    Returns:
+      ``(attention, representation)``: two lists of ``(B, k_i, d_att)`` / ``(B, k_i, d_rep)`` tensors.
+
+    Example:
+
+    >>> dual = DualEmbedding(vocab_sizes=[10], attention_dim=4, representation_dim=8)
+    >>> att, rep = dual([np.array([[1, 2, 3]])])
+    >>> tuple(att[0].shape), tuple(rep[0].shape), dual.count_params()
+    ((1, 3, 4), (1, 3, 8), 132)
+    """
+
+    def __init__(self, vocab_sizes: Sequence[int], attention_dim: int, representation_dim: int,
+                 modes: Sequence[str] | None = None, input_fields: Sequence[int] | None = None,
+                 embeddings_initializer="uniform", **kwargs):
+        super().__init__(**kwargs)
+        common = dict(vocab_sizes=vocab_sizes, modes=modes, input_fields=input_fields,
+                      embeddings_initializer=embeddings_initializer, dtype=self.dtype_policy)
+        try:
+            self.attention = MultiFieldEmbedding(output_dim=attention_dim, name="attention", **common)
+        except ValueError as err:
+            raise ValueError(str(err).replace("output_dim", "attention_dim")) from None
+        try:
+            self.representation = MultiFieldEmbedding(output_dim=representation_dim, name="representation", **common)
+        except ValueError as err:
+            raise ValueError(str(err).replace("output_dim", "representation_dim")) from None
+
+    def build(self, input_shape):
+        self.attention.build(input_shape)
+        self.representation.build(input_shape)
+
+    def call(self, inputs):
+        return self.attention(inputs), self.representation(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return (self.attention.compute_output_shape(input_shape),
+                self.representation.compute_output_shape(input_shape))
+
+    def get_config(self):
+        config = super().get_config()
+        att = self.attention.get_config()
+        config.update({
+            "vocab_sizes": att["vocab_sizes"], "modes": att["modes"], "input_fields": att["input_fields"],
+            "attention_dim": self.attention.output_dim, "representation_dim": self.representation.output_dim,
+            "embeddings_initializer": att["embeddings_initializer"],
+        })
+        return config

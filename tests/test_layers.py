@@ -1,17 +1,20 @@
 """Layers: NumPy-reference numerics, shapes, parameter counts, argument errors, serialization
 (get_config, .keras, SavedModel), mixed precision and docstring examples. Run under TF and JAX."""
 
-import doctest
 import os
+import sys
 
 import keras
 import numpy as np
 import pytest
 
 import layers
-from layers import MLP, MultiFieldEmbedding
+from layers import MLP, DualEmbedding, MultiFieldEmbedding
 from layers import blocks as blocks_module
 from layers import embeddings as embeddings_module
+
+sys.path.insert(0, os.path.dirname(__file__))
+import layer_checks  # noqa: E402
 
 pytestmark = pytest.mark.multi_backend
 
@@ -71,6 +74,23 @@ def test_multi_field_embedding_rejects_bad_arguments(kwargs, argument):
         MultiFieldEmbedding(**kwargs)
 
 
+def test_dual_embedding_tables_are_independent_and_match_numpy():
+    dual = DualEmbedding(vocab_sizes=[4, 6, 5], modes=["vocab", "hash", "vocab"], input_fields=[0, 1, 2, 2],
+                         attention_dim=2, representation_dim=5)
+    att, rep = dual(emb_inputs())
+    keys = {k: EMB_KW[k] for k in ("vocab_sizes", "modes", "input_fields")}
+    for outputs, table in ((att, dual.attention.embeddings), (rep, dual.representation.embeddings)):
+        want = numpy_fused_lookup(keras.ops.convert_to_numpy(table), inputs=emb_inputs(), **keys)
+        for got, w in zip(outputs, want):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), w)
+    assert [tuple(a.shape) for a in att] == [(4, 1, 2)] * 3 + [(4, 3, 2)]
+    assert [tuple(r.shape) for r in rep] == [(4, 1, 5)] * 3 + [(4, 3, 5)]
+    assert dual.count_params() == 17 * (2 + 5)
+    for argument in ("attention_dim", "representation_dim"):
+        with pytest.raises(ValueError, match=argument):
+            DualEmbedding(vocab_sizes=[3], **{"attention_dim": 2, "representation_dim": 2, argument: 0})
+
+
 def numpy_mlp(x, dense_weights, activation=lambda v: np.maximum(v, 0)):
     for kernel, bias in dense_weights:
         x = activation(x @ kernel + bias)
@@ -106,60 +126,48 @@ def test_mlp_rejects_bad_arguments(kwargs, argument):
         MLP(**kwargs)
 
 
-def embedding_model():
-    inputs = [keras.Input((x.shape[1],), dtype="int64") for x in emb_inputs()]
-    outs = MultiFieldEmbedding(**EMB_KW)(inputs)
-    flat = keras.layers.Concatenate(axis=1)(outs)
-    return keras.Model(inputs, MLP([4, 2], norm="batch")(keras.layers.Flatten()(flat)))
+def make_embedding():
+    return MultiFieldEmbedding(**EMB_KW)
 
 
-def test_get_config_round_trip():
-    for layer in (MultiFieldEmbedding(**EMB_KW), MLP([4, 2], activation="gelu", dropout=0.1, norm="layer")):
-        clone = layer.__class__.from_config(layer.get_config())
-        assert clone.get_config() == layer.get_config()
+def make_mlp():
+    return MLP([4, 2], activation="gelu", dropout=0.1, norm="batch")
 
 
-def test_keras_file_round_trip(tmp_path):
-    model = embedding_model()
-    expected = keras.ops.convert_to_numpy(model(emb_inputs()))
-    path = os.path.join(tmp_path, "m.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)  # no custom_objects: the layers are registered
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(emb_inputs())), expected, atol=1e-6)
+MLP_INPUT = np.random.default_rng(2).normal(size=(3, 5)).astype("float32")
+def make_dual():
+    return DualEmbedding(vocab_sizes=[4, 6, 5], modes=["vocab", "hash", "vocab"], input_fields=[0, 1, 2, 2],
+                         attention_dim=2, representation_dim=3)
+
+
+CASES = [(make_embedding, emb_inputs()), (make_mlp, MLP_INPUT), (make_dual, emb_inputs())]
+
+
+@pytest.mark.parametrize("make_layer, inputs", CASES)
+def test_get_config_round_trip(make_layer, inputs):
+    layer_checks.check_config_round_trip(make_layer)
+
+
+@pytest.mark.parametrize("make_layer, inputs", CASES)
+def test_keras_file_round_trip(make_layer, inputs, tmp_path):
+    layer_checks.check_keras_round_trip(make_layer, inputs, tmp_path)
 
 
 @pytest.mark.tf_only
-def test_saved_model_round_trip(tmp_path):
-    import tensorflow as tf
-
-    model = embedding_model()
-    expected = keras.ops.convert_to_numpy(model(emb_inputs()))
-    model.export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False)
-    served = tf.saved_model.load(str(tmp_path / "sm"))
-    got = served.serve([tf.constant(x, tf.int64) for x in emb_inputs()])
-    np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
+@pytest.mark.parametrize("make_layer, inputs", CASES)
+def test_saved_model_round_trip(make_layer, inputs, tmp_path):
+    layer_checks.check_saved_model_round_trip(make_layer, inputs, tmp_path)
 
 
-def test_mixed_bfloat16_forward():
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
-        emb = MultiFieldEmbedding(**EMB_KW)
-        outs = emb(emb_inputs())
-        assert all(keras.backend.standardize_dtype(o.dtype) == "bfloat16" for o in outs)
-        assert keras.backend.standardize_dtype(emb.embeddings.dtype) == "float32"
-        mlp = MLP([4], norm="layer")
-        y = mlp(np.ones((2, 3), "float32"))
-        assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
-    finally:
-        keras.config.set_dtype_policy(previous)
+@pytest.mark.parametrize("make_layer, inputs", CASES)
+def test_mixed_bfloat16_forward(make_layer, inputs):
+    layer_checks.check_mixed_bfloat16(make_layer, inputs)
 
 
 @pytest.mark.parametrize("module", [embeddings_module, blocks_module])
 def test_docstring_examples_run(module):
-    result = doctest.testmod(module, extraglobs={"np": np}, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
+    layer_checks.check_docstring_examples(module)
 
 
 def test_package_exports():
-    assert layers.__all__ == ["MLP", "MultiFieldEmbedding"]
+    assert {"DualEmbedding", "MLP", "MultiFieldEmbedding"} <= set(layers.__all__)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import keras
 import keras_rs
 from keras import ops
 

@@ -8,7 +8,8 @@ dataset YAML gives in ``adapter:``.
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+import os
+from typing import Callable, Iterable
 
 from zoo.spec import FeatureSpec
 
@@ -31,3 +32,15 @@ def write_raw(spec: FeatureSpec, source: str | None, out_dir: str, **options) ->
     if spec.adapter is None:
         raise ValueError(f"spec '{spec.name}': has no 'adapter'; give raw CSV files to the Beam job directly")
     return get_adapter(spec.adapter)(spec, source, out_dir, **options)
+
+
+def write_lines(spec: FeatureSpec, out_dir: str, filename: str, lines: Iterable[str]) -> str:
+    """Writes delimited rows (with the header line when the format has one) to ``out_dir/filename``."""
+    fmt = spec.raw_format
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, filename)
+    with open(path, "w") as fh:
+        if fmt.header:
+            fh.write(fmt.delimiter.join(fmt.columns) + "\n")
+        fh.write("\n".join(lines) + "\n")
+    return path

@@ -48,6 +48,7 @@ import os
 
 import numpy as np
 
+from zoo.datasets import write_lines
 from zoo.spec import SPLITS, FeatureSpec
 
 SOURCE_COLUMNS = ("label", "user", "item", "daytime", "weekday", "isweekend", "homework", "cost",
@@ -128,7 +129,6 @@ def write_raw(spec: FeatureSpec, source: str, out_dir: str, **unused) -> list[st
     tables = {split: _read_split(source, split, field_ids) for split in SPLITS}
     activity = np.bincount(tables["train"][:, 1], minlength=len(field_ids["user"]))
 
-    os.makedirs(out_dir, exist_ok=True)
     paths = []
     # Ids and counts are small non-negative ints: format each value once, then look up.
     top = max(int(activity.max()), max(int(t.max()) for t in tables.values()))
@@ -139,12 +139,7 @@ def write_raw(spec: FeatureSpec, source: str, out_dir: str, **unused) -> list[st
         if fmt.split_column:
             columns[fmt.split_column] = [split] * len(table)
         lines = map(fmt.delimiter.join, zip(*(columns[c] for c in fmt.columns)))
-        path = os.path.join(out_dir, f"{spec.name}_{split}.csv")
-        with open(path, "w") as fh:
-            if fmt.header:
-                fh.write(fmt.delimiter.join(fmt.columns) + "\n")
-            fh.write("\n".join(lines) + "\n")
-        paths.append(path)
+        paths.append(write_lines(spec, out_dir, f"{spec.name}_{split}.csv", lines))
     return paths
 
 

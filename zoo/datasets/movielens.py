@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import os
 
+from zoo.datasets import write_lines
 from zoo.spec import FeatureSpec
 
 NUM_USERS, NUM_ITEMS, NUM_GENRES = 943, 1682, 19
@@ -190,13 +191,7 @@ def write_raw(spec: FeatureSpec, source: str, out_dir: str, **unused) -> list[st
         }
         lines.append(fmt.delimiter.join(str(row[c]) for c in fmt.columns))
 
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"{spec.name}.csv")
-    with open(path, "w") as fh:
-        if fmt.header:
-            fh.write(fmt.delimiter.join(fmt.columns) + "\n")
-        fh.write("\n".join(lines) + "\n")
-    return [path]
+    return [write_lines(spec, out_dir, f"{spec.name}.csv", lines)]
 
 
 def _read_occupations(source: str) -> tuple[str, ...]:

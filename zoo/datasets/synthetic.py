@@ -41,10 +41,10 @@ Planted structure (all draws from ``numpy.random.default_rng(seed)``):
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
+from zoo.datasets import write_lines
 from zoo.spec import FeatureSpec
 
 TAIL_Z = -1.6448536  # standard-normal 5 % quantile
@@ -121,13 +121,7 @@ def write_raw(spec: FeatureSpec, source: str | None, out_dir: str, rows: int = 2
             cols.append(values.astype(str).tolist())
     lines = [fmt.delimiter.join(fields) for fields in zip(*cols)]
     lines.extend(_malformed(lines, malformed_rows, fmt.delimiter, fmt.columns, spec.label))
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"{spec.name}.csv")
-    with open(path, "w") as fh:
-        if fmt.header:
-            fh.write(fmt.delimiter.join(fmt.columns) + "\n")
-        fh.write("\n".join(lines) + "\n")
-    return [path]
+    return [write_lines(spec, out_dir, f"{spec.name}.csv", lines)]
 
 
 def _malformed(lines: list[str], count: int, delimiter: str, columns, label: str) -> list[str]:
