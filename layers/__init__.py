@@ -5,6 +5,6 @@ package registers every layer for ``.keras`` deserialization (package ``ctr_zoo`
 """
 
 from layers.blocks import MLP
-from layers.embeddings import DualEmbedding, MultiFieldEmbedding
+from layers.embeddings import DualEmbedding, MLETEmbedding, MultiEmbedding, MultiFieldEmbedding
 
-__all__ = ["DualEmbedding", "MLP", "MultiFieldEmbedding"]
+__all__ = ["DualEmbedding", "MLETEmbedding", "MLP", "MultiEmbedding", "MultiFieldEmbedding"]

@@ -174,16 +174,20 @@ class DualEmbedding(keras.layers.Layer):
                  modes: Sequence[str] | None = None, input_fields: Sequence[int] | None = None,
                  embeddings_initializer="uniform", **kwargs):
         super().__init__(**kwargs)
-        common = dict(vocab_sizes=vocab_sizes, modes=modes, input_fields=input_fields,
-                      embeddings_initializer=embeddings_initializer, dtype=self.dtype_policy)
-        try:
-            self.attention = MultiFieldEmbedding(output_dim=attention_dim, name="attention", **common)
+        common = dict(vocab_sizes=vocab_sizes, modes=modes, input_fields=input_fields, dtype=self.dtype_policy)
+        try:  # each table gets its own initializer instance, so the two never start identical
+            self.attention = MultiFieldEmbedding(
+                output_dim=attention_dim, name="attention",
+                embeddings_initializer=_fresh_initializer(embeddings_initializer, 0), **common)
         except ValueError as err:
             raise ValueError(str(err).replace("output_dim", "attention_dim")) from None
         try:
-            self.representation = MultiFieldEmbedding(output_dim=representation_dim, name="representation", **common)
+            self.representation = MultiFieldEmbedding(
+                output_dim=representation_dim, name="representation",
+                embeddings_initializer=_fresh_initializer(embeddings_initializer, 1), **common)
         except ValueError as err:
             raise ValueError(str(err).replace("output_dim", "representation_dim")) from None
+        self._embeddings_initializer = keras.initializers.get(embeddings_initializer)
 
     def build(self, input_shape):
         self.attention.build(input_shape)
@@ -202,6 +206,251 @@ class DualEmbedding(keras.layers.Layer):
         config.update({
             "vocab_sizes": att["vocab_sizes"], "modes": att["modes"], "input_fields": att["input_fields"],
             "attention_dim": self.attention.output_dim, "representation_dim": self.representation.output_dim,
-            "embeddings_initializer": att["embeddings_initializer"],
+            "embeddings_initializer": keras.initializers.serialize(self._embeddings_initializer),
+        })
+        return config
+
+
+def _fresh_initializer(initializer, index: int):
+    """A new instance of ``initializer`` for the ``index``-th of several tables.
+
+    An unseeded Keras initializer instance returns the same values on every call, so tables that must
+    start independent each get their own instance; an integer seed ``s`` becomes ``s + index`` so that
+    seeded tables stay reproducible yet differ.
+    """
+    initializer = keras.initializers.get(initializer)
+    if not isinstance(initializer, keras.initializers.Initializer):
+        return initializer  # a plain function: stateless, nothing to copy
+    config = initializer.get_config()
+    if isinstance(config.get("seed"), int) and not isinstance(config["seed"], bool):
+        config = dict(config, seed=config["seed"] + index)
+    return initializer.__class__.from_config(config)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MLETEmbedding(keras.layers.Layer):
+    """MLET: every field's table is trained as a factorisation ``A_f B_f`` with inner width ``k > d``.
+
+    With ``row`` the fused, OOV-safe row mapping of :class:`MultiFieldEmbedding` (vocab/hash modes,
+    per-field offsets), field ``f``'s id ``v`` is embedded as
+
+        e(v) = A[row(v)] · B_f,     A ∈ R^{rows×k} (fused over fields),  B_f ∈ R^{k×d},  k > d
+
+    Because every row's gradient passes through the dense ``B_f`` (and ``Aᵀ``), updates are shared
+    across the categories of a field, which helps rare ids most (Deng et al., MLET, ACML 2023). After
+    training, :meth:`fold` returns a plain ``d``-wide :class:`MultiFieldEmbedding` whose table is
+    ``T[o_f : o_f + R_f] = A[o_f : o_f + R_f] · B_f``: serving costs exactly a ``d``-dim lookup. Fold
+    after the optimizer's final step.
+
+    One projection ``B_f`` per field, not one shared by all fields: the method factorises each
+    embedding table on its own (``Embedding(V, k)`` then ``Dense(d, use_bias=False)`` per table) and
+    its "cross-category" effect is within a field. A shared ``B`` would couple unrelated fields'
+    updates and force them into one ``d``-dim subspace of ``R^k``. The extra ``F·k·d`` parameters are
+    training-only and vanish in the fold. Inputs that share a field (``input_fields``) share its
+    ``A`` rows and its ``B_f``.
+
+    ``A`` (``inner``) is a :class:`MultiFieldEmbedding` of width ``k``; each ``B_f`` is a bias-free
+    ``Dense`` (``projections[f]``). Defaults follow the method: uniform ``A``, Glorot ``B``.
+
+    Args:
+      vocab_sizes: per field, ``V_f`` (vocab mode) or ``H_f`` (hash mode).
+      output_dim: embedding width ``d`` (also the width of the folded table).
+      inner_dim: inner width ``k``; must exceed ``output_dim`` (the method's default is ``8 d``).
+      modes: per field ``"vocab"`` or ``"hash"``; default all ``"vocab"``.
+      input_fields: which field each call input looks up (see :class:`MultiFieldEmbedding`).
+      embeddings_initializer: initializer of ``A``.
+      embeddings_regularizer: optional regularizer of ``A``.
+      projection_initializer: initializer of every ``B_f`` (each field's starts independent).
+
+    Call arguments:
+      inputs: a list of int tensors of shape ``(B, k_i)``.
+
+    Returns:
+      A list of ``(B, k_i, d)`` tensors in the compute dtype.
+
+    Example:
+
+    >>> layer = MLETEmbedding(vocab_sizes=[3, 5], output_dim=2, inner_dim=8, modes=["vocab", "hash"])
+    >>> ids = [np.array([[0], [7]]), np.array([[6], [-1]])]
+    >>> a, b = layer(ids)
+    >>> tuple(a.shape), layer.count_params()  # A: 9 x 8, B: 2 fields x 8 x 2
+    ((2, 1, 2), 104)
+    >>> folded = layer.fold()
+    >>> folded.count_params(), type(folded).__name__
+    (18, 'MultiFieldEmbedding')
+    >>> bool(np.allclose(folded(ids)[1], b, atol=1e-6))
+    True
+    """
+
+    def __init__(self, vocab_sizes: Sequence[int], output_dim: int, inner_dim: int,
+                 modes: Sequence[str] | None = None, input_fields: Sequence[int] | None = None,
+                 embeddings_initializer="uniform", embeddings_regularizer=None,
+                 projection_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        if int(output_dim) <= 0:
+            raise ValueError(f"output_dim: must be positive, got {output_dim}")
+        if int(inner_dim) <= int(output_dim):
+            raise ValueError(f"inner_dim: must exceed output_dim={output_dim} (MLET needs k > d), got {inner_dim}")
+        self.output_dim = int(output_dim)
+        self.inner_dim = int(inner_dim)
+        self.inner = MultiFieldEmbedding(
+            vocab_sizes=vocab_sizes, output_dim=self.inner_dim, modes=modes, input_fields=input_fields,
+            embeddings_initializer=embeddings_initializer, embeddings_regularizer=embeddings_regularizer,
+            dtype=self.dtype_policy, name="inner",
+        )
+        self.projection_initializer = keras.initializers.get(projection_initializer)
+        self.projections = [
+            keras.layers.Dense(self.output_dim, use_bias=False, dtype=self.dtype_policy, name=f"projection_{f}",
+                               kernel_initializer=_fresh_initializer(self.projection_initializer, f))
+            for f in range(len(self.inner.vocab_sizes))
+        ]
+
+    @property
+    def num_rows(self) -> int:
+        return self.inner.num_rows
+
+    def rows(self, field: int, ids):
+        """Rows of ``A`` (and of the folded table) for ``ids`` of one field."""
+        return self.inner.rows(field, ids)
+
+    def build(self, input_shape):
+        self.inner.build(input_shape)
+        for projection in self.projections:
+            projection.build((None, self.inner_dim))
+
+    def call(self, inputs):
+        inner = self.inner(inputs)  # (B, k_i, k) each
+        return [self.projections[f](a) for f, a in zip(self.inner.input_fields, inner)]
+
+    def fold(self) -> MultiFieldEmbedding:
+        """A plain ``d``-wide :class:`MultiFieldEmbedding` (same fields, modes, name) with table ``A·B``.
+
+        Its outputs equal this layer's for every id, OOV and hashed ids included.
+        """
+        if not self.built:
+            raise ValueError("fold: the layer has no weights yet; build or call it first")
+        a = ops.convert_to_tensor(self.inner.embeddings)
+        blocks = [ops.matmul(a[o:o + r], ops.convert_to_tensor(p.kernel))
+                  for o, r, p in zip(self.inner.offsets, self.inner.field_rows, self.projections)]
+        folded = MultiFieldEmbedding(
+            vocab_sizes=self.inner.vocab_sizes, output_dim=self.output_dim, modes=self.inner.modes,
+            input_fields=self.inner.input_fields, embeddings_initializer=self.inner.embeddings_initializer,
+            embeddings_regularizer=self.inner.embeddings_regularizer, dtype=self.dtype_policy, name=self.name,
+        )
+        folded.build([(None, w) for w in self.inner._widths])
+        folded.embeddings.assign(ops.cast(ops.concatenate(blocks, axis=0), folded.embeddings.dtype))
+        return folded
+
+    def compute_output_shape(self, input_shape):
+        return [tuple(s[:-1]) + (s[-1], self.output_dim) for s in input_shape]
+
+    def get_config(self):
+        config = super().get_config()
+        inner = self.inner.get_config()
+        config.update({
+            "vocab_sizes": inner["vocab_sizes"],
+            "output_dim": self.output_dim,
+            "inner_dim": self.inner_dim,
+            "modes": inner["modes"],
+            "input_fields": inner["input_fields"],
+            "embeddings_initializer": inner["embeddings_initializer"],
+            "embeddings_regularizer": inner["embeddings_regularizer"],
+            "projection_initializer": keras.initializers.serialize(self.projection_initializer),
+        })
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MultiEmbedding(keras.layers.Layer):
+    """``M`` independent embedding sets, the remedy for embedding collapse (Guo et al., ICML 2024).
+
+    Set ``m`` is its own fused table ``E^(m)`` of shape ``(rows, d)``, separately initialized, looked
+    up with the row mapping of :class:`MultiFieldEmbedding`:
+
+        e^(m)(v) = E^(m)[row(v)],    m = 1..M        (parameters: M · rows · d)
+
+    The paper scales the *number* of sets, not the width: each set feeds its own interaction module
+    ``I^(m)`` and the per-set results are combined (averaged after a per-set projection):
+    ``ŷ = σ(F((1/M) Σ_m P^(m)(I^(m)(E^(m)(x)))))``.
+
+    The output is therefore a list *per set*: ``outputs[m]`` is exactly what a single
+    :class:`MultiFieldEmbedding` returns (a list of ``(B, k_i, d)``), so set ``m`` is handed unchanged
+    to the ``m``-th instance of any backbone written for one embedding set, and the combine step is a
+    plain loop ``mean([I[m](outputs[m]) for m in range(M)])``. (A stacked ``(B, M, k_i, d)`` layout
+    would only have to be sliced apart again, since the interaction modules are distinct per set.)
+
+    An integer seed ``s`` in ``embeddings_initializer`` becomes ``s + m`` for set ``m``, so sets never
+    start identical.
+
+    Args:
+      num_sets: number of embedding sets ``M`` (``>= 1``; the paper uses 2-10).
+      vocab_sizes: per field, ``V_f`` (vocab mode) or ``H_f`` (hash mode).
+      output_dim: width ``d`` of every set (the paper's base width ``K``).
+      modes: per field ``"vocab"`` or ``"hash"``; default all ``"vocab"``.
+      input_fields: which field each call input looks up (see :class:`MultiFieldEmbedding`).
+      embeddings_initializer: initializer of every set's table (each set drawn independently).
+      embeddings_regularizer: optional regularizer of every set's table.
+
+    Call arguments:
+      inputs: a list of int tensors of shape ``(B, k_i)``.
+
+    Returns:
+      A list of ``M`` lists; ``outputs[m][i]`` is input ``i`` embedded by set ``m``, shape
+      ``(B, k_i, d)`` in the compute dtype.
+
+    Example:
+
+    >>> me = MultiEmbedding(num_sets=3, vocab_sizes=[3, 5], output_dim=4, modes=["vocab", "hash"])
+    >>> out = me([np.array([[0], [7]]), np.array([[6, 1, -1], [2, 0, 4]])])
+    >>> len(out), [tuple(x.shape) for x in out[0]], me.count_params()  # 3 sets x 9 rows x 4
+    (3, [(2, 1, 4), (2, 3, 4)], 108)
+    """
+
+    def __init__(self, num_sets: int, vocab_sizes: Sequence[int], output_dim: int,
+                 modes: Sequence[str] | None = None, input_fields: Sequence[int] | None = None,
+                 embeddings_initializer="uniform", embeddings_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(num_sets, bool) or int(num_sets) != num_sets or int(num_sets) < 1:
+            raise ValueError(f"num_sets: must be a positive integer, got {num_sets}")
+        self.num_sets = int(num_sets)
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.sets = [
+            MultiFieldEmbedding(
+                vocab_sizes=vocab_sizes, output_dim=output_dim, modes=modes, input_fields=input_fields,
+                embeddings_initializer=_fresh_initializer(self.embeddings_initializer, m),
+                embeddings_regularizer=embeddings_regularizer, dtype=self.dtype_policy, name=f"set_{m}",
+            )
+            for m in range(self.num_sets)
+        ]
+
+    @property
+    def num_rows(self) -> int:
+        return self.sets[0].num_rows
+
+    def rows(self, field: int, ids):
+        """Rows of every set's table for ``ids`` of one field."""
+        return self.sets[0].rows(field, ids)
+
+    def build(self, input_shape):
+        for embedding in self.sets:
+            embedding.build(input_shape)
+
+    def call(self, inputs):
+        return [embedding(inputs) for embedding in self.sets]
+
+    def compute_output_shape(self, input_shape):
+        return [embedding.compute_output_shape(input_shape) for embedding in self.sets]
+
+    def get_config(self):
+        config = super().get_config()
+        first = self.sets[0].get_config()
+        config.update({
+            "num_sets": self.num_sets,
+            "vocab_sizes": first["vocab_sizes"],
+            "output_dim": first["output_dim"],
+            "modes": first["modes"],
+            "input_fields": first["input_fields"],
+            "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
+            "embeddings_regularizer": first["embeddings_regularizer"],
         })
         return config

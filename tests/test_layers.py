@@ -86,6 +86,12 @@ def test_dual_embedding_tables_are_independent_and_match_numpy():
     assert [tuple(a.shape) for a in att] == [(4, 1, 2)] * 3 + [(4, 3, 2)]
     assert [tuple(r.shape) for r in rep] == [(4, 1, 5)] * 3 + [(4, 3, 5)]
     assert dual.count_params() == 17 * (2 + 5)
+    # One initializer instance for both tables must still give independent starting tables.
+    shared = DualEmbedding(vocab_sizes=[50], attention_dim=4, representation_dim=4,
+                           embeddings_initializer=keras.initializers.RandomNormal(seed=7))
+    shared([np.array([[1]])])
+    assert not np.allclose(keras.ops.convert_to_numpy(shared.attention.embeddings),
+                           keras.ops.convert_to_numpy(shared.representation.embeddings))
     for argument in ("attention_dim", "representation_dim"):
         with pytest.raises(ValueError, match=argument):
             DualEmbedding(vocab_sizes=[3], **{"attention_dim": 2, "representation_dim": 2, argument: 0})

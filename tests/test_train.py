@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from helpers import synthetic_rows, write_data_dir  # noqa: E402
 
 from zoo import train  # noqa: E402
-from zoo.spec import load_spec  # noqa: E402
+from zoo.spec import SpecError, load_spec  # noqa: E402
 
 pytestmark = pytest.mark.tf_only
 
@@ -50,7 +50,7 @@ def test_train_cli_writes_per_cohort_metrics_and_exports(data_dir, tmp_path):
 
 
 def test_c2al_pair_is_validated_against_the_spec(data_dir, tmp_path):
-    with pytest.raises(Exception, match="no cohort named 'p99'"):
+    with pytest.raises(SpecError, match="no cohort named .p99."):
         train.run(data_dir, "configs/models/dcnv2_test.yaml", str(tmp_path), ["c2al"], c2al_overrides={"head": "p99"})
     with pytest.raises(ValueError, match="variants"):
         train.run(data_dir, "configs/models/dcnv2_test.yaml", str(tmp_path), ["mmoe"])
