@@ -23,12 +23,12 @@ def to_numpy(x: Any) -> Any:
     return keras.ops.convert_to_numpy(x)
 
 
-def _symbolic(inputs: Any) -> Any:
-    if isinstance(inputs, dict):
-        return {k: _symbolic(v) for k, v in inputs.items()}
+def _symbolic(inputs: Any, name: str | None = None) -> Any:
+    if isinstance(inputs, dict):  # named like their keys, as Keras expects for dict inputs
+        return {k: _symbolic(v, name=k) for k, v in inputs.items()}
     if isinstance(inputs, (list, tuple)):
         return [_symbolic(v) for v in inputs]
-    return keras.Input(shape=inputs.shape[1:], dtype=str(inputs.dtype))
+    return keras.Input(shape=inputs.shape[1:], dtype=str(inputs.dtype), name=name)
 
 
 def _flat(outputs: Any) -> list:
