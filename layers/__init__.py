@@ -10,10 +10,11 @@ keras-rs (``keras_rs.layers.FeatureCross``, ``keras_rs.layers.DotInteraction``).
 from layers.attention import FieldSelfAttention, TargetAttention
 from layers.blocks import MLP
 from layers.embeddings import DualEmbedding, MLETEmbedding, MultiEmbedding, MultiFieldEmbedding
+from layers.experts import PLE, CGCLevel, MMoE
 from layers.interactions import AFM, FM, AttentionFM, LinearCompression, LowRankMixtureCross
 
 __all__ = [
-    "AFM", "AttentionFM", "DualEmbedding", "FM", "FieldSelfAttention", "LinearCompression",
-    "LowRankMixtureCross", "MLETEmbedding", "MLP", "MultiEmbedding", "MultiFieldEmbedding",
+    "AFM", "AttentionFM", "CGCLevel", "DualEmbedding", "FM", "FieldSelfAttention", "LinearCompression",
+    "LowRankMixtureCross", "MLETEmbedding", "MLP", "MMoE", "MultiEmbedding", "MultiFieldEmbedding", "PLE",
     "TargetAttention",
 ]

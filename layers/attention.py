@@ -16,6 +16,7 @@ from keras import ops
 
 from layers.blocks import MLP
 from layers.embeddings import PACKAGE
+from layers.initializers import fresh_initializer
 
 _SCORES = ("dot", "mlp")
 
@@ -107,7 +108,9 @@ class FieldSelfAttention(keras.layers.Layer):
                       if self.use_layer_norm else None)
 
     def _projection(self, name):
-        return keras.layers.Dense(self.output_dim, use_bias=False, kernel_initializer=self.kernel_initializer,
+        self._num_projections = getattr(self, "_num_projections", 0) + 1
+        initializer = fresh_initializer(self.kernel_initializer, self._num_projections)
+        return keras.layers.Dense(self.output_dim, use_bias=False, kernel_initializer=initializer,
                                   kernel_regularizer=self.kernel_regularizer, dtype=self.dtype_policy, name=name)
 
     def build(self, input_shape):
@@ -254,7 +257,7 @@ class TargetAttention(keras.layers.Layer):
             self._mlp = MLP(self.mlp_units, activation=self.mlp_activation,
                             kernel_initializer=self.kernel_initializer,
                             kernel_regularizer=self.kernel_regularizer, dtype=self.dtype_policy, name="scorer")
-            self._mlp_out = keras.layers.Dense(1, kernel_initializer=self.kernel_initializer,
+            self._mlp_out = keras.layers.Dense(1, kernel_initializer=fresh_initializer(self.kernel_initializer, 100),
                                                kernel_regularizer=self.kernel_regularizer,
                                                dtype=self.dtype_policy, name="scorer_output")
 

@@ -7,6 +7,7 @@ from typing import Sequence
 import keras
 
 from layers.embeddings import PACKAGE
+from layers.initializers import fresh_initializer
 
 _NORMS = (None, "batch", "layer")
 
@@ -49,7 +50,8 @@ class MLP(keras.layers.Layer):
         self._dense, self._norms, self._drops = [], [], []
         for i, width in enumerate(self.units):
             self._dense.append(keras.layers.Dense(
-                width, kernel_initializer=self.kernel_initializer, kernel_regularizer=self.kernel_regularizer,
+                width, kernel_initializer=fresh_initializer(self.kernel_initializer, i),
+                kernel_regularizer=self.kernel_regularizer,
                 use_bias=norm != "batch", dtype=self.dtype_policy, name=f"dense_{i}"))
             if norm == "batch":
                 self._norms.append(keras.layers.BatchNormalization(dtype=self.dtype_policy, name=f"norm_{i}"))

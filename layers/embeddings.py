@@ -11,6 +11,8 @@ from typing import Sequence
 import keras
 from keras import ops
 
+from layers.initializers import fresh_initializer
+
 PACKAGE = "ctr_zoo"
 
 
@@ -178,13 +180,13 @@ class DualEmbedding(keras.layers.Layer):
         try:  # each table gets its own initializer instance, so the two never start identical
             self.attention = MultiFieldEmbedding(
                 output_dim=attention_dim, name="attention",
-                embeddings_initializer=_fresh_initializer(embeddings_initializer, 0), **common)
+                embeddings_initializer=fresh_initializer(embeddings_initializer, 0), **common)
         except ValueError as err:
             raise ValueError(str(err).replace("output_dim", "attention_dim")) from None
         try:
             self.representation = MultiFieldEmbedding(
                 output_dim=representation_dim, name="representation",
-                embeddings_initializer=_fresh_initializer(embeddings_initializer, 1), **common)
+                embeddings_initializer=fresh_initializer(embeddings_initializer, 1), **common)
         except ValueError as err:
             raise ValueError(str(err).replace("output_dim", "representation_dim")) from None
         self._embeddings_initializer = keras.initializers.get(embeddings_initializer)
@@ -209,22 +211,6 @@ class DualEmbedding(keras.layers.Layer):
             "embeddings_initializer": keras.initializers.serialize(self._embeddings_initializer),
         })
         return config
-
-
-def _fresh_initializer(initializer, index: int):
-    """A new instance of ``initializer`` for the ``index``-th of several tables.
-
-    An unseeded Keras initializer instance returns the same values on every call, so tables that must
-    start independent each get their own instance; an integer seed ``s`` becomes ``s + index`` so that
-    seeded tables stay reproducible yet differ.
-    """
-    initializer = keras.initializers.get(initializer)
-    if not isinstance(initializer, keras.initializers.Initializer):
-        return initializer  # a plain function: stateless, nothing to copy
-    config = initializer.get_config()
-    if isinstance(config.get("seed"), int) and not isinstance(config["seed"], bool):
-        config = dict(config, seed=config["seed"] + index)
-    return initializer.__class__.from_config(config)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -301,7 +287,7 @@ class MLETEmbedding(keras.layers.Layer):
         self.projection_initializer = keras.initializers.get(projection_initializer)
         self.projections = [
             keras.layers.Dense(self.output_dim, use_bias=False, dtype=self.dtype_policy, name=f"projection_{f}",
-                               kernel_initializer=_fresh_initializer(self.projection_initializer, f))
+                               kernel_initializer=fresh_initializer(self.projection_initializer, f))
             for f in range(len(self.inner.vocab_sizes))
         ]
 
@@ -417,7 +403,7 @@ class MultiEmbedding(keras.layers.Layer):
         self.sets = [
             MultiFieldEmbedding(
                 vocab_sizes=vocab_sizes, output_dim=output_dim, modes=modes, input_fields=input_fields,
-                embeddings_initializer=_fresh_initializer(self.embeddings_initializer, m),
+                embeddings_initializer=fresh_initializer(self.embeddings_initializer, m),
                 embeddings_regularizer=embeddings_regularizer, dtype=self.dtype_policy, name=f"set_{m}",
             )
             for m in range(self.num_sets)

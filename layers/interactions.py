@@ -17,6 +17,7 @@ from keras import ops
 
 from layers.blocks import MLP
 from layers.embeddings import PACKAGE
+from layers.initializers import fresh_initializer
 
 
 def _field_shape(input_shape, argument: str) -> tuple[int, int]:
@@ -228,7 +229,7 @@ class AttentionFM(keras.layers.Layer):
             self._mlp.build(shape)
             shape = self._mlp.compute_output_shape(shape)
         self._logits = keras.layers.Dense(
-            self._n * self.k, kernel_initializer=self.kernel_initializer,
+            self._n * self.k, kernel_initializer=fresh_initializer(self.kernel_initializer, 100),
             kernel_regularizer=self.kernel_regularizer, dtype=self.dtype_policy, name="attention_logits")
         self._logits.build(shape)
 
@@ -330,14 +331,17 @@ class AFM(keras.layers.Layer):
             raise ValueError(f"embeddings: AFM needs at least 2 fields, got n={self._n}")
         rows, cols = np.triu_indices(self._n, k=1)                 # i < j, row-major
         self._rows, self._cols = rows.astype("int32"), cols.astype("int32")
-        common = dict(initializer=self.kernel_initializer, regularizer=self.kernel_regularizer)
+        def kernel(offset):
+            return dict(initializer=fresh_initializer(self.kernel_initializer, offset),
+                        regularizer=self.kernel_regularizer)
+
         self.attention_kernel = self.add_weight(name="attention_kernel", shape=(self._d, self.attention_dim),
-                                                **common)
+                                                **kernel(0))
         self.attention_bias = self.add_weight(name="attention_bias", shape=(self.attention_dim,),
                                               initializer="zeros")
-        self.attention_vector = self.add_weight(name="attention_vector", shape=(self.attention_dim,), **common)
+        self.attention_vector = self.add_weight(name="attention_vector", shape=(self.attention_dim,), **kernel(1))
         if self.reduce_sum:
-            self.projection = self.add_weight(name="projection", shape=(self._d,), **common)
+            self.projection = self.add_weight(name="projection", shape=(self._d,), **kernel(2))
 
     def call(self, embeddings, return_attention=False, training=None):
         pairs = ops.take(embeddings, self._rows, axis=1) * ops.take(embeddings, self._cols, axis=1)  # (B, P, d)
@@ -420,12 +424,15 @@ class LowRankMixtureCross(keras.layers.Layer):
         if len(input_shape) < 2 or input_shape[-1] is None:
             raise ValueError(f"x0: expected a (B, ..., D) tensor with known D, got shape {tuple(input_shape)}")
         dim, e, r = int(input_shape[-1]), self.num_experts, self.low_rank
-        common = dict(initializer=self.kernel_initializer, regularizer=self.kernel_regularizer)
-        self.u_kernel = self.add_weight(name="u_kernel", shape=(e, dim, r), **common)
-        self.v_kernel = self.add_weight(name="v_kernel", shape=(e, dim, r), **common)
-        self.c_kernel = self.add_weight(name="c_kernel", shape=(e, r, r), **common)
+        def kernel(offset):  # U and V share a shape: each needs its own initializer instance
+            return dict(initializer=fresh_initializer(self.kernel_initializer, offset),
+                        regularizer=self.kernel_regularizer)
+
+        self.u_kernel = self.add_weight(name="u_kernel", shape=(e, dim, r), **kernel(0))
+        self.v_kernel = self.add_weight(name="v_kernel", shape=(e, dim, r), **kernel(1))
+        self.c_kernel = self.add_weight(name="c_kernel", shape=(e, r, r), **kernel(2))
         if e > 1:  # a single expert has the constant gate 1
-            self.gate_kernel = self.add_weight(name="gate_kernel", shape=(dim, e), **common)
+            self.gate_kernel = self.add_weight(name="gate_kernel", shape=(dim, e), **kernel(3))
         if self.use_bias:
             self.bias = self.add_weight(name="bias", shape=(dim,), initializer=self.bias_initializer,
                                         regularizer=self.bias_regularizer)

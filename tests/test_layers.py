@@ -177,3 +177,29 @@ def test_docstring_examples_run(module):
 
 def test_package_exports():
     assert {"DualEmbedding", "MLP", "MultiFieldEmbedding"} <= set(layers.__all__)
+
+
+def test_weights_sharing_an_initializer_start_different():
+    """One Keras initializer instance repeats its values for equal shapes; every layer must avoid that."""
+    from layers import FieldSelfAttention, LowRankMixtureCross
+
+    def arrays(layer):
+        return {w.path.split("/")[-2] + "/" + w.name: keras.ops.convert_to_numpy(w) for w in layer.weights}
+
+    mlp = MLP([4, 4, 4])
+    mlp(np.ones((2, 4), "float32"))
+    kernels = [keras.ops.convert_to_numpy(d.kernel) for d in mlp._dense]
+    assert not np.allclose(kernels[1], kernels[2]) and not np.allclose(kernels[0], kernels[1])
+    attention = FieldSelfAttention(num_heads=1, attention_dim=4)
+    attention(np.ones((2, 3, 4), "float32"))
+    q, k, v = (keras.ops.convert_to_numpy(w) for w in attention.weights[:3])
+    assert not np.allclose(q, k) and not np.allclose(k, v)
+    cross = LowRankMixtureCross(num_experts=2, low_rank=4)
+    cross(np.ones((2, 4), "float32"))
+    assert not np.allclose(keras.ops.convert_to_numpy(cross.u_kernel), keras.ops.convert_to_numpy(cross.v_kernel))
+    # Seeded initializers stay reproducible.
+    seeded = [MLP([4, 4], kernel_initializer=keras.initializers.GlorotUniform(seed=3)) for _ in range(2)]
+    for layer in seeded:
+        layer(np.ones((2, 4), "float32"))
+    for a, b in zip(seeded[0]._dense, seeded[1]._dense):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a.kernel), keras.ops.convert_to_numpy(b.kernel))

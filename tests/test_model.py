@@ -49,7 +49,9 @@ def test_encoder_pools_sequences_over_non_padding_and_maps_oov():
     x, _ = batch(16)
     x["hist"][0] = [PAD_ID, PAD_ID, PAD_ID]
     x["hist"][1] = [2, PAD_ID, 7]
-    tokens, dense = encoder(x)
+    token_sets, dense = encoder(x)
+    assert len(token_sets) == 1
+    tokens = token_sets[0]
     assert encoder.token_names == ["user", "item", "wide", "hist"]
     assert [tuple(t.shape) for t in tokens] == [(16, 4), (16, 4), (16, 2), (16, 4)]
     np.testing.assert_allclose(keras.ops.convert_to_numpy(dense), x["price"])

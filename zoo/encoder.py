@@ -7,9 +7,35 @@ from typing import Any, Mapping
 import keras
 from keras import ops
 
-from layers import MultiFieldEmbedding
+from layers import MLETEmbedding, MultiEmbedding, MultiFieldEmbedding
 from layers.embeddings import PACKAGE
 from zoo.spec import PAD_ID, FeatureSpec
+
+EMBEDDING_TYPES = ("plain", "mlet", "multi")
+
+
+def embedding_options(embedding: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validated embedding options with defaults filled in.
+
+    ``{"type": "plain"}`` (default), ``{"type": "mlet", "inner_dim": k}`` (MLET: each table trained
+    as rows x k times k x d, k larger than every width; folded to plain tables at export) or
+    ``{"type": "multi", "num_sets": M}`` (M independent embedding sets, METHODS section 5).
+    """
+    options = dict(embedding or {"type": "plain"})
+    kind = options.setdefault("type", "plain")
+    allowed = {"plain": {"type"}, "mlet": {"type", "inner_dim"}, "multi": {"type", "num_sets"}}
+    if kind not in EMBEDDING_TYPES:
+        raise ValueError(f"embedding: type must be one of {EMBEDDING_TYPES}, got {kind!r}")
+    unknown = set(options) - allowed[kind]
+    if unknown:
+        raise ValueError(f"embedding: unknown option(s) {sorted(unknown)} for type '{kind}'")
+    if kind == "mlet" and not (isinstance(options.get("inner_dim"), int) and options["inner_dim"] > 0):
+        raise ValueError(f"embedding: type 'mlet' needs a positive integer inner_dim, got {options.get('inner_dim')!r}")
+    if kind == "multi":
+        options.setdefault("num_sets", 2)
+        if not (isinstance(options["num_sets"], int) and options["num_sets"] >= 1):
+            raise ValueError(f"embedding: num_sets must be a positive integer, got {options['num_sets']!r}")
+    return options
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -17,27 +43,33 @@ class FeatureEncoder(keras.layers.Layer):
     """Embeds the spec's id features and gathers its dense features.
 
     Embedding tables come from the spec: one row block per table (``vocab_size + 1`` rows with an
-    explicit OOV row, or ``hash_buckets`` rows), fused into one :class:`MultiFieldEmbedding` per
-    embedding width, so a batch costs one gather per width. Sequence features look up their (own or
-    shared) table and are mean-pooled over non-padding positions (``PAD_ID``); an all-padding
-    sequence pools to zeros.
+    explicit OOV row, or ``hash_buckets`` rows), fused into one lookup layer per embedding width, so
+    a batch costs one gather per width (per set). Sequence features look up their (own or shared)
+    table and are mean-pooled over non-padding positions (``PAD_ID``); an all-padding sequence pools
+    to zeros. The lookup layer is :class:`layers.MultiFieldEmbedding` (``plain``),
+    :class:`layers.MLETEmbedding` (``mlet``) or :class:`layers.MultiEmbedding` (``multi``); see
+    :func:`embedding_options`.
 
     Args:
       spec: the resolved spec as a dict (``FeatureSpec.to_dict()``).
+      embedding: embedding options (:func:`embedding_options`).
 
     Call arguments:
       features: dict of input tensors keyed by feature name.
 
     Returns:
-      ``(tokens, dense)``: ``tokens`` is a list of ``(B, d_f)`` embeddings, one per categorical or
-      sequence input in spec order (see :attr:`token_names`); ``dense`` is ``(B, m)`` with the dense
-      inputs in spec order, or None if the spec has none.
+      ``(token_sets, dense)``: ``token_sets`` has one entry per embedding set (one unless
+      ``multi``), each a list of ``(B, d_f)`` embeddings, one per categorical or sequence input in
+      spec order (see :attr:`token_names`); ``dense`` is ``(B, m)`` with the dense inputs in spec
+      order, or None if the spec has none.
     """
 
-    def __init__(self, spec: Mapping[str, Any], **kwargs):
+    def __init__(self, spec: Mapping[str, Any], embedding: Mapping[str, Any] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.spec_config = dict(spec)
         self.spec = FeatureSpec.from_dict(self.spec_config)
+        self.embedding = embedding_options(embedding)
+        self.num_sets = self.embedding.get("num_sets", 1) if self.embedding["type"] == "multi" else 1
         id_inputs = [f for f in self.spec.inputs if f.kind != "dense"]
         self.token_names = [f.name for f in id_inputs]
         self.dense_names = [f.name for f in self.spec.dense]
@@ -54,36 +86,48 @@ class FeatureEncoder(keras.layers.Layer):
         self.embedders = []
         for dim, (owned, inputs) in sorted(groups.items()):
             owners = [tables[t] for t in owned]
-            self.embedders.append(MultiFieldEmbedding(
+            common = dict(
                 vocab_sizes=[t.vocab_size if t.vocab_size is not None else t.hash_buckets for t in owners],
                 modes=["vocab" if t.vocab_size is not None else "hash" for t in owners],
                 input_fields=[owned.index(self.spec.feature(n).table) for n in inputs],
                 output_dim=dim, dtype=self.dtype_policy, name=f"embedding_{dim}",
-            ))
+            )
+            kind = self.embedding["type"]
+            if kind == "mlet":
+                if self.embedding["inner_dim"] <= dim:
+                    raise ValueError(f"embedding: MLET inner_dim {self.embedding['inner_dim']} must exceed "
+                                     f"the embedding width {dim} of {owned}")
+                self.embedders.append(MLETEmbedding(inner_dim=self.embedding["inner_dim"], **common))
+            elif kind == "multi":
+                self.embedders.append(MultiEmbedding(num_sets=self.num_sets, **common))
+            else:
+                self.embedders.append(MultiFieldEmbedding(**common))
 
     def build(self, input_shape):
         for embedder, inputs in zip(self.embedders, self._group_inputs):
             embedder.build([tuple(input_shape[n]) for n in inputs])
 
     def call(self, features):
-        by_name = {}
+        by_name = [{} for _ in range(self.num_sets)]
         for embedder, inputs in zip(self.embedders, self._group_inputs):
             looked_up = embedder([features[n] for n in inputs])
-            for name, emb in zip(inputs, looked_up):
-                if self.spec.feature(name).kind == "sequence":
-                    mask = ops.cast(ops.not_equal(features[name], PAD_ID), emb.dtype)[..., None]
-                    total = ops.sum(emb * mask, axis=1)
-                    count = ops.maximum(ops.sum(mask, axis=1), 1.0)
-                    by_name[name] = total / count
-                else:
-                    by_name[name] = emb[:, 0, :]
-        tokens = [by_name[n] for n in self.token_names]
+            per_set = looked_up if self.embedding["type"] == "multi" else [looked_up]
+            for m, outputs in enumerate(per_set):
+                for name, emb in zip(inputs, outputs):
+                    by_name[m][name] = self._pool(name, emb, features)
+        token_sets = [[names[n] for n in self.token_names] for names in by_name]
         dense = None
         if self.dense_names:
             dense = ops.concatenate([ops.cast(features[n], self.compute_dtype) for n in self.dense_names], axis=-1)
-        return tokens, dense
+        return token_sets, dense
+
+    def _pool(self, name, emb, features):
+        if self.spec.feature(name).kind != "sequence":
+            return emb[:, 0, :]
+        mask = ops.cast(ops.not_equal(features[name], PAD_ID), emb.dtype)[..., None]
+        return ops.sum(emb * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
 
     def get_config(self):
         config = super().get_config()
-        config["spec"] = self.spec_config
+        config.update({"spec": self.spec_config, "embedding": self.embedding})
         return config

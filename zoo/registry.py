@@ -6,6 +6,7 @@ import importlib
 from typing import Any, Callable, Mapping
 
 import keras
+from keras import ops
 
 from layers.embeddings import PACKAGE
 from zoo.encoder import FeatureEncoder
@@ -45,15 +46,44 @@ def backbone_names() -> list[str]:
 class Backbone(keras.layers.Layer):
     """Maps the feature dict to the shared representation ``h`` of shape ``(B, H)``.
 
-    Subclasses receive the resolved spec dict plus their own hyper-parameters, create
-    ``self.encoder = FeatureEncoder(spec)`` (done here) and implement ``call(features) -> h``.
-    ``get_config`` stores the spec and every hyper-parameter named in ``hparams``.
+    A backbone is embeddings -> interaction -> over-arch. Subclasses implement three hooks:
+
+    * ``make_interaction(index)``: creates the interaction module(s) of one embedding set (called
+      once per set and stored in ``self.interactions``);
+    * ``interact(module, tokens, dense, training)``: that set's interaction output ``(B, D)`` from
+      its token embeddings (a list of ``(B, d_f)``) and the dense features (``(B, m)`` or None);
+    * ``over_arch(z, training)``: ``z -> h`` (default: identity).
+
+    With the ``multi`` embedding option (M sets, METHODS section 5) the base class runs each set
+    through its own interaction module, applies a per-set projection ``P_m = ReLU(Dense(D))`` and
+    averages: ``h = over_arch(mean_m P_m(I_m(E_m(x))))``. With one set, ``h = over_arch(I(E(x)))``.
+    So every backbone supports every embedding option without code of its own.
+
+    ``get_config`` stores the spec, the embedding options and every hyper-parameter in ``hparams()``.
     """
 
-    def __init__(self, spec: Mapping[str, Any], **kwargs):
+    def __init__(self, spec: Mapping[str, Any], embedding: Mapping[str, Any] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.spec_config = dict(spec)
-        self.encoder = FeatureEncoder(self.spec_config, dtype=self.dtype_policy, name="encoder")
+        self.encoder = FeatureEncoder(self.spec_config, embedding, dtype=self.dtype_policy, name="encoder")
+
+    @property
+    def num_sets(self) -> int:
+        return self.encoder.num_sets
+
+    def make_interaction(self, index: int) -> Any:
+        raise NotImplementedError
+
+    def interact(self, module: Any, tokens: list, dense, training=None):
+        raise NotImplementedError
+
+    def over_arch(self, z, training=None):
+        return z
+
+    def build_interactions(self) -> None:
+        """Subclasses call this at the end of ``__init__``, once their hyper-parameters are set."""
+        self.interactions = [self.make_interaction(m) for m in range(self.num_sets)]
+        self.set_projections = []
 
     def build(self, input_shape):
         """Builds every sublayer by tracing ``call`` on symbolic inputs of the spec's dtypes."""
@@ -62,12 +92,32 @@ class Backbone(keras.layers.Layer):
             f.name: keras.KerasTensor(tuple(input_shape[f.name]), dtype=spec.input_dtype(f))
             for f in spec.inputs
         }
+        if self.num_sets > 1 and not self.set_projections:
+            token_sets, dense = keras.src.backend.compute_output_spec(self.encoder, symbolic)
+            width = keras.src.backend.compute_output_spec(
+                lambda t, d: self.interact(self.interactions[0], t, d), token_sets[0], dense).shape[-1]
+            self.set_projections = [
+                keras.layers.Dense(width, activation="relu", dtype=self.dtype_policy, name=f"set_projection_{m}")
+                for m in range(self.num_sets)
+            ]
         keras.src.backend.compute_output_spec(self.call, symbolic)
+
+    def call(self, features, training=None):
+        token_sets, dense = self.encoder(features)
+        if self.num_sets == 1:
+            z = self.interact(self.interactions[0], token_sets[0], dense, training=training)
+        else:
+            projected = [
+                projection(self.interact(module, tokens, dense, training=training))
+                for module, projection, tokens in zip(self.interactions, self.set_projections, token_sets)
+            ]
+            z = ops.mean(ops.stack(projected, axis=0), axis=0)
+        return self.over_arch(z, training=training)
 
     def hparams(self) -> dict[str, Any]:
         raise NotImplementedError
 
     def get_config(self):
         config = super().get_config()
-        config.update({"spec": self.spec_config, **self.hparams()})
+        config.update({"spec": self.spec_config, "embedding": self.encoder.embedding, **self.hparams()})
         return config

@@ -27,6 +27,7 @@ import yaml
 
 from zoo import c2al as c2al_lib
 from zoo import data, metrics
+from zoo.encoder import embedding_options
 from zoo.model import PRIMARY, build
 from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec
 
@@ -36,10 +37,12 @@ VARIANTS = ("baseline", "c2al")
 def load_model_config(path: str) -> dict[str, Any]:
     with open(path) as fh:
         cfg = yaml.safe_load(fh)
-    unknown = set(cfg) - {"backbone", "hparams", "training", "c2al"}
+    unknown = set(cfg) - {"backbone", "embedding", "hparams", "training", "c2al"}
     if unknown or "backbone" not in cfg:
-        raise ValueError(f"{path}: needs 'backbone' and only backbone/hparams/training/c2al keys; got {sorted(cfg)}")
+        raise ValueError(f"{path}: needs 'backbone' and only backbone/embedding/hparams/training/c2al keys; "
+                         f"got {sorted(cfg)}")
     cfg.setdefault("hparams", {})
+    cfg["embedding"] = embedding_options(cfg.get("embedding"))
     cfg["training"] = {"batch_size": 1024, "epochs": 3, "learning_rate": 1e-3,
                        "early_stopping_patience": 1, **(cfg.get("training") or {})}
     cfg["c2al"] = {"head_units": [], **(cfg.get("c2al") or {})}
@@ -78,7 +81,7 @@ def build_variant(variant: str, spec: FeatureSpec, model_cfg: Mapping[str, Any],
                   c2al: Mapping[str, Any] | None, seed: int) -> keras.Model:
     """Builds and compiles one variant; the shared path's initial weights depend only on ``seed``."""
     keras.utils.set_random_seed(seed)
-    model = build(model_cfg["backbone"], spec, **model_cfg["hparams"])
+    model = build(model_cfg["backbone"], spec, embedding=model_cfg["embedding"], **model_cfg["hparams"])
     if variant == "c2al":
         model = c2al_lib.C2AL(model, head_units=model_cfg["c2al"]["head_units"])
     compile_model(model, model_cfg["training"]["learning_rate"], c2al if variant == "c2al" else None)

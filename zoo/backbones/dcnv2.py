@@ -10,6 +10,9 @@ Cross layer (``keras_rs.layers.FeatureCross``; low-rank when ``projection_dim`` 
   ``deep_units`` it is the cross network alone, ``h = x_L``).
 * ``structure="parallel"``: ``h = concat(x_L, MLP(x_0))``.
 
+With the ``multi`` embedding option each embedding set gets its own cross network (and, in the
+parallel structure, its own deep network); the stacked deep network is the shared over-arch.
+
 Defaults follow FuxiCTR's DCNv2 (3 cross layers, full rank) with a 3-layer deep network.
 """
 
@@ -39,6 +42,7 @@ class DCNv2(Backbone):
       activation: deep network activation.
       dropout: deep network dropout.
       norm: deep network normalization (None, ``"batch"``, ``"layer"``).
+      embedding: embedding options (``zoo.encoder.embedding_options``): plain, mlet or multi.
     """
 
     def __init__(self, spec: Mapping[str, Any], num_cross_layers: int = 3, projection_dim: int | None = None,
@@ -58,13 +62,34 @@ class DCNv2(Backbone):
         self.activation = activation
         self.dropout = float(dropout)
         self.norm = norm
-        self.cross = [
+        self.build_interactions()
+        # Stacked: the deep network is the shared over-arch on top of the cross network(s).
+        self.deep = (self._mlp("deep") if structure == "stacked" and self.deep_units else None)
+
+    def _mlp(self, name):
+        return MLP(self.deep_units, activation=self.activation, dropout=self.dropout, norm=self.norm,
+                   dtype=self.dtype_policy, name=name)
+
+    def make_interaction(self, index):
+        suffix = f"_{index}" if index else ""  # set 0 keeps the single-set layer names
+        cross = [
             keras_rs.layers.FeatureCross(projection_dim=self.projection_dim, dtype=self.dtype_policy,
-                                         name=f"cross_{i}")
+                                         name=f"cross_{i}{suffix}")
             for i in range(self.num_cross_layers)
         ]
-        self.deep = (MLP(self.deep_units, activation=activation, dropout=dropout, norm=norm,
-                         dtype=self.dtype_policy, name="deep") if self.deep_units else None)
+        return {"cross": cross, "deep": self._mlp(f"parallel_deep{suffix}") if self.structure == "parallel" else None}
+
+    def interact(self, module, tokens, dense, training=None):
+        x0 = ops.concatenate(tokens + ([dense] if dense is not None else []), axis=-1)
+        x = x0
+        for layer in module["cross"]:
+            x = layer(x0, x)
+        if module["deep"] is not None:
+            return ops.concatenate([x, module["deep"](x0, training=training)], axis=-1)
+        return x
+
+    def over_arch(self, z, training=None):
+        return self.deep(z, training=training) if self.deep is not None else z
 
     def hparams(self):
         return {
@@ -72,13 +97,3 @@ class DCNv2(Backbone):
             "structure": self.structure, "deep_units": self.deep_units, "activation": self.activation,
             "dropout": self.dropout, "norm": self.norm,
         }
-
-    def call(self, features, training=None):
-        tokens, dense = self.encoder(features)
-        x0 = ops.concatenate(tokens + ([dense] if dense is not None else []), axis=-1)
-        x = x0
-        for layer in self.cross:
-            x = layer(x0, x)
-        if self.structure == "parallel":
-            return ops.concatenate([x, self.deep(x0, training=training)], axis=-1)
-        return self.deep(x, training=training) if self.deep is not None else x
