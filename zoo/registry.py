@@ -12,8 +12,16 @@ from layers.embeddings import PACKAGE
 from zoo.encoder import FeatureEncoder
 
 _BACKBONES: dict[str, type] = {}
-# Modules imported on first lookup so that `zoo.build("name", ...)` finds every shipped backbone.
-_BUILTIN_MODULES = ("zoo.backbones.dcnv2",)
+
+
+def _import_backbones() -> None:
+    """Imports every module of ``zoo.backbones`` once: a new backbone is one file there, nothing else."""
+    import pkgutil
+
+    import zoo.backbones
+
+    for info in pkgutil.iter_modules(zoo.backbones.__path__):
+        importlib.import_module(f"zoo.backbones.{info.name}")
 
 
 def register_backbone(name: str) -> Callable[[type], type]:
@@ -30,16 +38,14 @@ def register_backbone(name: str) -> Callable[[type], type]:
 
 
 def get_backbone(name: str) -> type:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+    _import_backbones()
     if name not in _BACKBONES:
         raise KeyError(f"backbone '{name}': unknown; registered backbones are {sorted(_BACKBONES)}")
     return _BACKBONES[name]
 
 
 def backbone_names() -> list[str]:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+    _import_backbones()
     return sorted(_BACKBONES)
 
 
