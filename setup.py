@@ -11,6 +11,7 @@ setup(
     install_requires=[
         "tensorflow==2.21.*",
         "tensorboard==2.21.*",  # the Keras TensorBoard callback writes through it
+        "tensorflow-serving-api==2.21.*",  # PredictionLog / PredictRequest protos of the warm-up file
         "keras>=3.12",
         "keras-rs>=0.4",
         "apache-beam[tfrecord]==2.77.*",

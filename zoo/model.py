@@ -44,37 +44,12 @@ def primary_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.get_layer(PRIMARY).output, name=model.name.replace("c2al_", ""))
 
 
+
 def fold_embeddings(model: keras.Model) -> keras.Model:
-    """The primary path of ``model`` with every MLET table folded into a plain ``d``-wide table.
+    """The serving graph of ``model`` with every MLET table folded into a plain one (equal outputs).
 
-    MLET trains each table as ``A (rows x k) @ B (k x d)``; serving needs only ``T = A B``. The
-    returned model is rebuilt with plain embeddings, takes ``T`` from :meth:`MLETEmbedding.fold`
-    and copies every other weight by path, so its outputs equal the MLET model's primary output.
-    A model without MLET tables is returned as its primary path unchanged.
+    A convenience over :func:`zoo.export.fold_mlet` (the one implementation) for ranking models.
     """
-    from layers import MLETEmbedding
+    from zoo.export import fold_mlet
 
-    serving = primary_model(model)
-    backbone = model.get_layer(BACKBONE_LAYER)
-    if backbone.encoder.embedding["type"] != "mlet":
-        return serving
-    folded = build(backbone.registered_name, backbone.encoder.spec, embedding={"type": "plain"}, **backbone.hparams())
-    mlet_embedders = backbone.encoder.embedders
-    plain_embedders = folded.get_layer(BACKBONE_LAYER).encoder.embedders
-    # Every other weight exists in both models in the same order (paths may differ: sublayers of
-    # third-party layers are auto-named), so copy positionally and check each shape.
-    skip_source = {id(v) for e in mlet_embedders for v in e.weights}
-    skip_target = {id(e.embeddings) for e in plain_embedders}
-    source = [w for w in serving.weights if id(w) not in skip_source]
-    target = [w for w in primary_model(folded).weights if id(w) not in skip_target]
-    if len(source) != len(target):
-        raise ValueError(f"fold_embeddings: {len(source)} weights to copy but {len(target)} in the folded model")
-    for src, dst in zip(source, target):
-        if tuple(src.shape) != tuple(dst.shape):
-            raise ValueError(f"fold_embeddings: shape mismatch {src.path} {src.shape} -> {dst.path} {dst.shape}")
-        dst.assign(src)
-    for mlet, plain in zip(mlet_embedders, plain_embedders):
-        if not isinstance(mlet, MLETEmbedding):
-            raise ValueError(f"fold_embeddings: expected MLETEmbedding, found {type(mlet).__name__}")
-        plain.embeddings.assign(mlet.fold().embeddings)
-    return primary_model(folded)
+    return fold_mlet(primary_model(model))
