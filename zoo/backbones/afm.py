@@ -1,0 +1,88 @@
+"""AFM (Xiao et al., IJCAI 2017): attention-pooled pairwise interactions (``layers.AFM``).
+
+Paper form, with field embeddings ``e_1..e_n`` (one width ``d``)::
+
+    y_hat = w_0 + <w, x> + p^T sum_{i<j} a_ij (e_i * e_j)
+    a_ij  = softmax_{(i,j)}( h^T ReLU(W (e_i * e_j) + b) )
+
+The backbone returns ``h = concat(v, <w, x>)`` with the pooled attention vector
+``v = sum_{i<j} a_ij (e_i * e_j)`` (``layers.AFM(reduce_sum=False)``, width ``d``) and the
+first-order scalar (width ``d + 1``; ``d`` without ``use_first_order``). The primary ``Dense(1)``
+head on ``h`` is then exactly the paper's logit: its kernel on ``v`` is ``p``, its bias is ``w_0``,
+and its weight on the first-order column a (redundant) scale of ``<w, x>``.
+
+* **First order** (``use_first_order``): ``<w, x> = Dense(1, no bias)(flatten(E))``, the
+  first-order weight of id ``v`` in field ``i`` tied to its embedding as ``<u_i, e_v>`` (see
+  :mod:`zoo.backbones.deepfm`).
+* **Dense features** become field tokens ``t_k = x_k v_k`` (a learned ``d``-vector per dense
+  feature times its value) appended after the id fields, so they take part in the pairs.
+* Every id feature must share one embedding width; mixed widths raise ValueError naming
+  ``embedding_dim``. AFM needs at least two fields (id inputs plus dense features).
+
+With the ``multi`` embedding option each set has its own dense tokens, AFM layer and first-order
+weights; the over-arch is the identity.
+
+Defaults follow FuxiCTR's AFM: attention_dim 10, no attention dropout (embedding width from the
+spec; FuxiCTR uses 10).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import keras
+from keras import ops
+
+from layers import AFM as AFMLayer
+from zoo.backbones.deepfm import (check_positive_int, check_rate, dense_token_layer, field_matrix,
+                                  flatten_fields, shared_field_width)
+from zoo.registry import Backbone, register_backbone
+
+
+@register_backbone("afm")
+class AFM(Backbone):
+    """AFM backbone producing ``h = concat(sum_{i<j} a_ij (e_i * e_j), <w, x>)``.
+
+    Args:
+      spec: resolved feature spec dict (one embedding width for every id input).
+      attention_dim: width ``A`` of the attention network ``W``.
+      attention_dropout: dropout on the attention weights ``a`` when training.
+      use_first_order: append the first-order scalar ``<w, x>`` to ``h``.
+      embedding: embedding options (``zoo.encoder.embedding_options``): plain, mlet or multi.
+    """
+
+    def __init__(self, spec: Mapping[str, Any], attention_dim: int = 10, attention_dropout: float = 0.0,
+                 use_first_order: bool = True, **kwargs):
+        super().__init__(spec, **kwargs)
+        self.attention_dim = check_positive_int(attention_dim, "attention_dim")
+        self.attention_dropout = check_rate(attention_dropout, "attention_dropout")
+        self.use_first_order = bool(use_first_order)
+        self.field_dim = shared_field_width(self, "afm")
+        num_fields = len(self.encoder.token_names) + len(self.encoder.dense_names)
+        if num_fields < 2:
+            raise ValueError(f"spec: afm needs at least two fields (id inputs plus dense features), got {num_fields}")
+        self.build_interactions()
+
+    def make_interaction(self, index):
+        suffix = f"_{index}" if index else ""  # set 0 keeps the single-set layer names
+        first_order = (keras.layers.Dense(1, use_bias=False, dtype=self.dtype_policy, name=f"first_order{suffix}")
+                       if self.use_first_order else None)
+        return {
+            "dense_tokens": dense_token_layer(self, self.field_dim, f"dense_tokens{suffix}"),
+            "afm": AFMLayer(attention_dim=self.attention_dim, reduce_sum=False,
+                            attention_dropout=self.attention_dropout, dtype=self.dtype_policy, name=f"afm{suffix}"),
+            "first_order": first_order,
+        }
+
+    def interact(self, module, tokens, dense, training=None):
+        fields = field_matrix(tokens, dense, module["dense_tokens"])
+        pooled = module["afm"](fields, training=training)           # (B, d)
+        if module["first_order"] is None:
+            return pooled
+        return ops.concatenate([pooled, module["first_order"](flatten_fields(fields))], axis=-1)
+
+    def hparams(self):
+        return {
+            "attention_dim": self.attention_dim, "attention_dropout": self.attention_dropout,
+            "use_first_order": self.use_first_order,
+        }
