@@ -1,0 +1,179 @@
+"""PLE (Tang et al., RecSys 2020) and MMoE (Ma et al., KDD 2018): gated mixtures of expert MLPs.
+
+Input: ``x_0 = concat(e_1, .., e_F, x_dense)``, every field embedding and the dense features. With
+``T = num_tasks`` tasks, the experts produce one gated representation per task::
+
+    PLE  (layers.PLE):  [f^1, .., f^T] = CGC_L( .. CGC_1(x_0) .. )   task gate over its S specific + H shared
+                                                                      experts; a shared gate between levels
+    MMoE (layers.MMoE): f^t = sum_e softmax(W_g^t h_g^t(x_0))_e Expert_e(x_0)
+
+    u^t = Tower^t(f^t)    (an MLP of widths tower_units; the identity when empty)
+    h   = u^1             (the primary task's representation, which feeds the primary head)
+
+``mmoe`` is the single-level case without task-specific experts (``PLE(num_levels=1,
+num_specific_experts=0, num_shared_experts=E)`` computes the same function).
+
+Every task's representation is available for multi-task variants (e.g. C2AL's "auxiliary tasks as
+extra PLE towers" ablation, METHODS 7.8): ``backbone(features, all_tasks=True)`` returns the list
+``[u^1, .., u^T]`` (``u^1`` is ``h``); ``backbone.towers`` and ``backbone.experts`` are the layers.
+In a functional graph, call a backbone with ``all_tasks=True`` first and take ``h`` as element 0
+(Keras maps a layer's symbolic outputs by the structure of its first call). In the single-head
+model of :func:`zoo.model.build`, the towers, gates and specific experts of tasks ``2..T`` get no
+gradient; ``num_tasks > 1`` is only useful with heads on those tasks.
+
+The experts and towers are the shared over-arch; the per-set interaction is the concatenation, so
+with the ``multi`` embedding option each set's ``x_0`` goes through the base class's per-set
+projection ``ReLU(Dense(|x_0|))`` and the sets are averaged before the experts.
+
+Defaults are FuxiCTR's (METHODS 7.8): PLE 1 level, 8 shared experts, 1 specific expert per task;
+MMoE 8 experts; experts [512, 256, 128], gates [128, 64], towers [128, 64]. ``configs/models/
+{ple,mmoe}.yaml`` scale them for CPU training on the synthetic data: 4 shared experts (PLE: plus 1
+specific), experts [256, 128], gates [64], towers [64].
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from keras import ops
+
+from layers import MLP, MMoE, PLE
+from zoo.backbones.dhen import positive_int, widths
+from zoo.registry import Backbone, register_backbone
+
+
+class _GatedExperts(Backbone):
+    """Shared code of the PLE and MMoE backbones: concatenated input, experts, towers, task selection."""
+
+    def __init__(self, spec: Mapping[str, Any], num_tasks: int, expert_units: Sequence[int],
+                 gate_units: Sequence[int], tower_units: Sequence[int], activation: str, dropout: float,
+                 norm: str | None, expert_hparams: Mapping[str, int], **kwargs):
+        super().__init__(spec, **kwargs)
+        for key, value in expert_hparams.items():  # the subclass's expert counts, read by make_experts
+            setattr(self, key, value)
+        self.num_tasks = positive_int(num_tasks, "num_tasks")
+        self.expert_units = widths(expert_units, "expert_units", allow_empty=False)
+        self.gate_units = widths(gate_units, "gate_units")
+        self.tower_units = widths(tower_units, "tower_units")
+        self.activation = activation
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout: must be in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
+        self.norm = norm
+        self.experts = self.make_experts()
+        self.towers = [
+            MLP(self.tower_units, activation=self.activation, dropout=self.dropout, norm=self.norm,
+                dtype=self.dtype_policy, name=f"tower_{t}")
+            for t in range(self.num_tasks)
+        ] if self.tower_units else []
+        self._all_tasks = False
+        self.build_interactions()
+
+    def make_experts(self):
+        raise NotImplementedError
+
+    def _expert_kwargs(self) -> dict[str, Any]:
+        return dict(expert_units=self.expert_units, gate_units=self.gate_units, activation=self.activation,
+                    dropout=self.dropout, norm=self.norm, dtype=self.dtype_policy, name="experts")
+
+    def make_interaction(self, index):
+        return None  # the interaction is the concatenation; the experts are the shared over-arch
+
+    def interact(self, module, tokens, dense, training=None):
+        return ops.concatenate(tokens + ([dense] if dense is not None else []), axis=-1)
+
+    def task_representations(self, z, training=None) -> list:
+        """``[u^1, .., u^T]`` from the (set-averaged) interaction output ``z``."""
+        outputs = self.experts(z, training=training)
+        if self.towers:
+            outputs = [tower(f, training=training) for tower, f in zip(self.towers, outputs)]
+        return list(outputs)
+
+    def over_arch(self, z, training=None):
+        tasks = self.task_representations(z, training=training)
+        return tasks if self._all_tasks else tasks[0]
+
+    def call(self, features, training=None, all_tasks=False):
+        """``h`` (the primary task's ``u^1``), or with ``all_tasks=True`` the list ``[u^1, .., u^T]``."""
+        if not all_tasks:
+            return super().call(features, training=training)
+        self._all_tasks = True  # read by over_arch during this (synchronous) call only
+        try:
+            return super().call(features, training=training)
+        finally:
+            self._all_tasks = False
+
+    def _common_hparams(self) -> dict[str, Any]:
+        return {
+            "num_tasks": self.num_tasks, "expert_units": self.expert_units, "gate_units": self.gate_units,
+            "tower_units": self.tower_units, "activation": self.activation, "dropout": self.dropout,
+            "norm": self.norm,
+        }
+
+
+@register_backbone("ple")
+class PLEBackbone(_GatedExperts):
+    """PLE backbone: ``h`` is the primary task's (tower) output of a :class:`layers.PLE` stack.
+
+    Args:
+      spec: resolved feature spec dict.
+      num_tasks: number of tasks ``T`` (>= 1); task 0 is the primary task, whose output is ``h``.
+      num_levels: number of CGC levels (>= 1).
+      num_specific_experts: task-specific experts per task and level (>= 0).
+      num_shared_experts: shared experts per level (>= 0; specific + shared >= 1).
+      expert_units: widths of every expert MLP.
+      gate_units: hidden widths of every gate (empty: linear gates).
+      tower_units: widths of every task tower MLP (empty: ``h`` is the gated expert output).
+      activation: activation of the experts, gates and towers.
+      dropout: dropout of the experts, gates and towers.
+      norm: normalization of the experts, gates and towers (None, ``"batch"``, ``"layer"``).
+      embedding: embedding options (``zoo.encoder.embedding_options``): plain, mlet or multi.
+    """
+
+    def __init__(self, spec: Mapping[str, Any], num_tasks: int = 1, num_levels: int = 1,
+                 num_specific_experts: int = 1, num_shared_experts: int = 8,
+                 expert_units: Sequence[int] = (512, 256, 128), gate_units: Sequence[int] = (128, 64),
+                 tower_units: Sequence[int] = (128, 64), activation: str = "relu", dropout: float = 0.0,
+                 norm: str | None = None, **kwargs):
+        counts = {
+            "num_levels": positive_int(num_levels, "num_levels"),
+            "num_specific_experts": positive_int(num_specific_experts, "num_specific_experts", minimum=0),
+            "num_shared_experts": positive_int(num_shared_experts, "num_shared_experts", minimum=0),
+        }
+        super().__init__(spec, num_tasks, expert_units, gate_units, tower_units, activation, dropout, norm,
+                         counts, **kwargs)
+
+    def make_experts(self):
+        return PLE(num_levels=self.num_levels, num_tasks=self.num_tasks,
+                   num_specific_experts=self.num_specific_experts, num_shared_experts=self.num_shared_experts,
+                   **self._expert_kwargs())
+
+    def hparams(self):
+        return {**self._common_hparams(), "num_levels": self.num_levels,
+                "num_specific_experts": self.num_specific_experts, "num_shared_experts": self.num_shared_experts}
+
+
+@register_backbone("mmoe")
+class MMoEBackbone(_GatedExperts):
+    """MMoE backbone: ``h`` is the primary task's (tower) output of a :class:`layers.MMoE`.
+
+    Args:
+      spec: resolved feature spec dict.
+      num_tasks: number of tasks ``T`` (>= 1, one gate each); task 0's output is ``h``.
+      num_experts: number of shared experts ``E`` (>= 1).
+      expert_units, gate_units, tower_units, activation, dropout, norm, embedding: as in
+        :class:`PLEBackbone`.
+    """
+
+    def __init__(self, spec: Mapping[str, Any], num_tasks: int = 1, num_experts: int = 8,
+                 expert_units: Sequence[int] = (512, 256, 128), gate_units: Sequence[int] = (128, 64),
+                 tower_units: Sequence[int] = (128, 64), activation: str = "relu", dropout: float = 0.0,
+                 norm: str | None = None, **kwargs):
+        super().__init__(spec, num_tasks, expert_units, gate_units, tower_units, activation, dropout, norm,
+                         {"num_experts": positive_int(num_experts, "num_experts")}, **kwargs)
+
+    def make_experts(self):
+        return MMoE(num_experts=self.num_experts, num_tasks=self.num_tasks, **self._expert_kwargs())
+
+    def hparams(self):
+        return {**self._common_hparams(), "num_experts": self.num_experts}
