@@ -1,0 +1,13 @@
+"""Apache Beam jobs of the zoo (DirectRunner locally, DataflowRunner for real logs).
+
+* :mod:`beam_jobs.build_tfrecords`: raw CSV/TSV/libFM rows -> GZIP TFRecord shards per split, with
+  vocabularies (two passes), dead letters, ``stats.json`` and the resolved ``spec.json``.
+* :mod:`beam_jobs.cohort_stats`: per cohort and axis counts, base rates, feature marginals and
+  quantile-based top/bottom cohorts of a data directory, as JSON.
+* :mod:`beam_jobs.add_aux_labels`: existing shards -> the same shards with ``aux/head`` and
+  ``aux/tail`` labels of a cohort pair.
+
+Shared building blocks: :mod:`beam_jobs.columnar` (batched parsing with the spec's semantics),
+:mod:`beam_jobs.tfrecord` (batched TFRecord framing and reading), :mod:`beam_jobs.fileio` (chunked
+line reading, grouped file writing, atomic output directories).
+"""

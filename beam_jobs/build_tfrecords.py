@@ -1,90 +1,125 @@
-"""Beam job: raw CSV/TSV rows -> GZIP TFRecord shards of ``tf.train.Example`` per split.
+"""Beam job: raw CSV/TSV/libFM rows -> GZIP TFRecord shards of ``tf.train.Example`` per split.
 
 Usage::
 
     python -m beam_jobs.build_tfrecords --spec configs/datasets/synthetic.yaml \\
         --input '/tmp/syn/*.csv' --output /tmp/out [--num_shards 4] \\
+        [--chunk_bytes 1048576] [--compression_level 6] [--vocab_shards 8] \\
         [any Beam / Dataflow pipeline option, passed through unchanged]
 
-Every row semantic (columns, delimiter, header, parsing, splitting, cohort ids, encoding, padding and
-truncation, out-of-vocabulary ids) comes from the dataset spec (:mod:`zoo.spec`); this module only
-wires those methods into a pipeline::
+Every row semantic (columns, delimiter, header, parsing, column types, vocabularies and hashing,
+dense transforms, splitting, cohort ids, encoding, padding and truncation, out-of-vocabulary ids)
+comes from the dataset spec (:mod:`zoo.spec`); this module wires it into pipelines. Rows move in
+chunks (about ``--chunk_bytes`` of whole lines per element), parsed and encoded a chunk at a time
+(:mod:`beam_jobs.columnar`, ``FeatureSpec.encode_examples_flat``), which is what makes the job fast
+on Beam's Python SDK::
 
-    ReadFromTextWithFilename (header lines skipped when format.header)
-      -> ParseRow: split by format.delimiter, spec.parse_raw_row, spec.split_of, spec.encode_example
-           |-- main:        (split, parsed row, serialized Example)
-           '-- dead_letter: {"file", "line", "reason", "error"}   (+ Metrics counter per reason)
-      main -> Partition(train/valid/test) -> WriteToTFRecord  <output>/<split>/part-SSSSS-of-NNNNN.tfrecord.gz
-      main -> CombineGlobally(DatasetStatsFn) --+
-      dead_letter -> (reason, 1) -> Count.PerKey -> AsDict side input --> stats.json (one file)
+    pass 1, only when the spec declares a vocabulary that is not built yet (e.g. Criteo's hex columns):
+    ReadLineChunks -> CountTokens (tokens of the rows in vocabulary.splits, per chunk and table)
+      -> CombinePerKey((table, token shard), merge counts) -> keep count >= min_count
+      -> GroupByKey(table) -> sort (count desc, token), cap max_size
+      -> <output>/vocab/<table>.txt (one token per line, line number = id), vocab/vocabularies.json
+    The driver records vocab_size and vocabulary.file of every table in the resolved spec.
+
+    pass 2:
+    ReadLineChunks (header lines skipped per file when format.header)
+      -> EncodeChunk: BatchParser (spec.parse_raw_row semantics, vocabularies loaded in setup),
+         cohort ids, split, spec.encode_examples_flat, TFRecord framing, one gzip member per split
+           |-- <split>:     gzip member of framed records -> WriteBlobs <output>/<split>/part-SSSSS-of-NNNNN.tfrecord.gz
+           |-- stats:       per-chunk counts -> CombineGlobally(DatasetStatsFn) --+
+           '-- dead_letter: {"file", "line", "reason", "error"} (+ Metrics counter per reason)
+      dead_letter -> (reason, 1) -> Count.PerKey -> AsDict side input ---------> stats.json
       dead_letter -> JSON lines -> <output>/dead_letter/part-*.jsonl
-    spec.json (spec.to_json()) is written through FileSystems after the pipeline succeeds.
+    spec.json (the resolved spec) is written by the driver after the pipeline succeeds.
 
-Outputs of an earlier run in ``--output`` (shards, dead letters, ``stats.json``, ``spec.json``) are
-deleted first, so a rerun with fewer shards leaves no stale shards behind.
+Atomic output: everything is written under ``<output>/.tmp-<run id>/``; only when both passes
+succeeded are the previous outputs of ``--output`` (shards, dead letters, ``stats.json``,
+``spec.json``, ``vocab/``, ``_SUCCESS``) removed, the new files renamed into place (shards first,
+``stats.json`` and ``spec.json`` last) and ``_SUCCESS`` written. A failed run leaves the previous
+outputs as they were (see :mod:`beam_jobs.fileio`). Readers should require ``_SUCCESS``.
+
+Vocabularies of an earlier run are reused by passing its ``spec.json`` as ``--spec`` (e.g. to encode
+new days with the training vocabulary): ``vocabulary.file`` paths are relative to the spec file, and
+the files are copied into the new output.
 
 The job never fails on a bad row: parse errors are dead-lettered with the spec's
 :class:`~zoo.spec.RowError` reason (``wrong_column_count``, ``bad_number``, ``bad_label``,
-``missing_value``, ``sequence_too_long``, ``bad_split``; ids outside int64, floats that overflow
-float32 and a raw ``-1`` inside a sequence are ``bad_number``); one more reason is added here for
-rows the spec cannot see: ``bad_encoding`` (a line that is not UTF-8). Each reason is counted by the Beam counter
-``build_tfrecords:dead_letter/<reason>``; good rows by ``build_tfrecords:rows``.
+``missing_value``, ``sequence_too_long``, ``bad_split``, ``unknown_category``; ids outside int64,
+floats that overflow float32, a raw ``-1`` inside a sequence, non-hex text in a hex column and a
+transform without a finite result are ``bad_number``); one more reason is added here for rows the
+spec cannot see: ``bad_encoding`` (a line that is not UTF-8). Each reason is counted by the Beam
+counter ``build_tfrecords:dead_letter/<reason>``; good rows by ``build_tfrecords:rows``.
 
-A split that gets no rows still gets ``num_shards`` valid, empty GZIP shards (Beam's sink pads to
-the fixed shard count), so :func:`zoo.data.read_split` reads it as an empty dataset.
+A split that gets no rows still gets ``num_shards`` valid, empty GZIP shards, so
+:func:`zoo.data.read_split` reads it as an empty dataset.
+
+On Dataflow (the launcher needs ``apache-beam[gcp]``; workers install the project from
+``setup.py``)::
+
+    python -m beam_jobs.build_tfrecords --spec configs/datasets/criteo_layout.yaml \
+        --input 'gs://BUCKET/criteo/raw/day_*' --output gs://BUCKET/criteo/data --num_shards 256 \
+        --runner DataflowRunner --project PROJECT --region REGION \
+        --temp_location gs://BUCKET/tmp --staging_location gs://BUCKET/staging --setup_file ./setup.py
+
+A spec with vocabularies to build runs two Dataflow jobs one after the other (counting, then
+encoding); the launcher waits for both and then promotes the output, so keep it running (no
+``--job_name``: each job gets a generated one).
 
 Runner default
 --------------
 With no runner option on the command line (``--runner``, ``--direct_running_mode``,
 ``--direct_num_workers``) the job runs on the DirectRunner with
 ``--direct_running_mode=multi_processing --direct_num_workers=2`` (``in_memory`` on a one-core
-machine), the faster mode measured here. Measurement: 2-core machine, 200,000 synthetic rows in one
-11.5 MB CSV (``zoo.datasets.synthetic.write_raw``), 4 shards per split, wall clock of :func:`run`
-in a fresh process (TensorFlow import, worker start-up and pipeline construction included), 5 runs
-each, interleaved, median (range; the machine was shared, so the spread is noise):
-
-=================================================================  ================  ======
-mode                                                               seconds           rows/s
-=================================================================  ================  ======
-``--direct_running_mode=in_memory``                                77.7 (72.8-82.8)  2,575
-``--direct_running_mode=multi_processing --direct_num_workers=2``  60.9 (50.9-94.2)  3,284
-=================================================================  ================  ======
-
-With the same rows in two CSV files (one run each): multi_processing 53.7 s, in_memory 73.1 s.
-Per row, ``spec.encode_example`` costs ~120 us, ``parse_raw_row`` ~27 us and the stats combiner
-~25 us; the rest is Beam overhead. Each multi-processing worker imports TensorFlow (~10 s start-up,
-~1 GB RSS), so for small inputs (a few thousand rows) ``--direct_running_mode=in_memory`` is faster.
-Worker processes import ``beam_jobs`` and ``zoo`` from the working directory: run from the
-repository root (or put it on ``PYTHONPATH``).
-
-For larger data pass ``--runner=DataflowRunner`` and its options (``--project``, ``--region``,
-``--temp_location``, ...); inputs and outputs may be ``gs://`` paths.
+machine). Throughput against a naive per-element pipeline is measured by
+``bench/beam_throughput.py`` (``bench/results/beam_throughput.json``). Workers never import
+TensorFlow (Examples are encoded from their wire schema), so they start in about a second. Worker
+processes import ``beam_jobs`` and ``zoo`` from the working directory: run from the repository
+root (or put it on ``PYTHONPATH``); on Dataflow pass ``--setup_file ./setup.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import itertools
 import json
 import logging
 import os
 import posixpath
-from typing import Any, Iterable, Mapping, Sequence
+import random
+import zlib
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
+from apache_beam.utils import shared
 
-from zoo.spec import SPLITS, FeatureSpec, RowError, load_spec
+from beam_jobs import fileio
+from beam_jobs.columnar import BatchParser, StatsLayout
+from beam_jobs.tfrecord import frame_records, unframe
+from zoo.spec import SPLITS, FeatureSpec, SpecError, load_spec
 
 NAMESPACE = "build_tfrecords"
 SHARD_SUFFIX = ".tfrecord.gz"
 DEFAULT_NUM_SHARDS = 4
+DEFAULT_COMPRESSION_LEVEL = 6  # zlib's default, as Beam's GZIP sink uses
+DEFAULT_VOCAB_SHARDS = 8
 DEAD_LETTER_TAG = "dead_letter"
+STATS_TAG = "stats"
+STATS_FILE = "stats.json"
+DEAD_LETTER_FILE = "dead_letter/part-00000-of-00001.jsonl"
+VOCAB_DIR = "vocab"
+VOCAB_SUMMARY = "vocabularies.json"
+# Every file the job owns in --output (relative glob patterns); earlier copies are replaced.
+OUTPUTS = ([f"{s}/part-*{SHARD_SUFFIX}" for s in SPLITS]
+           + ["dead_letter/part-*.jsonl", f"{VOCAB_DIR}/*", "stats.json", "spec.json"])
 # Runner options that mean "the user chose how to run"; without any of them DEFAULT_RUNNER_ARGS apply.
 RUNNER_FLAGS = ("--runner", "--direct_running_mode", "--direct_num_workers")
-# (the measured faster mode, see the module docstring; worker processes log warnings only).
 DEFAULT_RUNNER_ARGS = (
     ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2",
      "--default_sdk_harness_log_level=WARNING"]
@@ -92,21 +127,201 @@ DEFAULT_RUNNER_ARGS = (
 
 
 # ---------------------------------------------------------------------------------------------------
-# Row parsing
+# Vocabularies
 # ---------------------------------------------------------------------------------------------------
-class ParseRow(beam.DoFn):
-    """``(file, raw line bytes)`` -> ``(split, row, serialized Example)``; bad rows to a tagged output.
+def load_vocabularies(paths: Mapping[str, str]) -> dict[str, dict[str, int]]:
+    """``{table: {token: id}}`` from vocabulary files (one token per line, line number = id)."""
+    out = {}
+    for table, path in paths.items():
+        tokens = fileio.read_bytes(path).decode("utf-8").split("\n")
+        if tokens and tokens[-1] == "":
+            tokens.pop()
+        out[table] = {t: i for i, t in enumerate(tokens)}
+    return out
 
-    A dead letter is ``{"file", "line", "reason", "error"}`` with the raw line text.
+
+class _Vocabularies:
+    """Loaded vocabularies, held through ``apache_beam.utils.shared`` (needs a weak-referenceable object)."""
+
+    def __init__(self, tables: dict[str, dict[str, int]]):
+        self.tables = tables
+
+
+def _vocab_tag(paths: Mapping[str, str]) -> str:
+    return json.dumps(sorted(paths.items()))
+
+
+class CountTokens(beam.DoFn):
+    """``(file, chunk)`` -> ``((table, shard), {token: count})`` for every table still to be built.
+
+    Counts the tokens of good rows in the table's ``vocabulary.splits``, over every feature using the
+    table; ``shard`` (a stable hash of the token) spreads a table's counts over several keys.
     """
 
-    def __init__(self, spec: FeatureSpec):
+    def __init__(self, spec: FeatureSpec, shards: int):
         self.spec = spec
-        self._counters: dict[str, Any] = {}
+        self.shards = max(int(shards), 1)
 
     def setup(self):
-        self._counters = {}
+        self._parser = BatchParser(self.spec, None)
+        self._tables = []
+        for table, owner in self.spec.vocabulary_tables.items():
+            if owner.vocabulary_built:
+                continue
+            splits = np.array([SPLITS.index(s) for s in owner.vocabulary.splits], dtype=np.int8)
+            self._tables.append((table, self.spec.table_features(table), splits))
+
+    def process(self, element):
+        _, chunk = element
+        batch, _ = self._parser.parse_chunk(chunk)
+        if not batch.n:
+            return
+        for table, features, splits in self._tables:
+            sel = np.isin(batch.split, splits).tolist()
+            counts: collections.Counter = collections.Counter()
+            for f in features:
+                values = batch.values[f.name]
+                if f.kind == "categorical":
+                    counts.update(itertools.compress(values, sel))
+                else:
+                    for items in itertools.compress(values, sel):
+                        counts.update(items)
+            if self.shards == 1:
+                yield (table, 0), dict(counts)
+                continue
+            by_shard: dict[int, dict[str, int]] = collections.defaultdict(dict)
+            for token, c in counts.items():
+                by_shard[zlib.crc32(token.encode("utf-8")) % self.shards][token] = c
+            for shard, part in by_shard.items():
+                yield (table, shard), part
+
+
+class MergeCounts(beam.CombineFn):
+    """Sums ``{token: count}`` dicts."""
+
+    def create_accumulator(self) -> dict[str, int]:
+        return {}
+
+    def add_input(self, acc: dict[str, int], counts: Mapping[str, int]) -> dict[str, int]:
+        get = acc.get
+        for token, c in counts.items():
+            acc[token] = get(token, 0) + c
+        return acc
+
+    def merge_accumulators(self, accumulators: Iterable[dict[str, int]]) -> dict[str, int]:
+        accumulators = iter(accumulators)
+        out = next(accumulators, None) or {}
+        for acc in accumulators:
+            self.add_input(out, acc)
+        return out
+
+    def extract_output(self, acc: dict[str, int]) -> dict[str, int]:
+        return acc
+
+
+def _keep_frequent(element, min_counts: Mapping[str, int]):
+    (table, _), counts = element
+    m = min_counts[table]
+    kept = [(t, c) for t, c in counts.items() if c >= m]
+    yield table, (len(counts), sum(counts.values()), kept)
+
+
+def _finalize_vocabulary(element, vocabularies: Mapping[str, Any]):
+    """``(table, [(distinct, occurrences, kept), ...])`` -> ``(table, tokens, summary)``."""
+    table, parts = element
+    vocab = vocabularies[table]
+    distinct = occurrences = 0
+    kept: list[tuple[str, int]] = []
+    for d, o, k in parts:
+        distinct += d
+        occurrences += o
+        kept.extend(k)
+    kept.sort(key=lambda tc: (-tc[1], tc[0]))
+    if vocab.max_size is not None:
+        kept = kept[: vocab.max_size]
+    summary = {"vocab_size": len(kept), "min_count": vocab.min_count, "max_size": vocab.max_size,
+               "splits": list(vocab.splits), "distinct_tokens": distinct, "occurrences": occurrences,
+               "covered_occurrences": sum(c for _, c in kept)}
+    return table, [t for t, _ in kept], summary
+
+
+def build_vocab_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: str, vocab_dir: str,
+                         chunk_bytes: int = fileio.DEFAULT_CHUNK_BYTES,
+                         shards: int = DEFAULT_VOCAB_SHARDS) -> dict[str, beam.PCollection]:
+    """Pass 1: builds every vocabulary the spec declares but has not built.
+
+    Writes ``<vocab_dir>/<table>.txt`` and ``<vocab_dir>/vocabularies.json`` (``{table: summary}``).
+    Returns ``vocabularies``: ``(table, [tokens by id])``, and ``summary``: one ``{table: summary}``.
+    """
+    tables = {t: f.vocabulary for t, f in spec.vocabulary_tables.items() if not f.vocabulary_built}
+    if not tables:
+        raise ValueError(f"spec '{spec.name}': no vocabulary to build")
+    fmt = spec.raw_format
+    chunks = pipeline | "ReadChunks" >> fileio.ReadLineChunks(
+        input_pattern, skip_header_lines=1 if fmt.header else 0, chunk_bytes=chunk_bytes)
+    built = (chunks
+             | "CountTokens" >> beam.ParDo(CountTokens(spec, shards))
+             | "MergeCounts" >> beam.CombinePerKey(MergeCounts())
+             | "KeepFrequent" >> beam.FlatMap(_keep_frequent, {t: v.min_count for t, v in tables.items()})
+             | "ByTable" >> beam.GroupByKey()
+             | "Finalize" >> beam.Map(_finalize_vocabulary, tables))
+    files = built | "VocabText" >> beam.Map(
+        lambda e: (f"{e[0]}.txt", ["".join(t + "\n" for t in e[1]).encode("utf-8")]))
+    summary = (built
+               | "Summary" >> beam.Map(lambda e: (e[0], e[2]))
+               | "SummaryDict" >> beam.combiners.ToDict())
+    summary_file = summary | "SummaryJson" >> beam.Map(
+        lambda s: (VOCAB_SUMMARY, [json.dumps(dict(sorted(s.items())), indent=2).encode("utf-8")]))
+    _ = ((files, summary_file)
+         | "VocabFiles" >> beam.Flatten()
+         | "WriteVocab" >> beam.ParDo(fileio.WriteGroupedFiles(vocab_dir)))
+    return {"vocabularies": built | "Tokens" >> beam.Map(lambda e: (e[0], e[1])), "summary": summary}
+
+
+def resolve_vocabularies(spec: FeatureSpec, summary: Mapping[str, Mapping[str, Any]]) -> FeatureSpec:
+    """The spec with ``vocab_size`` and ``vocabulary.file`` (``vocab/<table>.txt``) of every built table."""
+    built = {}
+    for table, owner in spec.vocabulary_tables.items():
+        if owner.vocabulary_built:
+            continue
+        size = (summary.get(table) or {}).get("vocab_size", 0)
+        if size < 1:
+            raise SpecError(f"feature '{table}': no token reaches vocabulary.min_count "
+                            f"{owner.vocabulary.min_count} in splits {list(owner.vocabulary.splits)}; "
+                            "lower min_count or check the column")
+        built[table] = (size, f"{VOCAB_DIR}/{table}.txt")
+    return spec.with_vocabularies(built)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pass 2: parse, encode, write
+# ---------------------------------------------------------------------------------------------------
+class EncodeChunk(beam.DoFn):
+    """``(file, chunk of raw lines)`` -> ``(shard path, gzip member of framed Examples)`` per split.
+
+    Tagged outputs: ``stats``: ``("stats.json", (StatsLayout counts, {reason: dead letters}))`` per
+    chunk; ``dead_letter``: ``{"file", "line", "reason", "error"}`` with the raw line text.
+    Vocabularies are read in ``setup`` (through FileSystems, so ``gs://`` works) from ``vocab_paths``.
+    Shards are assigned round-robin per split from a random start, like Beam's fixed-shard sinks.
+    """
+
+    def __init__(self, spec: FeatureSpec, num_shards: int, vocab_paths: Mapping[str, str] | None = None,
+                 compression_level: int = DEFAULT_COMPRESSION_LEVEL):
+        self.spec = spec
+        self.num_shards = num_shards
+        self.vocab_paths = dict(vocab_paths or {})
+        self.compression_level = compression_level
+        self._shared = shared.Shared()  # one copy of the vocabularies per worker process, not per thread
+
+    def setup(self):
+        paths = self.vocab_paths
+        vocabularies = self._shared.acquire(lambda: _Vocabularies(load_vocabularies(paths)), tag=_vocab_tag(paths))
+        self._vocabularies = vocabularies  # keep the shared object alive while this DoFn lives
+        self._parser = BatchParser(self.spec, vocabularies.tables)
+        self._layout = StatsLayout(self.spec)
         self._rows = Metrics.counter(NAMESPACE, "rows")
+        self._counters: dict[str, Any] = {}
+        self._next = [random.randrange(self.num_shards) for _ in SPLITS]
 
     def _dead(self, filename: str, line: str, reason: str, error: str):
         counter = self._counters.get(reason)
@@ -116,186 +331,190 @@ class ParseRow(beam.DoFn):
         return beam.pvalue.TaggedOutput(
             DEAD_LETTER_TAG, {"file": filename, "line": line, "reason": reason, "error": error})
 
-    def process(self, element: tuple[str, bytes]):
-        filename, raw = element
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            yield self._dead(filename, raw.decode("utf-8", errors="replace"), "bad_encoding", str(err))
+    def process(self, element):
+        filename, chunk = element
+        parser = self._parser
+        batch, _ = parser.parse_chunk(chunk)
+        reasons: dict[str, int] = {}
+        for text, reason, error in batch.dead:
+            reasons[reason] = reasons.get(reason, 0) + 1
+            yield self._dead(filename, text, reason, error)
+        if not batch.n:
+            if reasons:
+                yield beam.pvalue.TaggedOutput(STATS_TAG, (STATS_FILE, ([0] * self._layout.size, reasons)))
             return
-        spec = self.spec
-        try:
-            row = spec.parse_raw_row(line.split(spec.raw_format.delimiter))
-        except RowError as err:
-            yield self._dead(filename, line, err.reason, str(err))
-            return
-        self._rows.inc()
-        yield spec.split_of(row), row, spec.encode_example(row)
+        self._rows.inc(batch.n)
+        cohorts = parser.cohort_ids(batch)
+        yield beam.pvalue.TaggedOutput(STATS_TAG, (STATS_FILE, (self._layout.batch_counts(batch, cohorts), reasons)))
+        columns = parser.example_columns(batch, cohorts)
+        for i, split in enumerate(SPLITS):
+            sel = batch.split == i
+            k = int(sel.sum())
+            if not k:
+                continue
+            part = columns if k == batch.n else {key: v[sel] for key, v in columns.items()}
+            flat, lengths = self.spec.encode_examples_flat(part)
+            shard = self._next[i]
+            self._next[i] = (shard + 1) % self.num_shards
+            yield (shard_path(split, shard, self.num_shards),
+                   fileio.gzip_member(frame_records(flat, lengths), self.compression_level))
 
 
-# ---------------------------------------------------------------------------------------------------
-# Statistics
-# ---------------------------------------------------------------------------------------------------
+def shard_path(split: str, shard: int, num_shards: int) -> str:
+    """``<split>/part-SSSSS-of-NNNNN.tfrecord.gz``, relative to the output directory."""
+    return f"{split}/part-{shard:05d}-of-{num_shards:05d}{SHARD_SUFFIX}"
+
+
 class DatasetStatsFn(beam.CombineFn):
-    """Combines ``(split, row, ...)`` tuples into dataset statistics (no dead letters).
+    """Sums per-chunk ``(StatsLayout counts, {reason: dead letters})`` into the stats.json dict."""
 
-    The accumulator is one flat list of ints (so merging is an element-wise sum), laid out as:
-    rows, positives; per split (rows, positives); per axis, per cohort (rows, positives); per id
-    feature the OOV id count; per sequence feature the truncated-row count.
-    """
-
-    def __init__(self, spec: FeatureSpec):
+    def __init__(self, spec: FeatureSpec, vocabularies: Mapping[str, Any] | None = None):
         self.spec = spec
-        self.id_features = [f for f in spec.features if f.kind != "dense"]
-        self.seq_features = [f for f in spec.features if f.kind == "sequence"]
-        offset = 2 + 2 * len(SPLITS)
-        self.axis_offsets = []
-        for axis in spec.cohort_axes:
-            self.axis_offsets.append(offset)
-            offset += 2 * len(axis.cohorts)
-        self.oov_offset = offset
-        self.trunc_offset = offset + len(self.id_features)
-        self.size = self.trunc_offset + len(self.seq_features)
+        self.vocabularies = vocabularies
+        self._layout = StatsLayout(spec)
 
-    def create_accumulator(self) -> list[int]:
-        return [0] * self.size
+    def create_accumulator(self):
+        return [0] * self._layout.size, {}
 
-    def add_input(self, acc: list[int], element: Sequence[Any]) -> list[int]:
-        spec = self.spec
-        split, row = element[0], element[1]
-        pos = 1 if row[spec.label] == 1.0 else 0
-        acc[0] += 1
-        acc[1] += pos
-        s = 2 + 2 * SPLITS.index(split)
-        acc[s] += 1
-        acc[s + 1] += pos
-        cohort_ids = spec.cohort_ids(row)
-        for axis, offset in zip(spec.cohort_axes, self.axis_offsets):
-            i = offset + 2 * cohort_ids[axis.name]
-            acc[i] += 1
-            acc[i + 1] += pos
-        for k, f in enumerate(self.id_features):
-            value = row[f.name]
-            if f.kind == "categorical":
-                acc[self.oov_offset + k] += f.is_out_of_vocab(value)
-            else:
-                # The ids the record keeps: after truncation, without PAD.
-                kept = spec.pad_sequence(f, value)[0][: min(len(value), f.max_length)]
-                acc[self.oov_offset + k] += sum(f.is_out_of_vocab(v) for v in kept)
-        for k, f in enumerate(self.seq_features):
-            acc[self.trunc_offset + k] += spec.pad_sequence(f, row[f.name])[1]
+    def add_input(self, acc, partial):
+        counts, reasons = acc
+        for i, v in enumerate(partial[0]):
+            counts[i] += v
+        for k, v in partial[1].items():
+            reasons[k] = reasons.get(k, 0) + v
         return acc
 
-    def merge_accumulators(self, accumulators: Iterable[list[int]]) -> list[int]:
+    def merge_accumulators(self, accumulators):
         out = self.create_accumulator()
         for acc in accumulators:
-            for i, v in enumerate(acc):
-                out[i] += v
+            self.add_input(out, acc)
         return out
 
-    def extract_output(self, acc: list[int]) -> dict[str, Any]:
-        spec = self.spec
-
-        def counts(rows: int, positives: int) -> dict[str, Any]:
-            return {"rows": rows, "positives": positives,
-                    "base_rate": positives / rows if rows else None}
-
-        out: dict[str, Any] = {"dataset": spec.name, **counts(acc[0], acc[1])}
-        out["splits"] = {name: counts(acc[2 + 2 * i], acc[3 + 2 * i]) for i, name in enumerate(SPLITS)}
-        out["cohorts"] = {
-            axis.name: {name: counts(acc[offset + 2 * i], acc[offset + 2 * i + 1])
-                        for i, name in enumerate(axis.cohorts)}
-            for axis, offset in zip(spec.cohort_axes, self.axis_offsets)
-        }
-        features: dict[str, Any] = {}
-        for k, f in enumerate(self.id_features):
-            features[f.name] = {"kind": f.kind, "out_of_vocab": acc[self.oov_offset + k]}
-        for k, f in enumerate(self.seq_features):
-            features[f.name]["truncated"] = acc[self.trunc_offset + k]
-        out["features"] = features
-        return out
+    def extract_output(self, acc) -> dict[str, Any]:
+        return _with_dead_letters(self._layout.extract(acc[0]), acc[1], self.vocabularies)
 
 
-def _with_dead_letters(stats: dict[str, Any], dead_letter_counts: Mapping[str, int]) -> dict[str, Any]:
+class WriteOutputs(fileio.WriteGroupedFiles):
+    """The grouped writer of the job: shards and dead letters as they are; ``stats.json`` summed.
+
+    Yields the stats dict (tag ``stats``) besides writing it.
+    """
+
+    def __init__(self, base: str, spec: FeatureSpec, vocabularies: Mapping[str, Any] | None):
+        super().__init__(base)
+        self.stats_fn = DatasetStatsFn(spec, vocabularies)
+
+    def process(self, element):
+        path, values = element
+        if path != STATS_FILE:
+            yield from super().process(element)
+            return
+        fn = self.stats_fn
+        acc = fn.create_accumulator()
+        for v in values:
+            if v is not None:
+                fn.add_input(acc, v)
+        stats = fn.extract_output(acc)
+        fileio.write_bytes(FileSystems.join(self.base, path), (json.dumps(stats, indent=2) + "\n").encode("utf-8"),
+                           "application/json")
+        yield beam.pvalue.TaggedOutput(STATS_TAG, stats)
+        yield path
+
+
+def _with_dead_letters(stats: dict[str, Any], dead_letter_counts: Mapping[str, int],
+                       vocabularies: Mapping[str, Any] | None = None) -> dict[str, Any]:
     by_reason = {k: int(dead_letter_counts[k]) for k in sorted(dead_letter_counts)}
-    return {**stats, "dead_letter": {"total": sum(by_reason.values()), "by_reason": by_reason}}
+    out = {**stats, "dead_letter": {"total": sum(by_reason.values()), "by_reason": by_reason}}
+    if vocabularies:
+        out["vocabularies"] = dict(vocabularies)
+    return out
 
 
-# ---------------------------------------------------------------------------------------------------
-# Pipeline
-# ---------------------------------------------------------------------------------------------------
-def _split_index(element: Sequence[Any], num_partitions: int) -> int:
-    return SPLITS.index(element[0])
+def _gunzip_records(blob: bytes) -> list[bytes]:
+    return unframe(zlib.decompress(blob, 47))  # 47: a gzip (or zlib) member
+
+
+class _Outputs(dict):
+    """The PCollections of a pipeline; some are only built (added to the pipeline) when asked for."""
+
+    def __init__(self, lazy: Mapping[str, Callable[[], Any]], **ready):
+        super().__init__(**ready)
+        self._lazy = dict(lazy)
+
+    def __missing__(self, key):
+        if key in self._lazy:
+            value = self[key] = self._lazy.pop(key)()
+            return value
+        raise KeyError(key)
 
 
 def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: str, output_dir: str,
-                   num_shards: int = DEFAULT_NUM_SHARDS) -> dict[str, beam.PCollection]:
-    """Adds the job to ``pipeline``; returns its PCollections.
+                   num_shards: int = DEFAULT_NUM_SHARDS, *, vocab_paths: Mapping[str, str] | None = None,
+                   vocab_summary: Mapping[str, Any] | None = None,
+                   chunk_bytes: int = fileio.DEFAULT_CHUNK_BYTES,
+                   compression_level: int = DEFAULT_COMPRESSION_LEVEL) -> dict[str, beam.PCollection]:
+    """Adds pass 2 of the job to ``pipeline`` (``spec`` with every vocabulary built); returns its PCollections.
+
+    Every output file goes through one ``GroupByKey`` keyed by its path and one writer
+    (:class:`WriteOutputs`): a Beam file sink per output would add several stages each, which
+    dominate the run time of small inputs on the DirectRunner.
 
     Returns:
-      ``examples``: ``(split, serialized Example)``; ``dead_letter``: dead-letter dicts;
-      ``dead_letter_counts``: ``(reason, count)``; ``stats``: one stats dict (as in stats.json);
-      ``rows``: ``(split, parsed row, serialized Example)``.
+      ``dead_letter``: dead-letter dicts; ``stats``: one stats dict (as in stats.json); ``files``:
+      the relative paths written. Built only when looked up (tests; they cost per-row steps):
+      ``examples``: ``(split, serialized Example)``, one per row; ``dead_letter_counts``:
+      ``(reason, count)``.
     """
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    join = FileSystems.join
+    if spec.needs_vocabularies:
+        raise SpecError(f"spec '{spec.name}': vocabularies are not built; run build_vocab_pipeline first")
     fmt = spec.raw_format
-    lines = pipeline | "Read" >> beam.io.ReadFromTextWithFilename(
-        input_pattern, skip_header_lines=1 if fmt.header else 0, coder=beam.coders.BytesCoder())
-    parsed = lines | "Parse" >> beam.ParDo(ParseRow(spec)).with_outputs(DEAD_LETTER_TAG, main="rows")
-    rows, dead = parsed.rows, parsed[DEAD_LETTER_TAG]
+    chunks = pipeline | "ReadChunks" >> fileio.ReadLineChunks(
+        input_pattern, skip_header_lines=1 if fmt.header else 0, chunk_bytes=chunk_bytes)
+    encoded = chunks | "Encode" >> beam.ParDo(
+        EncodeChunk(spec, num_shards, vocab_paths, compression_level)).with_outputs(
+        DEAD_LETTER_TAG, STATS_TAG, main="shards")
+    dead = encoded[DEAD_LETTER_TAG]
+    dead_lines = dead | "DeadLetterJson" >> beam.Map(lambda d: (DEAD_LETTER_FILE, (json.dumps(d) + "\n").encode("utf-8")))
+    every_file = ([shard_path(s, i, num_shards) for s in SPLITS for i in range(num_shards)]
+                  + [DEAD_LETTER_FILE, STATS_FILE])
+    seeds = pipeline | "EveryFile" >> beam.Create([(path, None) for path in every_file])
+    written = ((encoded.shards, encoded[STATS_TAG], dead_lines, seeds)
+               | "AllFiles" >> beam.Flatten()
+               | "ByFile" >> beam.GroupByKey()
+               | "Write" >> beam.ParDo(WriteOutputs(output_dir, spec, vocab_summary)).with_outputs(
+                   STATS_TAG, main="files"))
 
-    examples = rows | "ExampleBySplit" >> beam.Map(lambda t: (t[0], t[2]))
-    parts = rows | "PartitionSplits" >> beam.Partition(_split_index, len(SPLITS))
-    for split, part in zip(SPLITS, parts):
-        _ = (part
-             | f"Serialized_{split}" >> beam.Map(lambda t: t[2])
-             | f"Write_{split}" >> beam.io.WriteToTFRecord(
-                 join(output_dir, split, "part"), file_name_suffix=SHARD_SUFFIX,
-                 num_shards=num_shards, compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+    def examples():
+        return (encoded.shards
+                | "Records" >> beam.FlatMap(lambda kv: [(kv[0].split("/")[0], r) for r in _gunzip_records(kv[1])]))
 
-    _ = (dead
-         | "DeadLetterJson" >> beam.Map(json.dumps)
-         | "WriteDeadLetter" >> beam.io.WriteToText(
-             join(output_dir, "dead_letter", "part"), file_name_suffix=".jsonl"))
-    dead_counts = (dead
-                   | "DeadLetterReason" >> beam.Map(lambda d: (d["reason"], 1))
-                   | "CountDeadLetters" >> beam.combiners.Count.PerKey())
-    stats = (rows
-             | "Stats" >> beam.CombineGlobally(DatasetStatsFn(spec))
-             | "AddDeadLetters" >> beam.Map(_with_dead_letters, beam.pvalue.AsDict(dead_counts)))
-    _ = (stats
-         | "StatsJson" >> beam.Map(lambda s: json.dumps(s, indent=2))
-         | "WriteStats" >> beam.io.WriteToText(
-             join(output_dir, "stats"), file_name_suffix=".json", num_shards=1,
-             shard_name_template=""))
-    return {"rows": rows, "examples": examples, "dead_letter": dead,
-            "dead_letter_counts": dead_counts, "stats": stats}
+    def dead_letter_counts():
+        return (dead
+                | "DeadLetterReason" >> beam.Map(lambda d: (d["reason"], 1))
+                | "CountDeadLetters" >> beam.combiners.Count.PerKey())
+
+    return _Outputs({"examples": examples, "dead_letter_counts": dead_letter_counts},
+                    dead_letter=dead, stats=written[STATS_TAG], files=written.files)
+
+
+def read_spec(path: str) -> FeatureSpec:
+    """A dataset YAML or resolved spec.json, local or on any Beam filesystem (e.g. ``gs://``)."""
+    if "://" not in path:
+        return load_spec(path)
+    import yaml
+
+    try:
+        return FeatureSpec.from_dict(yaml.safe_load(fileio.read_bytes(path).decode("utf-8")))
+    except SpecError as err:
+        raise SpecError(f"{path}: {err}") from None
 
 
 def write_spec(spec: FeatureSpec, output_dir: str) -> str:
     """Writes ``<output_dir>/spec.json`` (local or any Beam filesystem, e.g. GCS); returns its path."""
-    path = FileSystems.join(output_dir, "spec.json")
-    with FileSystems.create(path, mime_type="application/json") as fh:
-        fh.write(spec.to_json().encode("utf-8"))
-    return path
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    with FileSystems.open(path) as fh:
-        return json.loads(fh.read().decode("utf-8"))
-
-
-def _previous_outputs(output_dir: str) -> list[str]:
-    join = FileSystems.join
-    patterns = [join(output_dir, s, "part-*" + SHARD_SUFFIX) for s in SPLITS]
-    patterns += [join(output_dir, "dead_letter", "part-*.jsonl"), join(output_dir, "stats.json"),
-                 join(output_dir, "spec.json")]
-    found = []
-    for result in FileSystems.match(patterns):
-        found.extend(m.path for m in result.metadata_list)
-    return found
+    return fileio.write_bytes(FileSystems.join(output_dir, "spec.json"), spec.to_json().encode("utf-8"),
+                              "application/json")
 
 
 def summary_line(stats: Mapping[str, Any]) -> str:
@@ -316,40 +535,92 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     parser.add_argument("--output", required=True, help="output directory (local or gs://...)")
     parser.add_argument("--num_shards", type=int, default=DEFAULT_NUM_SHARDS,
                         help=f"shards per split (default {DEFAULT_NUM_SHARDS})")
+    parser.add_argument("--chunk_bytes", type=int, default=fileio.DEFAULT_CHUNK_BYTES,
+                        help="raw bytes of whole lines per pipeline element (default 1 MiB)")
+    parser.add_argument("--compression_level", type=int, default=DEFAULT_COMPRESSION_LEVEL,
+                        help="gzip level of the shards, 1 (fastest) .. 9 (default 6)")
+    parser.add_argument("--vocab_shards", type=int, default=DEFAULT_VOCAB_SHARDS,
+                        help="keys per vocabulary table in the counting pass (default 8)")
     known, pipeline_args = parser.parse_known_args(argv)
     if not any(a == flag or a.startswith(flag + "=") for a in pipeline_args for flag in RUNNER_FLAGS):
         pipeline_args = DEFAULT_RUNNER_ARGS + pipeline_args
     return known, pipeline_args
 
 
-def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Runs the job; returns ``{"output", "stats", "counters", "state"}`` and prints a summary."""
-    args, pipeline_args = parse_args(argv)
-    spec = load_spec(args.spec)
-    output = args.output.rstrip("/") or "/"
-    # Shards of an earlier run with another shard count would be read along with the new ones.
-    previous = _previous_outputs(output)
-    if previous:
-        FileSystems.delete(previous)
-        print(f"build_tfrecords: removed {len(previous)} output file(s) of an earlier run in {output}")
-
-    options = PipelineOptions(pipeline_args)
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, spec, args.input, output, args.num_shards)
+def _run_pipeline(pipeline_args: Sequence[str], build: Callable[[beam.Pipeline], Any]):
+    pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
+    build(pipeline)
     result = pipeline.run()
     state = result.wait_until_finish()
+    if state not in (None, PipelineState.DONE):
+        raise RuntimeError(f"pipeline finished in state {state}")
+    return result, state
 
-    counters = {}
+
+def _counters(result) -> dict[str, int]:
+    counters: dict[str, int] = {}
     for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         value = c.committed if c.committed is not None else c.attempted
         counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + int(value or 0)
-    spec_path = write_spec(spec, output)
-    stats = _read_json(FileSystems.join(output, "stats.json"))
+    return counters
+
+
+def _copy_vocabularies(spec: FeatureSpec, spec_path: str, out: fileio.OutputDir) -> dict[str, Any]:
+    """Copies the built vocabularies of a resolved spec into the staging directory."""
+    base = posixpath.dirname(spec_path) if "://" in spec_path else os.path.dirname(os.path.abspath(spec_path))
+    summary = {}
+    for table, owner in spec.vocabulary_tables.items():
+        if not owner.vocabulary_built:
+            continue
+        src = owner.vocabulary.file
+        if not (src.startswith("/") or "://" in src):
+            src = FileSystems.join(base, src)
+        dst = out.path(VOCAB_DIR, f"{table}.txt")
+        fileio.write_bytes(dst, fileio.read_bytes(src))
+        summary[table] = {"vocab_size": owner.vocab_size, "reused_from": src}
+    return summary
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Runs the job; returns ``{"output", "stats", "counters", "state", "spec"}`` and prints a summary."""
+    args, pipeline_args = parse_args(argv)
+    spec = read_spec(args.spec)
+    out = fileio.OutputDir(args.output, OUTPUTS)
+    stale = out.prepare()
+    if stale:
+        print(f"build_tfrecords: removed {len(stale)} staging dir(s) of unfinished runs in {out.output}")
+    try:
+        vocab_summary = None
+        if spec.vocabulary_tables:
+            vocab_summary = _copy_vocabularies(spec, args.spec, out)  # vocabularies built by an earlier run
+            if spec.needs_vocabularies:
+                vocab_dir = out.path(VOCAB_DIR)
+                _run_pipeline(pipeline_args, lambda p: build_vocab_pipeline(
+                    p, spec, args.input, vocab_dir, args.chunk_bytes, args.vocab_shards))
+                built = fileio.read_json(out.path(VOCAB_DIR, VOCAB_SUMMARY))
+                spec = resolve_vocabularies(spec, built)
+                vocab_summary.update(built)
+                sizes = ", ".join(f"{t}={built[t]['vocab_size']}" for t in spec.vocabulary_tables if t in built)
+                print(f"build_tfrecords: vocabularies built ({sizes})")
+        vocab_paths = {t: out.path(VOCAB_DIR, f"{t}.txt") for t in spec.vocabulary_tables}
+        result, state = _run_pipeline(pipeline_args, lambda p: build_pipeline(
+            p, spec, args.input, out.staging, args.num_shards, vocab_paths=vocab_paths,
+            vocab_summary=vocab_summary, chunk_bytes=args.chunk_bytes, compression_level=args.compression_level))
+        counters = _counters(result)
+        write_spec(spec, out.staging)
+        stats = fileio.read_json(out.path("stats.json"))
+        out.promote()
+    except BaseException:
+        out.discard()
+        raise
+    output = out.output
     print(f"build_tfrecords: wrote {posixpath.join(output, '{' + ','.join(SPLITS) + '}', 'part-*' + SHARD_SUFFIX)}, "
           f"{FileSystems.join(output, 'dead_letter', 'part-*.jsonl')}, "
-          f"{FileSystems.join(output, 'stats.json')}, {spec_path}")
+          f"{FileSystems.join(output, 'stats.json')}, {FileSystems.join(output, 'spec.json')}"
+          + (f", {FileSystems.join(output, VOCAB_DIR, '*.txt')}" if spec.vocabulary_tables else "")
+          + f", {FileSystems.join(output, fileio.SUCCESS_MARKER)}")
     print(f"build_tfrecords: {summary_line(stats)}")
-    return {"output": output, "stats": stats, "counters": counters, "state": str(state)}
+    return {"output": output, "stats": stats, "counters": counters, "state": str(state), "spec": spec}
 
 
 if __name__ == "__main__":

@@ -167,3 +167,51 @@ def test_runner_defaults_only_without_runner_options():
     for user in (["--runner", "DataflowRunner", "--project", "p"],
                  ["--direct_running_mode=in_memory"], ["--direct_num_workers", "4"]):
         assert build_tfrecords.parse_args(base + user)[1] == user
+
+
+def _snapshot(root: str) -> dict[str, bytes]:
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, root)] = fh.read()
+    return out
+
+
+def test_outputs_appear_atomically(tiny_case, tmp_path, monkeypatch):
+    """Outputs are staged in <output>/.tmp-<run id>/ and promoted after success, _SUCCESS last; a failed
+    run leaves the previous outputs untouched; a killed run's staging directory is removed next time."""
+    from beam_jobs import fileio
+
+    spec_file = tmp_path / "tiny.yaml"
+    spec_file.write_text(tiny_case.spec.to_json())
+    out = str(tmp_path / "out")
+    argv = ["--spec", str(spec_file), "--input", tiny_case.input_pattern, "--output", out, "--num_shards", "2",
+            "--direct_running_mode=in_memory"]
+    assert not fileio.is_complete(out)
+    build_tfrecords.run(argv)
+    before = _snapshot(out)
+    assert fileio.is_complete(out) and "_SUCCESS" in before
+    assert not [p for p in before if p.startswith(".tmp-")]
+    assert len([p for p in before if p.startswith("train/part-")]) == 2
+
+    def boom(self, element):
+        raise RuntimeError("boom: a worker failed mid-run")
+
+    monkeypatch.setattr(build_tfrecords.EncodeChunk, "process", boom)
+    with pytest.raises(Exception, match="boom"):
+        build_tfrecords.run(argv[:-2] + ["1", "--direct_running_mode=in_memory"])
+    monkeypatch.undo()
+    assert _snapshot(out) == before  # the previous complete output, its _SUCCESS included, is intact
+    assert not glob.glob(os.path.join(out, ".tmp-*"))
+
+    os.makedirs(os.path.join(out, ".tmp-killed", "train"))
+    with open(os.path.join(out, ".tmp-killed", "train", "part-00000-of-00009.tfrecord.gz"), "wb") as fh:
+        fh.write(b"half a shard")
+    info = build_tfrecords.run(argv[:-2] + ["1", "--direct_running_mode=in_memory"])
+    after = _snapshot(out)
+    assert not [p for p in after if p.startswith(".tmp-")]
+    assert sorted(p for p in after if p.startswith(("train/", "valid/", "test/"))) == [
+        f"{s}/part-00000-of-00001.tfrecord.gz" for s in ("test", "train", "valid")]
+    assert info["stats"] == tiny_case.expected_stats and after["_SUCCESS"] != before["_SUCCESS"]

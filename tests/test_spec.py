@@ -212,3 +212,47 @@ def test_package_api_is_lazy():
     assert zoo.build is build and zoo.C2AL is C2AL and zoo.load_spec is load_spec
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         zoo.nope
+
+
+def test_raw_types_vocabularies_and_transforms_round_trip_and_parse():
+    from zoo.spec import hash_token
+
+    raw = spec_with(
+        format={"columns": ["click", "user", "item", "price", "hist", "city", "hx"], "delimiter": ","},
+        features=BASE["features"] + [
+            {"name": "city", "kind": "categorical", "raw_type": "string", "vocabulary": {"min_count": 3}},
+            {"name": "hx", "kind": "categorical", "raw_type": "hex", "hash_buckets": 9, "embedding_dim": 2},
+        ])
+    raw["features"][2] = {"name": "price", "kind": "dense", "default": 0.5,
+                          "transforms": [{"clip": [0, None]}, "log1p"]}
+    spec = FeatureSpec.from_dict(raw)
+    assert FeatureSpec.from_dict(spec.to_dict()) == spec
+    assert spec.to_dict()["features"][2]["transforms"] == [{"clip": [0.0, None]}, "log1p"]
+    assert spec.needs_vocabularies and list(spec.vocabulary_tables) == ["city"]
+    # Without vocabularies the vocabulary feature keeps its token; with them it gets ids (OOV = vocab_size).
+    row = spec.parse_raw_row(["1", "3", "12", "-4", "", " Paris ", "AbC"])
+    assert row["city"] == "Paris" and row["hx"] == hash_token("abc") % 9 and row["price"] == 0.0
+    resolved = spec.with_vocabularies({"city": (2, "vocab/city.txt")})
+    assert resolved.feature("city").vocab_size == 2 and not resolved.needs_vocabularies
+    vocabs = {"city": {"Paris": 0, "Oslo": 1}}
+    assert resolved.parse_raw_row(["1", "3", "12", "3", "", "Rome", ""], vocabs)["city"] == 2
+    assert resolved.parse_raw_row(["1", "3", "12", "3", "", "Oslo", ""], vocabs)["price"] == pytest.approx(1.3862943611198906)
+    with pytest.raises(RowError, match="'xyz' is not hexadecimal") as err:
+        resolved.parse_raw_row(["1", "3", "12", "3", "", "Oslo", "xyz"], vocabs)
+    assert err.value.reason == "bad_number"
+    strict = FeatureSpec.from_dict({**resolved.to_dict(), "features": [
+        {**f, "unknown": "error"} if f["name"] == "city" else f for f in resolved.to_dict()["features"]]})
+    with pytest.raises(RowError) as err:
+        strict.parse_raw_row(["1", "3", "12", "3", "", "Rome", ""], vocabs)
+    assert err.value.reason == "unknown_category" and "'Rome' is not in the vocabulary" in str(err.value)
+
+
+def test_encode_example_is_deterministic_across_processes():
+    import subprocess
+    import sys
+
+    code = ("from zoo.spec import load_spec; s = load_spec('configs/datasets/synthetic.yaml'); "
+            "r = s.parse_raw_row('1,2,3,4,5,6,1,0.5,0.25,1.2,1 2 3,1'.split(',')); print(s.encode_example(r).hex())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2)}
+    assert len(outs) == 1  # map keys are serialized sorted, not in hash-table order

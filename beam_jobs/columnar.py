@@ -1,0 +1,586 @@
+"""Batched raw-row parsing: many lines at once, column by column, exactly as the spec parses one row.
+
+:meth:`zoo.spec.FeatureSpec.parse_raw_row` is the single definition of how a raw row is read. This
+module is its batched form for the Beam jobs: a chunk of lines is split into columns and every
+column is converted with one C-level pass (``map(int, ...)``, ``map(float, ...)``, a vocabulary
+``dict.get``, :func:`zoo.spec.hash_tokens`) and checked with array operations. Rows that any check
+flags (wrong column count, unparsable or blank values, out-of-range ids, non-UTF-8 bytes, ...) are
+handed to ``parse_raw_row`` one by one, which either dead-letters them with its exact reason and
+message or accepts them (the fast checks are conservative); so the result equals running
+``parse_raw_row`` on every line, which ``tests/test_beam_columnar.py`` checks on fuzzed rows.
+
+From the parsed columns the same module computes what the jobs need per batch, with array
+operations: cohort ids (:meth:`CohortAxis.cohort_id`), splits (:meth:`FeatureSpec.split_of`), the
+``tf.train.Example`` columns (:meth:`FeatureSpec.example_columns`) and dataset statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+import warnings
+import zlib
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from beam_jobs.fileio import chunk_lines
+from zoo.spec import (COHORT_KEY_PREFIX, PAD_ID, SPLITS, Feature, FeatureSpec, RowError, SpecError,
+                      hash_tokens, stable_hash_array)
+
+_FLOAT32_MAX = 3.4028234663852886e38
+_INT64_MAX, _INT64_MIN = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+_OTHER_WS = re.compile(r"[^\S\n]")  # whitespace other than the newline that joins tokens
+_HEX_BYTES = b"0123456789abcdefABCDEF\n"
+_SPLIT_INDEX = {s: i for i, s in enumerate(SPLITS)}
+
+
+@dataclasses.dataclass
+class Batch:
+    """The parsed good rows of a chunk (in column form) and its dead letters.
+
+    ``values``: feature name (and the label) -> array: float64 ``(N,)`` for the label and dense
+    features, int64 ``(N,)`` for categorical ids, int64 ``(N, max_length)`` padded sequences
+    (``PAD_ID``), or for vocabulary features in token mode a list of tokens (sequences: lists).
+    ``seq_lengths``: sequence feature -> raw id count ``(N,)`` before truncation.
+    ``split``: int8 ``(N,)`` index into ``SPLITS``. ``dead``: ``(line text, reason, error)``.
+    """
+
+    n: int
+    values: dict[str, Any]
+    seq_lengths: dict[str, np.ndarray]
+    split: np.ndarray
+    dead: list[tuple[str, str, str]]
+
+    def select(self, mask: np.ndarray) -> "Batch":
+        take = np.flatnonzero(mask)
+        values = {k: (v[take] if isinstance(v, np.ndarray) else [v[i] for i in take]) for k, v in self.values.items()}
+        return Batch(int(take.size), values, {k: v[take] for k, v in self.seq_lengths.items()},
+                     self.split[take], [])
+
+
+class BatchParser:
+    """Parses chunks of raw lines for one spec.
+
+    Args:
+      spec: the dataset spec.
+      vocabularies: ``{table: {token: id}}`` for the spec's vocabulary tables; None in token mode
+        (the vocabulary pass), where vocabulary features keep their tokens.
+    """
+
+    def __init__(self, spec: FeatureSpec, vocabularies: Mapping[str, Mapping[str, int]] | None = None):
+        self.spec = spec
+        self.vocabularies = vocabularies
+        self.token_mode = vocabularies is None
+        fmt = spec.raw_format
+        self.ncols = len(fmt.columns)
+        self.col_index = {c: i for i, c in enumerate(fmt.columns)}
+        if not self.token_mode:
+            missing = [t for t in spec.vocabulary_tables if t not in vocabularies]
+            if missing:
+                raise SpecError(f"vocabularies of table(s) {missing} are not loaded")
+
+    # ----- entry points -------------------------------------------------------------------------
+    def parse_chunk(self, chunk: bytes) -> tuple[Batch, list[bytes]]:
+        """Parses a chunk of whole lines (``\\n`` or ``\\r\\n`` terminated; the last may be unterminated).
+
+        Returns the batch and the raw lines (without terminators), as Beam's text source reads them.
+        """
+        lines = chunk_lines(chunk)
+        return self.parse_lines(lines), lines
+
+    def parse_lines(self, raw_lines: Sequence[bytes]) -> Batch:
+        """Parses raw lines (bytes, without line terminators)."""
+        spec = self.spec
+        dead: list[tuple[str, str, str]] = []
+        try:
+            texts = b"\n".join(raw_lines).decode("utf-8").split("\n") if raw_lines else []
+            good_raw = list(raw_lines)
+        except UnicodeDecodeError:
+            texts, good_raw = [], []
+            for raw in raw_lines:
+                try:
+                    texts.append(raw.decode("utf-8"))
+                    good_raw.append(raw)
+                except UnicodeDecodeError as err:
+                    dead.append((raw.decode("utf-8", errors="replace"), "bad_encoding", str(err)))
+        # Split into fields; rows with the wrong field count go to the reference parser.
+        slow: list[int] = []  # positions in texts
+        fast: list[int] = []
+        fmt = spec.raw_format
+        if fmt.type == "delimited":
+            delim = fmt.delimiter
+            want = self.ncols - 1
+            counts = [t.count(delim) for t in texts]
+            if counts.count(want) == len(counts):
+                fast = list(range(len(texts)))
+                sub = texts
+            else:
+                for i, c in enumerate(counts):
+                    (fast if c == want else slow).append(i)
+                sub = [texts[i] for i in fast]
+            # Every row has ncols - 1 delimiters, so joining rows with the delimiter keeps them apart.
+            flat = delim.join(sub).split(delim) if sub else []
+            columns = [flat[j::self.ncols] for j in range(self.ncols)]
+        else:  # libfm: tokens per line
+            rows = []
+            for i, t in enumerate(texts):
+                try:
+                    f = spec.split_line(t)
+                except RowError:
+                    slow.append(i)
+                    continue
+                if len(f) != self.ncols:
+                    slow.append(i)
+                    continue
+                fast.append(i)
+                rows.append(f)
+            columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in range(self.ncols)]
+        n = len(fast)
+        values, seq_lengths, bad = self._convert(columns, n)
+        line_bytes = [good_raw[i] for i in fast] if spec.split_by == "line" else None
+        split = self._split(values, line_bytes, n)
+        if bad.any():
+            keep = ~bad
+            slow.extend(fast[i] for i in np.flatnonzero(bad))
+            values = {k: (v[keep] if isinstance(v, np.ndarray) else list(itertools.compress(v, keep)))
+                      for k, v in values.items()}
+            seq_lengths = {k: v[keep] for k, v in seq_lengths.items()}
+            split = split[keep]
+        batch = Batch(len(split), values, seq_lengths, split, [])
+        if slow:
+            batch = self._merge(batch, self._parse_slow(sorted(slow), texts, good_raw, dead))
+        batch.dead = dead
+        return batch
+
+    # ----- fast path: columns -------------------------------------------------------------------
+    def _convert(self, columns: list[list[str]], n: int):
+        spec = self.spec
+        bad = np.zeros(n, dtype=bool)
+        values: dict[str, Any] = {}
+        seq_lengths: dict[str, np.ndarray] = {}
+        label, lbad = _floats(columns[self.col_index[spec.label]], n, None)
+        bad |= lbad | ~((label == 0.0) | (label == 1.0))
+        values[spec.label] = label
+        for f in spec.features:
+            col = columns[self.col_index[f.name]]
+            if f.kind == "dense":
+                v, b = _floats(col, n, f.default)
+                bad |= b
+                if f.transforms:
+                    v, b = _transform(f, v, bad)
+                    bad |= b
+                values[f.name] = v
+            elif f.kind == "categorical":
+                v, b = self._ids(f, col, n)
+                bad |= b
+                values[f.name] = v
+            else:
+                v, lengths, b = self._sequences(f, col, n)
+                bad |= b
+                values[f.name] = v
+                seq_lengths[f.name] = lengths
+        if spec.raw_format.split_column:
+            col = columns[self.col_index[spec.raw_format.split_column]]
+            idx = [_SPLIT_INDEX.get(t, -1) for t in col]
+            given = np.array(idx, dtype=np.int8).reshape(n)
+            bad |= given < 0
+            values["__split__"] = given
+        return values, seq_lengths, bad
+
+    def _ids(self, f: Feature, col: list[str], n: int):
+        """Stored ids of a categorical column (or tokens in token mode)."""
+        if f.tokens:
+            tokens, bad = _tokens(f, col, n)
+            return self._map_tokens(f, tokens, bad), bad
+        ids, bad = _ints(col, n)
+        if f.vocabulary is not None:
+            tokens = list(map(str, ids.tolist()))
+            return self._map_tokens(f, tokens, bad), bad
+        if f.unknown == "error":
+            bad |= (ids < 0) | (ids >= f.vocab_size)
+        return ids, bad
+
+    def _map_tokens(self, f: Feature, tokens: list[str], bad: np.ndarray):
+        if f.vocabulary is None:  # hashed
+            return (hash_tokens(tokens) % np.uint64(f.hash_buckets)).astype(np.int64)
+        if self.token_mode:
+            return tokens
+        vocab = self.vocabularies[f.table]
+        oov = f.vocab_size
+        ids = np.fromiter(map(vocab.get, tokens, itertools.repeat(oov)), dtype=np.int64, count=len(tokens))
+        if f.unknown == "error":
+            bad |= ids == oov
+        return ids
+
+    def _sequences(self, f: Feature, col: list[str], n: int):
+        sd = self.spec.raw_format.sequence_delimiter
+        flat, lengths = _split_sequences(col, n, sd, f.tokens)
+        row_of = np.repeat(np.arange(n), lengths)
+        bad = np.zeros(n, dtype=bool)
+        if f.tokens:
+            tokens, tbad = _tokens(f, flat, len(flat), stripped=True)
+            ids = self._map_tokens(f, tokens, tbad)
+        else:
+            ids, tbad = _ints(flat, len(flat))
+            tbad |= ids == PAD_ID
+            if f.vocabulary is not None:
+                ids = self._map_tokens(f, list(map(str, ids.tolist())), tbad)
+            elif f.unknown == "error":
+                tbad |= (ids < 0) | (ids >= f.vocab_size)
+        if tbad.any():
+            bad[row_of[tbad]] = True
+        if f.truncation == "error":
+            bad |= lengths > f.max_length
+        if self.token_mode and f.vocabulary is not None:
+            ends = np.cumsum(lengths)
+            return [ids[e - k: e] for e, k in zip(ends.tolist(), lengths.tolist())], lengths, bad
+        return _pad(ids, lengths, f.max_length, f.truncation), lengths, bad
+
+    def _split(self, values: dict[str, Any], line_bytes: list[bytes] | None, n: int) -> np.ndarray:
+        spec = self.spec
+        if "__split__" in values:
+            return values.pop("__split__")
+        if spec.split_by == "line":
+            hashed = np.fromiter(map(zlib.crc32, line_bytes), dtype=np.uint64, count=n)
+        else:
+            hashed = values[spec.user_id].view(np.uint64)
+        bucket = (stable_hash_array(hashed) % np.uint64(10_000)).astype(np.float64) / 10_000.0
+        idx = np.searchsorted(np.array(spec.split_edges), bucket, side="right")
+        return np.minimum(idx, len(SPLITS) - 1).astype(np.int8)
+
+    # ----- slow path: the reference parser, row by row ------------------------------------------
+    def _parse_slow(self, positions: list[int], texts: list[str], raw_lines: list[bytes],
+                    dead: list[tuple[str, str, str]]) -> Batch:
+        spec = self.spec
+        rows, splits = [], []
+        for i in positions:
+            text = texts[i]
+            try:
+                row = spec.parse_raw_row(spec.split_line(text), self.vocabularies)
+            except RowError as err:
+                dead.append((text, err.reason, str(err)))
+                continue
+            rows.append(row)
+            if "__split__" in row:
+                splits.append(_SPLIT_INDEX[row["__split__"]])
+            elif spec.split_by == "line":
+                splits.append(_SPLIT_INDEX[spec.split_of_line(raw_lines[i])])
+            else:
+                splits.append(_SPLIT_INDEX[spec.split_of(row)])
+        return self.rows_to_batch(rows, splits)
+
+    def rows_to_batch(self, rows: list[dict], splits: list[int]) -> Batch:
+        """Parsed rows (``parse_raw_row`` dicts) in batch form."""
+        spec = self.spec
+        n = len(rows)
+        values: dict[str, Any] = {spec.label: np.array([r[spec.label] for r in rows], dtype=np.float64)}
+        seq_lengths = {}
+        for f in spec.features:
+            col = [r[f.name] for r in rows]
+            if f.kind == "dense":
+                values[f.name] = np.array(col, dtype=np.float64).reshape(n)
+            elif f.kind == "categorical":
+                values[f.name] = col if (self.token_mode and f.vocabulary is not None) else \
+                    np.array(col, dtype=np.int64).reshape(n)
+            else:
+                lengths = np.fromiter(map(len, col), dtype=np.int64, count=n)
+                seq_lengths[f.name] = lengths
+                if self.token_mode and f.vocabulary is not None:
+                    values[f.name] = col
+                else:
+                    flat = np.fromiter(itertools.chain.from_iterable(col), dtype=np.int64, count=int(lengths.sum()))
+                    values[f.name] = _pad(flat, lengths, f.max_length, f.truncation)
+        return Batch(n, values, seq_lengths, np.array(splits, dtype=np.int8).reshape(n), [])
+
+    def _merge(self, a: Batch, b: Batch) -> Batch:
+        if b.n == 0:
+            return a
+        if a.n == 0:
+            return b
+        values = {}
+        for k, v in a.values.items():
+            w = b.values[k]
+            values[k] = np.concatenate([v, w]) if isinstance(v, np.ndarray) else list(v) + list(w)
+        return Batch(a.n + b.n, values, {k: np.concatenate([v, b.seq_lengths[k]]) for k, v in a.seq_lengths.items()},
+                     np.concatenate([a.split, b.split]), [])
+
+    # ----- derived columns ----------------------------------------------------------------------
+    def cohort_ids(self, batch: Batch) -> dict[str, np.ndarray]:
+        """Cohort index per axis, as :meth:`CohortAxis.cohort_id` of each row's value."""
+        out = {}
+        for axis in self.spec.cohort_axes:
+            v = batch.values[axis.feature]
+            if axis.ordinal:
+                if v.dtype == np.int64 and v.size and int(np.abs(v).max()) >= 2**53:
+                    ids = np.array([axis.cohort_id(x) for x in v.tolist()], dtype=np.int64)
+                else:
+                    ids = np.searchsorted(np.array(axis.boundaries), v.astype(np.float64), side="right")
+            else:
+                lookup = axis._value_to_id
+                other = len(axis.cohorts) - 1
+                ids = np.fromiter(map(lookup.get, v.tolist(), itertools.repeat(other)), dtype=np.int64,
+                                  count=batch.n)
+            out[axis.name] = ids.astype(np.int64)
+        return out
+
+    def example_columns(self, batch: Batch, cohorts: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """The ``tf.train.Example`` columns of the batch (as :meth:`FeatureSpec.example_columns`)."""
+        spec = self.spec
+        cohorts = self.cohort_ids(batch) if cohorts is None else cohorts
+        n = batch.n
+        out = {spec.label: batch.values[spec.label].astype(np.float32).reshape(n, 1)}
+        for f in spec.features:
+            v = batch.values[f.name]
+            if f.kind == "dense":
+                out[f.name] = v.astype(np.float32).reshape(n, 1)
+            elif f.kind == "categorical":
+                out[f.name] = v.reshape(n, 1)
+            else:
+                out[f.name] = v
+        for axis in spec.cohort_axes:
+            out[COHORT_KEY_PREFIX + axis.name] = cohorts[axis.name].reshape(n, 1)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Column converters: (values, bad mask); a bad row is re-parsed by the reference parser.
+# ---------------------------------------------------------------------------------------------------
+def _ints(col: Sequence[str], n: int, joined: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``int(text)`` of every text (bad: not an int, or outside int64)."""
+    if n:
+        # Fast path for plain decimal ids: numpy's C parser. Only digits, '-' and separators may
+        # appear, so a field can neither hide a second number nor vanish without changing the count;
+        # values at the int64 limits (where the C parser saturates) take the exact path.
+        joined = "\n".join(col) if joined is None else joined
+        if not joined.encode("utf-8").translate(None, b"0123456789-\n"):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    v = np.fromstring(joined, dtype=np.int64, sep="\n")
+            except (ValueError, DeprecationWarning):
+                v = None
+            if v is not None and v.shape[0] == n and not ((v == _INT64_MAX) | (v == _INT64_MIN)).any():
+                return v, np.zeros(n, dtype=bool)
+    try:
+        return np.fromiter(map(int, col), dtype=np.int64, count=n), np.zeros(n, dtype=bool)
+    except (ValueError, OverflowError):
+        pass
+    out = np.zeros(n, dtype=np.int64)
+    bad = np.zeros(n, dtype=bool)
+    for i, t in enumerate(col):
+        try:
+            v = int(t)
+        except ValueError:
+            bad[i] = True
+            continue
+        if -(2**63) <= v < 2**63:
+            out[i] = v
+        else:
+            bad[i] = True
+    return out, bad
+
+
+def _floats(col: Sequence[str], n: int, default: float | None) -> tuple[np.ndarray, np.ndarray]:
+    if default is not None:
+        fill = repr(default)
+        col = [t if t else fill for t in col]
+    try:
+        v = np.fromiter(map(float, col), dtype=np.float64, count=n)
+        bad = np.zeros(n, dtype=bool)
+    except ValueError:
+        v = np.zeros(n, dtype=np.float64)
+        bad = np.zeros(n, dtype=bool)
+        for i, t in enumerate(col):
+            try:
+                v[i] = float(t)
+            except ValueError:
+                bad[i] = True
+    with np.errstate(invalid="ignore"):
+        bad |= ~np.isfinite(v) | (np.abs(v) > _FLOAT32_MAX)
+    return v, bad
+
+
+def _transform(f: Feature, v: np.ndarray, bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``zoo.spec.apply_transforms`` on a column (same comparisons, same ``math.log1p``)."""
+    new_bad = np.zeros(v.shape, dtype=bool)
+    v = np.where(bad, 0.0, v)
+    for t in f.transforms:
+        if t[0] == "clip":
+            if t[1] is not None:
+                v = np.where(v < t[1], t[1], v)
+            if t[2] is not None:
+                v = np.where(v > t[2], t[2], v)
+        else:
+            out_of_domain = v <= -1.0
+            new_bad |= out_of_domain
+            v = np.where(out_of_domain, 0.0, v)
+            v = np.fromiter(map(math.log1p, v.tolist()), dtype=np.float64, count=v.size)
+    return v, new_bad
+
+
+def _tokens(f: Feature, col: Sequence[str], n: int, stripped: bool = False) -> tuple[list[str], np.ndarray]:
+    """Normalized string/hex tokens (``zoo.spec.parse_token`` of the stripped text)."""
+    bad = np.zeros(n, dtype=bool)
+    if not n:
+        return [], bad
+    joined = "\n".join(col)
+    if not stripped and _OTHER_WS.search(joined):
+        col = [t.strip() for t in col]
+        joined = "\n".join(col)
+    if f.raw_type == "hex":
+        if joined.encode("utf-8").translate(None, _HEX_BYTES):
+            bad = np.array([not _is_hex(t) for t in col], dtype=bool)
+        lowered = joined.lower()
+        if lowered != joined:
+            col = lowered.split("\n")
+    return list(col), bad
+
+
+def _is_hex(token: str) -> bool:
+    return not token.encode("utf-8").translate(None, _HEX_BYTES[:-1])
+
+
+def _split_sequences(col: Sequence[str], n: int, sd: str, tokens: bool) -> tuple[list[str], np.ndarray]:
+    """Item texts of every sequence text, flattened, and the item count per row.
+
+    As ``parse_raw_row``: items are split by ``sd``, empty items dropped (string/hex items are
+    stripped first). Without empty items or stray whitespace this is one join and one split.
+    """
+    joined = "\n".join(col)
+    simple = (sd + sd not in joined and "\n" + sd not in joined and sd + "\n" not in joined
+              and not joined.startswith(sd) and not joined.endswith(sd)
+              and not (tokens and _OTHER_WS.search(joined.replace(sd, ""))))
+    if simple:
+        lengths = np.fromiter(map(str.count, col, itertools.repeat(sd)), dtype=np.int64, count=n) + 1
+        lengths[np.fromiter(map(len, col), dtype=np.int64, count=n) == 0] = 0
+        flat = [t for t in joined.replace("\n", sd).split(sd) if t] if n else []
+        if len(flat) == int(lengths.sum()):
+            return flat, lengths
+    if tokens:
+        lists = [[t for t in (x.strip() for x in text.split(sd)) if t] if text else [] for text in col]
+    else:
+        lists = [[t for t in text.split(sd) if t] if text else [] for text in col]
+    return list(itertools.chain.from_iterable(lists)), np.fromiter(map(len, lists), dtype=np.int64, count=n)
+
+
+def _pad(flat: np.ndarray, lengths: np.ndarray, max_length: int, truncation: str) -> np.ndarray:
+    """Padded ``(N, max_length)`` ids as :meth:`FeatureSpec.pad_sequence` (keep_last / keep_first)."""
+    n = lengths.shape[0]
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    kept = np.minimum(lengths, max_length)
+    base = ends - kept if truncation == "keep_last" else starts
+    cols = np.arange(max_length)
+    valid = cols < kept[:, None]
+    out = np.full((n, max_length), PAD_ID, dtype=np.int64)
+    if flat.size:
+        idx = np.where(valid, base[:, None] + cols, 0)
+        out[valid] = np.asarray(flat, dtype=np.int64)[idx[valid]]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Statistics of a batch, in DatasetStatsFn's accumulator layout
+# ---------------------------------------------------------------------------------------------------
+class StatsLayout:
+    """The flat int accumulator of dataset statistics (merging is an element-wise sum).
+
+    Layout: rows, positives; per split (rows, positives); per axis, per cohort (rows, positives);
+    per id feature the OOV id count; per sequence feature the truncated-row count.
+    """
+
+    def __init__(self, spec: FeatureSpec):
+        self.spec = spec
+        self.id_features = [f for f in spec.features if f.kind != "dense"]
+        self.seq_features = [f for f in spec.features if f.kind == "sequence"]
+        offset = 2 + 2 * len(SPLITS)
+        self.axis_offsets = []
+        for axis in spec.cohort_axes:
+            self.axis_offsets.append(offset)
+            offset += 2 * len(axis.cohorts)
+        self.oov_offset = offset
+        self.trunc_offset = offset + len(self.id_features)
+        self.size = self.trunc_offset + len(self.seq_features)
+
+    def batch_counts(self, batch: Batch, cohorts: Mapping[str, np.ndarray]) -> list[int]:
+        spec = self.spec
+        acc = np.zeros(self.size, dtype=np.int64)
+        pos = (batch.values[spec.label] == 1.0).astype(np.int64)
+        acc[0], acc[1] = batch.n, int(pos.sum())
+        split = batch.split.astype(np.int64)
+        acc[2:2 + 2 * len(SPLITS):2] = np.bincount(split, minlength=len(SPLITS))
+        acc[3:3 + 2 * len(SPLITS):2] = np.bincount(split, weights=pos, minlength=len(SPLITS))
+        for axis, offset in zip(spec.cohort_axes, self.axis_offsets):
+            k = len(axis.cohorts)
+            ids = cohorts[axis.name]
+            acc[offset:offset + 2 * k:2] = np.bincount(ids, minlength=k)
+            acc[offset + 1:offset + 2 * k:2] = np.bincount(ids, weights=pos, minlength=k)
+        for k, f in enumerate(self.id_features):
+            v = batch.values[f.name]
+            if f.vocab_size is None:
+                continue
+            if f.kind == "categorical":
+                acc[self.oov_offset + k] = int(((v < 0) | (v >= f.vocab_size)).sum())
+            else:
+                kept = np.arange(f.max_length) < np.minimum(batch.seq_lengths[f.name], f.max_length)[:, None]
+                acc[self.oov_offset + k] = int((kept & ((v < 0) | (v >= f.vocab_size))).sum())
+        for k, f in enumerate(self.seq_features):
+            acc[self.trunc_offset + k] = int((batch.seq_lengths[f.name] > f.max_length).sum())
+        return acc.tolist()
+
+    def extract(self, acc: Sequence[int]) -> dict[str, Any]:
+        spec = self.spec
+
+        def counts(rows: int, positives: int) -> dict[str, Any]:
+            return {"rows": rows, "positives": positives, "base_rate": positives / rows if rows else None}
+
+        out: dict[str, Any] = {"dataset": spec.name, **counts(acc[0], acc[1])}
+        out["splits"] = {name: counts(acc[2 + 2 * i], acc[3 + 2 * i]) for i, name in enumerate(SPLITS)}
+        out["cohorts"] = {
+            axis.name: {name: counts(acc[offset + 2 * i], acc[offset + 2 * i + 1])
+                        for i, name in enumerate(axis.cohorts)}
+            for axis, offset in zip(spec.cohort_axes, self.axis_offsets)
+        }
+        features: dict[str, Any] = {}
+        for k, f in enumerate(self.id_features):
+            features[f.name] = {"kind": f.kind, "out_of_vocab": acc[self.oov_offset + k]}
+        for k, f in enumerate(self.seq_features):
+            features[f.name]["truncated"] = acc[self.trunc_offset + k]
+        out["features"] = features
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decoding stored Examples (the jobs that read TFRecords)
+# ---------------------------------------------------------------------------------------------------
+def decode_examples(spec: FeatureSpec, records: Sequence[bytes], keys: Sequence[str] | None = None
+                    ) -> dict[str, np.ndarray]:
+    """Serialized Examples written with ``spec`` as columns: key -> ``(N, values per row)`` array.
+
+    float32 for float keys, int64 for int keys (the layout of :meth:`FeatureSpec.example_columns`);
+    ``keys`` restricts the decoding to some keys. Uses the Example wire schema (no TensorFlow).
+    """
+    from zoo.spec import example_class
+
+    layout = [(k, is_float, w) for k, is_float, w in spec.example_layout if keys is None or k in keys]
+    missing = set(keys or ()) - {k for k, _, _ in layout}
+    if missing:
+        raise KeyError(f"spec '{spec.name}' stores no key(s) {sorted(missing)}")
+    n = len(records)
+    values: dict[str, list] = {k: [] for k, _, _ in layout}
+    example = example_class()()
+    for record in records:
+        example.ParseFromString(record)
+        feature = example.features.feature
+        for k, is_float, _ in layout:
+            f = feature[k]
+            values[k].extend(f.float_list.value if is_float else f.int64_list.value)
+    out = {}
+    for k, is_float, w in layout:
+        if len(values[k]) != n * w:
+            raise ValueError(f"key '{k}': {len(values[k])} values in {n} records, expected {w} per record")
+        out[k] = np.array(values[k], dtype=np.float32 if is_float else np.int64).reshape(n, w)
+    return out
