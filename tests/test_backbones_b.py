@@ -199,7 +199,7 @@ def test_wukong_static_attention_matrix_is_reachable():
     assert backbone.attention_fms[0].attention_matrix.path == "backbone/fmb_attention_fm_0/attention_matrix"
 
 
-def test_ple_exposes_every_task_and_h_is_the_primary_task(tmp_path):
+def test_ple_exposes_every_task_and_h_is_the_primary_task():
     model = make("ple", num_tasks=3, num_levels=2)
     backbone = model.get_layer("backbone")
     x, _ = batch(8)
@@ -213,11 +213,6 @@ def test_ple_exposes_every_task_and_h_is_the_primary_task(tmp_path):
     fresh = get_backbone("ple")(SPEC.to_dict(), name="backbone", **{**PLE_HP, "num_tasks": 3, "num_levels": 2})
     heads = [keras.layers.Dense(1, name=f"task_{t}")(u) for t, u in enumerate(fresh(inputs, all_tasks=True))]
     assert [tuple(t.shape) for t in keras.Model(inputs, heads).outputs] == [(None, 1)] * 3
-    path = os.path.join(tmp_path, "m.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path).get_layer("backbone")
-    for a, b in zip(loaded(x, all_tasks=True), tasks):
-        np.testing.assert_allclose(npy(a), npy(b), atol=1e-6)
 
 
 def test_mmoe_is_single_level_ple_without_specific_experts():
