@@ -68,6 +68,14 @@ def test_encoder_pools_sequences_over_non_padding_and_maps_oov():
 
 def test_registry():
     assert "dcnv2" in backbone_names()
+    # Backbones and layers share class names (AFM, PLE, MMoE) but never a serialization name.
+    import layers
+
+    for name in layers.__all__:
+        assert keras.saving.get_registered_object(f"ctr_zoo>{name}") is getattr(layers, name), name
+    for name in backbone_names():
+        cls = get_backbone(name)
+        assert keras.saving.get_registered_name(cls) == f"ctr_zoo.backbones>{cls.__name__}"
     with pytest.raises(KeyError, match="backbone 'nope': unknown; registered backbones are"):
         get_backbone("nope")
 

@@ -12,6 +12,7 @@ from layers.embeddings import PACKAGE
 from zoo.encoder import FeatureEncoder
 
 _BACKBONES: dict[str, type] = {}
+BACKBONE_PACKAGE = f"{PACKAGE}.backbones"
 
 
 def _import_backbones() -> None:
@@ -32,7 +33,8 @@ def register_backbone(name: str) -> Callable[[type], type]:
             raise ValueError(f"backbone '{name}': already registered by {_BACKBONES[name].__qualname__}")
         _BACKBONES[name] = cls
         cls.registered_name = name
-        return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+        # A package of their own: backbone class names (AFM, PLE, MMoE) repeat layer names.
+        return keras.saving.register_keras_serializable(package=BACKBONE_PACKAGE)(cls)
 
     return wrap
 
