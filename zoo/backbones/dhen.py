@@ -50,21 +50,11 @@ import keras_rs
 from keras import ops
 
 from layers import MLP, AttentionFM, LinearCompression
+from zoo.backbones.deepfm import check_positive_int as positive_int  # the one validator, shared
 from zoo.registry import Backbone, register_backbone
 
 MODULES = ("attention_fm", "cross", "linear", "mlp")
 _ATTENTION_MODES = ("dynamic", "static")
-
-
-def positive_int(value, argument: str, minimum: int = 1) -> int:
-    """``int(value)`` if it is an integer ``>= minimum``; ValueError naming ``argument`` otherwise."""
-    try:
-        ok = not isinstance(value, bool) and int(value) == value and int(value) >= minimum
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{argument}: must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def widths(value, argument: str, allow_empty: bool = True) -> list[int]:
