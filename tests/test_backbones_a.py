@@ -198,6 +198,8 @@ BAD = [
     ("dlrm", dict(top_units="wide"), "top_units"),
     ("dlrm", dict(dropout=1.0), "dropout"),
     ("dlrm", dict(norm="group"), "norm"),
+    ("dlrm", dict(interaction="sum"), "interaction"),
+    ("dlrm", dict(interaction="cat", self_interaction=True), "self_interaction"),
     ("deepfm", dict(dnn_units=[-4]), "dnn_units"),
     ("deepfm", dict(dropout=-0.1), "dropout"),
     ("deepfm", dict(norm="instance"), "norm"),
@@ -215,3 +217,23 @@ BAD = [
 def test_bad_hyper_parameters_name_the_argument(name, override, argument):
     with pytest.raises(ValueError, match=rf"^{argument}: "):
         build(name, USPEC, **{**HP[name], **override})
+
+
+def test_dlrm_cat_interaction_is_the_top_mlp_on_concatenated_vectors():
+    """interaction='cat': h = TopMLP(concat(z, e_1..e_m)), checked against NumPy with the model's weights."""
+    keras.utils.set_random_seed(4)
+    model = build("dlrm", USPEC, bottom_units=[8], top_units=[6], interaction="cat")
+    x, _ = batch(8)
+    h = _np(keras.Model(model.inputs, model.get_layer("backbone").output)(x))
+    backbone = model.get_layer("backbone")
+    tokens, dense = backbone.encoder(x)
+    relu = lambda v: np.maximum(v, 0)  # noqa: E731
+    z = _np(dense)
+    for layer in backbone.interactions[0]["bottom"]._dense:
+        z = relu(z @ _np(layer.kernel) + _np(layer.bias))
+    top = backbone.top._dense[0]
+    expected = relu(np.concatenate([z] + [_np(t) for t in tokens[0]], axis=-1) @ _np(top.kernel) + _np(top.bias))
+    np.testing.assert_allclose(h, expected, rtol=1e-5, atol=1e-6)
+    # Parameters: bottom MLP [8, d], top MLP on (1 + m) * d inputs; no dot interaction layer.
+    assert backbone.interactions[0]["dot"] is None
+    assert model.count_params() == EMBEDDINGS + _mlp([8, D], 1) + _mlp([6], (N_IDS + 1) * D) + 6 + 1

@@ -75,9 +75,37 @@ def test_mlet_folds_to_plain_tables_with_equal_outputs():
     ({"type": "mlet", "inner_dim": 4}, "embedding: MLET inner_dim 4 must exceed the embedding width 4"),
     ({"type": "multi", "num_sets": 0}, "embedding: num_sets must be a positive integer"),
     ({"type": "plain", "num_sets": 2}, "embedding: unknown option(s) ['num_sets'] for type 'plain'"),
+    ({"type": "plain", "l2": -0.1}, "embedding: l2 must be a number >= 0"),
+    ({"type": "plain", "l2": "big"}, "embedding: l2 must be a number >= 0"),
+    ({"type": "plain", "initializer": "no_such_init"}, "embedding: initializer 'no_such_init' is not a Keras"),
 ])
 def test_bad_embedding_options_name_the_problem(embedding, message):
     with pytest.raises(ValueError) as err:
         build("dcnv2", SPEC, embedding=embedding, **HP)
     assert message in str(err.value)
     assert embedding_options(None) == {"type": "plain"}
+
+
+@pytest.mark.parametrize("kind", [{"type": "plain"}, {"type": "mlet", "inner_dim": 6}, {"type": "multi", "num_sets": 2}],
+                         ids=lambda o: o["type"])
+def test_l2_adds_the_whole_table_penalty_and_initializer_is_used(kind, tmp_path):
+    """``l2``: the model's loss gains l2 * sum(E**2) over every full table (rows never looked up too)."""
+    keras.utils.set_random_seed(2)
+    init = {"class_name": "RandomNormal", "config": {"stddev": 1e-4, "seed": 5}}
+    model = build("dcnv2", SPEC, embedding={**kind, "l2": 0.05, "initializer": init}, **HP)
+    x, _ = batch(8)
+    model(x)
+    embedders = model.get_layer("backbone").encoder.embedders
+    tables = [w for e in embedders for w in e.trainable_weights if w.path.endswith("embeddings")]
+    assert tables
+    values = np.concatenate([keras.ops.convert_to_numpy(w).ravel() for w in tables])
+    assert 0 < values.std() < 3e-4  # drawn from N(0, 1e-4), not the default uniform(-0.05, 0.05)
+    expected = 0.05 * sum(float(np.sum(keras.ops.convert_to_numpy(w).astype("float64") ** 2)) for w in tables)
+    assert len(model.losses) == len(tables)
+    np.testing.assert_allclose(sum(float(keras.ops.convert_to_numpy(v)) for v in model.losses), expected, rtol=1e-5)
+    # The option survives a .keras round trip (the penalty is part of the saved config).
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    loaded(x)
+    np.testing.assert_allclose(sum(float(keras.ops.convert_to_numpy(v)) for v in loaded.losses), expected, rtol=1e-5)

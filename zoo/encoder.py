@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Mapping
 
 import keras
@@ -20,15 +21,30 @@ def embedding_options(embedding: Mapping[str, Any] | None) -> dict[str, Any]:
     ``{"type": "plain"}`` (default), ``{"type": "mlet", "inner_dim": k}`` (MLET: each table trained
     as rows x k times k x d, k larger than every width; folded to plain tables at export) or
     ``{"type": "multi", "num_sets": M}`` (M independent embedding sets, METHODS section 5).
+
+    Every type also takes ``l2`` (float >= 0, default 0): adds ``l2 * sum(E**2)`` over every whole
+    table to the loss each step (``keras.regularizers.L2``; FuxiCTR's ``embedding_regularizer: lam``
+    is ``l2 = lam / 2``), and ``initializer`` (a Keras initializer name or config dict, default
+    ``"uniform"``) for the tables.
     """
     options = dict(embedding or {"type": "plain"})
     kind = options.setdefault("type", "plain")
-    allowed = {"plain": {"type"}, "mlet": {"type", "inner_dim"}, "multi": {"type", "num_sets"}}
+    common = {"type", "l2", "initializer"}
+    allowed = {"plain": common, "mlet": common | {"inner_dim"}, "multi": common | {"num_sets"}}
     if kind not in EMBEDDING_TYPES:
         raise ValueError(f"embedding: type must be one of {EMBEDDING_TYPES}, got {kind!r}")
     unknown = set(options) - allowed[kind]
     if unknown:
         raise ValueError(f"embedding: unknown option(s) {sorted(unknown)} for type '{kind}'")
+    l2 = options.get("l2", 0.0)
+    if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 >= 0:
+        raise ValueError(f"embedding: l2 must be a number >= 0, got {l2!r}")
+    if "initializer" in options:
+        try:
+            keras.initializers.get(copy.deepcopy(options["initializer"]))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"embedding: initializer {options['initializer']!r} is not a Keras initializer: "
+                             f"{err}") from err
     if kind == "mlet" and not (isinstance(options.get("inner_dim"), int) and options["inner_dim"] > 0):
         raise ValueError(f"embedding: type 'mlet' needs a positive integer inner_dim, got {options.get('inner_dim')!r}")
     if kind == "multi":
@@ -91,6 +107,8 @@ class FeatureEncoder(keras.layers.Layer):
                 modes=["vocab" if t.vocab_size is not None else "hash" for t in owners],
                 input_fields=[owned.index(self.spec.feature(n).table) for n in inputs],
                 output_dim=dim, dtype=self.dtype_policy, name=f"embedding_{dim}",
+                embeddings_initializer=copy.deepcopy(self.embedding.get("initializer", "uniform")),
+                embeddings_regularizer=keras.regularizers.L2(self.embedding["l2"]) if self.embedding.get("l2") else None,
             )
             kind = self.embedding["type"]
             if kind == "mlet":

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import yaml
 
+from zoo.encoder import embedding_options
 from zoo.registry import get_backbone
 from zoo.spec import FeatureSpec
 
@@ -32,6 +34,22 @@ def build(name: str, spec: FeatureSpec, **hparams: Any) -> keras.Model:
     logit = keras.layers.Dense(1, name="primary_logit")(h)
     prob = keras.layers.Activation("sigmoid", dtype="float32", name=PRIMARY)(logit)
     return keras.Model(inputs, {PRIMARY: prob}, name=f"{name}_ranking_model")
+
+
+def load_model_config(path: str) -> dict[str, Any]:
+    """A model YAML (backbone, embedding, hparams, training, c2al) with defaults filled in and checked."""
+    with open(path) as fh:
+        cfg = yaml.safe_load(fh)
+    unknown = set(cfg) - {"backbone", "embedding", "hparams", "training", "c2al"}
+    if unknown or "backbone" not in cfg:
+        raise ValueError(f"{path}: needs 'backbone' and only backbone/embedding/hparams/training/c2al keys; "
+                         f"got {sorted(cfg)}")
+    cfg.setdefault("hparams", {})
+    cfg["embedding"] = embedding_options(cfg.get("embedding"))
+    cfg["training"] = {"batch_size": 1024, "epochs": 3, "learning_rate": 1e-3,
+                       "early_stopping_patience": 1, **(cfg.get("training") or {})}
+    cfg["c2al"] = {"head_units": [], **(cfg.get("c2al") or {})}
+    return cfg
 
 
 def shared_representation(model: keras.Model):

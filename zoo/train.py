@@ -23,30 +23,13 @@ from typing import Any, Mapping, Sequence
 
 import keras
 import numpy as np
-import yaml
 
 from zoo import c2al as c2al_lib
 from zoo import data, metrics
-from zoo.encoder import embedding_options
-from zoo.model import PRIMARY, build
+from zoo.model import PRIMARY, build, load_model_config  # noqa: F401  (load_model_config: re-exported)
 from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec
 
 VARIANTS = ("baseline", "c2al")
-
-
-def load_model_config(path: str) -> dict[str, Any]:
-    with open(path) as fh:
-        cfg = yaml.safe_load(fh)
-    unknown = set(cfg) - {"backbone", "embedding", "hparams", "training", "c2al"}
-    if unknown or "backbone" not in cfg:
-        raise ValueError(f"{path}: needs 'backbone' and only backbone/embedding/hparams/training/c2al keys; "
-                         f"got {sorted(cfg)}")
-    cfg.setdefault("hparams", {})
-    cfg["embedding"] = embedding_options(cfg.get("embedding"))
-    cfg["training"] = {"batch_size": 1024, "epochs": 3, "learning_rate": 1e-3,
-                       "early_stopping_patience": 1, **(cfg.get("training") or {})}
-    cfg["c2al"] = {"head_units": [], **(cfg.get("c2al") or {})}
-    return cfg
 
 
 def resolve_c2al(spec: FeatureSpec, overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,11 @@ With dense features ``x`` and id-field embeddings ``e_1..e_m`` (one width ``d``)
                                                            diagonal too with self_interaction)
     h = TopMLP(concat(z, I))
 
+``interaction="cat"`` is the reference code's other interaction operator
+(``--arch-interaction-op cat``): ``I = concat(z, e_1, ..., e_m)``, so the top MLP sees the vectors
+themselves (on data without dense features this is a plain DNN over the embeddings, the DLRM of
+the BARS Frappe_x1 benchmark).
+
 The paper's top MLP ends in a 1-unit sigmoid layer; here that last layer is the primary
 ``Dense(1)`` head on ``h``, so ``h`` is the top MLP's last hidden layer (with ``top_units=[]``,
 ``h = concat(z, I)``). The bottom MLP always ends in ``d`` ReLU units (as in the reference code, the
@@ -38,6 +43,8 @@ from layers import MLP
 from zoo.backbones.deepfm import check_norm, check_rate, check_units, shared_field_width
 from zoo.registry import Backbone, register_backbone
 
+_INTERACTIONS = ("dot", "cat")
+
 
 @register_backbone("dlrm")
 class DLRM(Backbone):
@@ -50,13 +57,14 @@ class DLRM(Backbone):
       activation: activation of both MLPs.
       dropout: top MLP dropout.
       norm: top MLP normalization (None, ``"batch"``, ``"layer"``).
-      self_interaction: also keep the diagonal ``<u_i, u_i>`` of the interaction matrix.
+      self_interaction: also keep the diagonal ``<u_i, u_i>`` of the interaction matrix (``dot`` only).
+      interaction: ``"dot"`` (pairwise dot products, the default) or ``"cat"`` (concatenation).
       embedding: embedding options (``zoo.encoder.embedding_options``): plain, mlet or multi.
     """
 
     def __init__(self, spec: Mapping[str, Any], bottom_units: Sequence[int] = (64,),
                  top_units: Sequence[int] = (256, 128), activation: str = "relu", dropout: float = 0.0,
-                 norm: str | None = None, self_interaction: bool = False, **kwargs):
+                 norm: str | None = None, self_interaction: bool = False, interaction: str = "dot", **kwargs):
         super().__init__(spec, **kwargs)
         self.bottom_units = check_units(bottom_units, "bottom_units")
         self.top_units = check_units(top_units, "top_units")
@@ -64,10 +72,15 @@ class DLRM(Backbone):
         self.dropout = check_rate(dropout, "dropout")
         self.norm = check_norm(norm)
         self.self_interaction = bool(self_interaction)
+        if interaction not in _INTERACTIONS:
+            raise ValueError(f"interaction: must be one of {_INTERACTIONS}, got {interaction!r}")
+        if interaction == "cat" and self.self_interaction:
+            raise ValueError("self_interaction: only applies to interaction='dot'")
+        self.interaction = interaction
         self.field_dim = shared_field_width(self, "dlrm")
         self.has_dense = bool(self.encoder.dense_names)
         num_vectors = len(self.encoder.token_names) + int(self.has_dense)
-        if num_vectors < 2 and not self.self_interaction:
+        if num_vectors < 2 and not self.self_interaction and interaction == "dot":
             raise ValueError(f"spec: dlrm needs at least two vectors to interact (id inputs plus the bottom "
                              f"MLP output), got {num_vectors}")
         self.build_interactions()
@@ -78,15 +91,19 @@ class DLRM(Backbone):
         suffix = f"_{index}" if index else ""  # set 0 keeps the single-set layer names
         bottom = (MLP(self.bottom_units + [self.field_dim], activation=self.activation, dtype=self.dtype_policy,
                       name=f"bottom_mlp{suffix}") if self.has_dense else None)
-        dot = keras_rs.layers.DotInteraction(self_interaction=self.self_interaction, dtype=self.dtype_policy,
-                                             name=f"dot_interaction{suffix}")
+        dot = (keras_rs.layers.DotInteraction(self_interaction=self.self_interaction, dtype=self.dtype_policy,
+                                              name=f"dot_interaction{suffix}") if self.interaction == "dot" else None)
         return {"bottom": bottom, "dot": dot}
 
     def interact(self, module, tokens, dense, training=None):
-        if module["bottom"] is None or dense is None:
-            return module["dot"](list(tokens))
-        z = module["bottom"](dense, training=training)              # (B, d)
-        return ops.concatenate([z, module["dot"]([z] + list(tokens))], axis=-1)
+        vectors = list(tokens)
+        if module["bottom"] is not None and dense is not None:
+            vectors = [module["bottom"](dense, training=training)] + vectors   # z: (B, d) first
+        if module["dot"] is None:                                             # cat: concat(z, e_1..e_m)
+            return ops.concatenate(vectors, axis=-1)
+        if len(vectors) == len(tokens):                                       # no dense features: no z
+            return module["dot"](vectors)
+        return ops.concatenate([vectors[0], module["dot"](vectors)], axis=-1)
 
     def over_arch(self, z, training=None):
         return self.top(z, training=training) if self.top is not None else z
@@ -95,4 +112,5 @@ class DLRM(Backbone):
         return {
             "bottom_units": self.bottom_units, "top_units": self.top_units, "activation": self.activation,
             "dropout": self.dropout, "norm": self.norm, "self_interaction": self.self_interaction,
+            "interaction": self.interaction,
         }

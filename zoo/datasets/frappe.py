@@ -164,3 +164,31 @@ def _read_split(source: str, split: str, field_ids: dict[str, np.ndarray]) -> np
             )
         table[:, j] = local
     return table
+
+
+def load_arrays(spec: FeatureSpec, source: str) -> dict[str, tuple[dict[str, np.ndarray], np.ndarray]]:
+    """The three given splits in memory as model inputs, for NumPy-fed ``model.fit`` (no Beam, no TF).
+
+    The same mapping as :func:`write_raw` (local ids, ``user_activity``), so a model trained on these
+    arrays sees exactly the values the Beam job would write for the same rows.
+
+    Args:
+      spec: the ``frappe_x1`` spec (decides the input names and dtypes).
+      source: path of the ``frappe_x1`` folder.
+
+    Returns:
+      ``{split: (features, labels)}`` for ``train``, ``valid``, ``test``: ``features`` maps every
+      spec feature (inputs and ``user_activity``) to an ``(n, 1)`` array of its spec dtype;
+      ``labels`` is ``(n, 1)`` float32.
+    """
+    field_ids, _ = read_feature_map(source)
+    tables = {split: _read_split(source, split, field_ids) for split in SPLITS}
+    activity = np.bincount(tables["train"][:, 1], minlength=len(field_ids["user"]))
+    out = {}
+    for split, table in tables.items():
+        features = {FEATURE_NAMES.get(f, f): table[:, j:j + 1] for j, f in enumerate(FIELDS, start=1)}
+        features["user_activity"] = activity[table[:, 1]][:, None]
+        features = {name: values.astype(spec.input_dtype(spec.feature(name)))
+                    for name, values in features.items()}
+        out[split] = (features, table[:, :1].astype("float32"))
+    return out

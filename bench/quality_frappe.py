@@ -1,0 +1,289 @@
+"""Test AUC / log loss of each backbone on Frappe_x1 under the published BARS protocol, 5 seeds.
+
+    python bench/quality_frappe.py [--models deepfm,dcnv2] [--seeds 0,1,2,3,4] [--jobs 4]
+        [--source ../shared/data/frappe_x1] [--out bench/results/quality_frappe.json]
+
+Every model trains from the NumPy arrays of ``zoo.datasets.frappe.load_arrays`` (the same local ids
+the Beam job writes; no TensorFlow needed, so it runs under JAX on a GPU machine too) with
+``model.fit``: the protocol and each model's hyper-parameters are in ``bench/quality_frappe.yaml``
+(BARS: embedding 10, batch 4096, Adam 1e-3, exact validation AUC after every epoch with
+reduce-on-plateau x0.1 and early stopping after 2 epochs without gain, best weights restored, the
+test set evaluated once). Writes the per-seed runs, mean +/- std, the published numbers and the
+difference, and the environment (versions, CPU, accelerator, backend, wall time) to ``--out``
+(JSON) and the same table as markdown next to it, and prints the table.
+
+``--jobs N`` trains N models at a time, each in its own process (on one GPU the small models leave
+it mostly idle, so this shortens the wall time); the default is one process, in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+CONFIG = os.path.join(ROOT, "bench", "quality_frappe.yaml")
+SPEC = os.path.join(ROOT, "configs", "datasets", "frappe_x1.yaml")
+DEFAULT_SOURCE = os.path.join(os.path.dirname(ROOT), "shared", "data", "frappe_x1")
+DEFAULT_OUT = os.path.join(ROOT, "bench", "results", "quality_frappe.json")
+MODEL_CONFIGS = os.path.join(ROOT, "configs", "models")
+
+
+def load_config(path: str = CONFIG) -> dict:
+    import yaml
+
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def model_settings(name: str, config: dict) -> dict:
+    """The backbone, hparams and embedding options of one model: the model YAML, then the overrides."""
+    from zoo.model import load_model_config
+
+    entry = config["models"][name]
+    protocol = config["protocol"]
+    base = load_model_config(os.path.join(MODEL_CONFIGS, f"{name}.yaml"))
+    return {
+        "backbone": base["backbone"],
+        "hparams": {**base["hparams"], **(entry.get("hparams") or {})},
+        "embedding": {"type": "plain", "l2": float(entry.get("embedding_l2", 0.0)),
+                      "initializer": protocol["embedding_initializer"]},
+    }
+
+
+class ExactValidation:
+    """Keras callback factory: exact validation AUC / log loss into the epoch logs (before the
+    callbacks that read them). Built lazily so this module imports without Keras."""
+
+    @staticmethod
+    def make(x, y, batch_size: int):
+        import keras
+
+        from zoo import metrics
+
+        class _ExactValidation(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                p = self.model.predict(x, batch_size=batch_size, verbose=0)["primary"].ravel()
+                logs["val_auc_exact"] = metrics.auc(y.ravel(), p)
+                logs["val_logloss"] = metrics.log_loss(y.ravel(), p)
+                logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+        return _ExactValidation()
+
+
+def train_one(name: str, seed: int, config: dict, splits: dict, spec, verbose: int = 0) -> dict:
+    """Trains one model with one seed under the protocol; returns its test metrics."""
+    import keras
+
+    from zoo import metrics
+    from zoo.model import PRIMARY, build
+
+    protocol = config["protocol"]
+    settings = model_settings(name, config)
+    inputs = [f.name for f in spec.inputs]
+    (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = (
+        ({n: feats[n] for n in inputs}, labels) for feats, labels in (splits[s] for s in ("train", "valid", "test")))
+    keras.utils.set_random_seed(seed)
+    model = build(settings["backbone"], spec, embedding=settings["embedding"], **settings["hparams"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(protocol["learning_rate"], global_clipnorm=protocol["global_clipnorm"]),
+        loss={PRIMARY: keras.losses.BinaryCrossentropy()},
+    )
+    batch = int(protocol["batch_size"])
+    monitor = dict(monitor="val_auc_exact", mode="max", min_delta=protocol["min_delta"])
+    stopper = keras.callbacks.EarlyStopping(patience=protocol["early_stopping_patience"],
+                                            restore_best_weights=True, **monitor)
+    callbacks = [
+        ExactValidation.make(x_valid, y_valid, 4 * batch),
+        keras.callbacks.ReduceLROnPlateau(factor=protocol["reduce_lr_factor"], patience=1,
+                                          min_lr=protocol["min_learning_rate"], **monitor),
+        stopper,
+    ]
+    start = time.time()
+    history = model.fit(x_train, {PRIMARY: y_train}, batch_size=batch, epochs=int(protocol["max_epochs"]),
+                        shuffle=True, callbacks=callbacks, verbose=verbose)
+    seconds = time.time() - start
+    valid_auc = history.history["val_auc_exact"]
+    if stopper.best_weights is not None:  # restore_best_weights also when max_epochs ends the run
+        model.set_weights(stopper.best_weights)
+    p = model.predict(x_test, batch_size=4 * batch, verbose=0)[PRIMARY].ravel()
+    return {
+        "seed": seed,
+        "test_auc": round(metrics.auc(y_test.ravel(), p), 6),
+        "test_logloss": round(metrics.log_loss(y_test.ravel(), p), 6),
+        "best_valid_auc": round(max(valid_auc), 6),
+        "best_epoch": int(valid_auc.index(max(valid_auc))) + 1,
+        "epochs_run": len(valid_auc),
+        "train_seconds": round(seconds, 1),
+        "params": int(model.count_params()),
+    }
+
+
+def run_models(names: list[str], seeds: list[int], source: str, config: dict, verbose: int = 0,
+               part: str | None = None) -> dict:
+    """Trains ``names`` x ``seeds`` in this process; returns ``{name: [run, ...]}``.
+
+    With ``part`` (a JSON path) the runs are saved there after each one, and runs already in it are
+    kept and not repeated, so an interrupted benchmark resumes where it stopped.
+    """
+    from zoo.datasets.frappe import load_arrays
+    from zoo.spec import load_spec
+
+    runs: dict[str, list] = {}
+    if part and os.path.exists(part):
+        with open(part) as fh:
+            runs = json.load(fh)
+    spec = load_spec(SPEC)
+    splits = load_arrays(spec, source)
+    for name in names:
+        for seed in seeds:
+            if any(r["seed"] == seed for r in runs.get(name, [])):
+                continue
+            run = train_one(name, seed, config, splits, spec, verbose)
+            runs.setdefault(name, []).append(run)
+            if part:
+                with open(part, "w") as fh:
+                    json.dump(runs, fh, indent=1)
+            print(f"{name:<8} seed {seed}: test AUC {run['test_auc']:.4f} logloss {run['test_logloss']:.4f} "
+                  f"({run['epochs_run']} epochs, best {run['best_epoch']}, {run['train_seconds']:.0f} s)", flush=True)
+    return runs
+
+
+def run_parallel(names: list[str], seeds: list[int], source: str, jobs: int, max_epochs: int,
+                 parts_dir: str) -> dict:
+    """One subprocess per model, ``jobs`` at a time; each keeps its runs in ``<parts_dir>/<name>.json``."""
+    env = dict(os.environ)
+    # Several processes share one GPU: allocate on demand instead of pre-allocating 75 % each.
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    os.makedirs(parts_dir, exist_ok=True)
+    pending, active, failed = list(names), [], []
+    while pending or active:
+        while pending and len(active) < jobs:
+            name = pending.pop(0)
+            cmd = [sys.executable, __file__, "--models", name, "--seeds", ",".join(map(str, seeds)),
+                   "--source", source, "--part-out", os.path.join(parts_dir, f"{name}.json"),
+                   "--max-epochs", str(max_epochs)]
+            active.append((name, subprocess.Popen(cmd, env=env)))
+        time.sleep(1)
+        for name, proc in list(active):
+            if proc.poll() is not None:
+                active.remove((name, proc))
+                if proc.returncode != 0:
+                    failed.append(f"{name} (exit code {proc.returncode})")
+    if failed:
+        raise RuntimeError(f"workers failed: {failed}; finished runs are kept in {parts_dir}")
+    runs = {}
+    for name in names:
+        with open(os.path.join(parts_dir, f"{name}.json")) as fh:
+            runs[name] = json.load(fh)[name]
+    return runs
+
+
+def summarize(runs: dict, config: dict) -> dict:
+    """Mean +/- std per model, against the published numbers."""
+    tolerance = config["protocol"]["tolerance_auc"]
+    table = {}
+    for name, model_runs in runs.items():
+        aucs = [r["test_auc"] for r in model_runs]
+        losses = [r["test_logloss"] for r in model_runs]
+        row = {
+            "seeds": len(model_runs),
+            "auc_mean": round(statistics.fmean(aucs), 6),
+            "auc_std": round(statistics.stdev(aucs), 6) if len(aucs) > 1 else 0.0,
+            "logloss_mean": round(statistics.fmean(losses), 6),
+            "logloss_std": round(statistics.stdev(losses), 6) if len(losses) > 1 else 0.0,
+            "published": config["models"][name].get("published"),
+            "source": config["models"][name].get("source"),
+        }
+        if row["published"]:
+            row["auc_minus_published"] = round(row["auc_mean"] - row["published"]["auc"], 6)
+            row["logloss_minus_published"] = round(row["logloss_mean"] - row["published"]["logloss"], 6)
+            row["auc_within_tolerance"] = abs(row["auc_minus_published"]) <= tolerance
+        table[name] = row
+    return table
+
+
+def format_table(table: dict, tolerance: float) -> str:
+    lines = ["| model | test AUC (mean ± std) | test logloss (mean ± std) | published AUC / logloss "
+             f"| AUC diff | within {tolerance} |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, row in table.items():
+        pub = row["published"]
+        lines.append(
+            f"| {name} | {row['auc_mean']:.4f} ± {row['auc_std']:.4f} | {row['logloss_mean']:.4f} ± "
+            f"{row['logloss_std']:.4f} | " + (f"{pub['auc']:.4f} / {pub['logloss']:.4f} | "
+                                               f"{row['auc_minus_published']:+.4f} | "
+                                               f"{'yes' if row['auc_within_tolerance'] else 'NO'} |"
+                                               if pub else "none | | |"))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    config = load_config()
+    parser.add_argument("--models", default=",".join(config["models"]))
+    parser.add_argument("--seeds", default=",".join(map(str, config["protocol"]["seeds"])))
+    parser.add_argument("--source", default=DEFAULT_SOURCE, help="the frappe_x1 folder")
+    parser.add_argument("--jobs", type=int, default=1, help="models trained at a time, one process each")
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--parts-dir", help="with --jobs: where each model's runs are kept as they finish "
+                        "(runs found there are not repeated); default: a temporary folder")
+    parser.add_argument("--part-out", help=argparse.SUPPRESS)  # worker mode: runs only, as JSON
+    parser.add_argument("--max-epochs", type=int, help="override the protocol's max_epochs (smoke runs)")
+    parser.add_argument("--verbose", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.max_epochs:
+        config["protocol"]["max_epochs"] = args.max_epochs
+    names = [n for n in args.models.split(",") if n]
+    unknown = sorted(set(names) - set(config["models"]))
+    if unknown:
+        parser.error(f"--models: {unknown} not in {CONFIG}; known: {sorted(config['models'])}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.part_out:
+        run_models(names, seeds, args.source, config, args.verbose, part=args.part_out)
+        return 0
+
+    start = time.time()
+    if args.jobs > 1:
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = run_parallel(names, seeds, args.source, args.jobs, config["protocol"]["max_epochs"],
+                                args.parts_dir or tmp)
+    else:
+        runs = run_models(names, seeds, args.source, config, args.verbose)
+    wall = time.time() - start
+    from environment import environment
+
+    tolerance = config["protocol"]["tolerance_auc"]
+    table = summarize(runs, config)
+    result = {
+        "benchmark": "Frappe_x1 test AUC / logloss, BARS protocol (bench/quality_frappe.yaml)",
+        "protocol": config["protocol"],
+        "summary": table,
+        "runs": runs,
+        "hyper_parameters": {name: model_settings(name, config) for name in names},
+        "environment": {**environment(), "wall_seconds": round(wall, 1), "parallel_jobs": args.jobs},
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(result, fh, indent=2)
+    markdown = format_table(table, tolerance)
+    env = result["environment"]
+    with open(os.path.splitext(args.out)[0] + ".md", "w") as fh:
+        fh.write(f"# Frappe_x1 quality (seeds {seeds})\n\n{markdown}\n\n"
+                 f"Backend {env['backend']}, Keras {env['keras']}, accelerators {env['accelerators'] or 'none'}, "
+                 f"CPU {env['cpu']} x{env['cpu_count']}, {args.jobs} job(s), wall {wall / 60:.1f} min, "
+                 f"{env['date']}. Raw runs and hyper-parameters: {os.path.basename(args.out)}.\n")
+    print(markdown)
+    print(f"wall {wall:.0f} s; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
