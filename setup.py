@@ -18,6 +18,7 @@ setup(
         "protobuf<7",
         "numpy",
         "pyyaml",
+        "matplotlib",  # cohort-divergence heatmaps and the C2AL report's plots (PNG, Agg backend)
     ],
     extras_require={
         "jax": ["jax[cpu]>=0.4.30"],
