@@ -50,12 +50,12 @@ def model_settings(name: str, config: dict) -> dict:
 
     entry = config["models"][name]
     protocol = config["protocol"]
-    base = load_model_config(os.path.join(MODEL_CONFIGS, f"{name}.yaml"))
+    base = load_model_config(os.path.join(MODEL_CONFIGS, f"{entry.get('model_config', name)}.yaml"))
     return {
         "backbone": base["backbone"],
         "hparams": {**base["hparams"], **(entry.get("hparams") or {})},
         "embedding": {"type": "plain", "l2": float(entry.get("embedding_l2", 0.0)),
-                      "initializer": protocol["embedding_initializer"]},
+                      "initializer": entry.get("embedding_initializer", protocol["embedding_initializer"])},
     }
 
 
@@ -158,7 +158,7 @@ def run_models(names: list[str], seeds: list[int], source: str, config: dict, ve
 
 
 def run_parallel(names: list[str], seeds: list[int], source: str, jobs: int, max_epochs: int,
-                 parts_dir: str) -> dict:
+                 parts_dir: str, config_path: str = CONFIG) -> dict:
     """One subprocess per model, ``jobs`` at a time; each keeps its runs in ``<parts_dir>/<name>.json``."""
     env = dict(os.environ)
     # Several processes share one GPU: allocate on demand instead of pre-allocating 75 % each.
@@ -170,7 +170,7 @@ def run_parallel(names: list[str], seeds: list[int], source: str, jobs: int, max
             name = pending.pop(0)
             cmd = [sys.executable, __file__, "--models", name, "--seeds", ",".join(map(str, seeds)),
                    "--source", source, "--part-out", os.path.join(parts_dir, f"{name}.json"),
-                   "--max-epochs", str(max_epochs)]
+                   "--max-epochs", str(max_epochs), "--config", config_path]
             active.append((name, subprocess.Popen(cmd, env=env)))
         time.sleep(1)
         for name, proc in list(active):
@@ -227,7 +227,11 @@ def format_table(table: dict, tolerance: float) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    config = load_config()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=CONFIG)
+    config_path = pre.parse_known_args(argv)[0].config
+    config = load_config(config_path)
+    parser.add_argument("--config", default=CONFIG, help="protocol and per-model settings (YAML)")
     parser.add_argument("--models", default=",".join(config["models"]))
     parser.add_argument("--seeds", default=",".join(map(str, config["protocol"]["seeds"])))
     parser.add_argument("--source", default=DEFAULT_SOURCE, help="the frappe_x1 folder")
@@ -244,7 +248,7 @@ def main(argv=None) -> int:
     names = [n for n in args.models.split(",") if n]
     unknown = sorted(set(names) - set(config["models"]))
     if unknown:
-        parser.error(f"--models: {unknown} not in {CONFIG}; known: {sorted(config['models'])}")
+        parser.error(f"--models: {unknown} not in {config_path}; known: {sorted(config['models'])}")
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.part_out:
         run_models(names, seeds, args.source, config, args.verbose, part=args.part_out)
@@ -254,7 +258,7 @@ def main(argv=None) -> int:
     if args.jobs > 1:
         with tempfile.TemporaryDirectory() as tmp:
             runs = run_parallel(names, seeds, args.source, args.jobs, config["protocol"]["max_epochs"],
-                                args.parts_dir or tmp)
+                                args.parts_dir or tmp, config_path)
     else:
         runs = run_models(names, seeds, args.source, config, args.verbose)
     wall = time.time() - start
@@ -263,7 +267,7 @@ def main(argv=None) -> int:
     tolerance = config["protocol"]["tolerance_auc"]
     table = summarize(runs, config)
     result = {
-        "benchmark": "Frappe_x1 test AUC / logloss, BARS protocol (bench/quality_frappe.yaml)",
+        "benchmark": f"Frappe_x1 test AUC / logloss, BARS protocol ({os.path.relpath(config_path, ROOT)})",
         "protocol": config["protocol"],
         "summary": table,
         "runs": runs,

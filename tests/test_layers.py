@@ -123,9 +123,21 @@ def test_mlp_layer_norm_matches_numpy_reference():
     assert mlp.count_params() == 2 * 3 + 3 + 2 * 3  # kernel, bias, gamma/beta
 
 
+def test_mlp_batch_norm_moving_statistics_use_norm_momentum():
+    """One training step moves the moving mean by (1 - momentum) * (batch mean - moving mean)."""
+    mlp = MLP([3], activation="linear", norm="batch", norm_momentum=0.9)
+    x = np.random.default_rng(3).normal(size=(16, 2)).astype("float32") + 2.0
+    mlp(x, training=True)
+    z = x @ keras.ops.convert_to_numpy(mlp._dense[0].kernel)  # no bias before batch norm
+    moving_mean = keras.ops.convert_to_numpy(mlp._norms[0].moving_mean)
+    np.testing.assert_allclose(moving_mean, 0.1 * z.mean(0), rtol=1e-4, atol=1e-6)
+    assert MLP.from_config(mlp.get_config()).norm_momentum == 0.9
+
+
 @pytest.mark.parametrize("kwargs, argument", [
     (dict(units=[]), "units"), (dict(units=[4, -1]), "units"),
     (dict(units=[4], dropout=1.0), "dropout"), (dict(units=[4], norm="group"), "norm"),
+    (dict(units=[4], norm="batch", norm_momentum=1.0), "norm_momentum"),
 ])
 def test_mlp_rejects_bad_arguments(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
