@@ -9,7 +9,7 @@ import pytest
 
 from layers import MLETEmbedding, MultiEmbedding, MultiFieldEmbedding
 from zoo.c2al import AUX_HEAD, AUX_TAIL, C2AL
-from zoo.model import PRIMARY, build, fold_embeddings, primary_model
+from zoo.model import PRIMARY, build, fold_embeddings, primary_model, shared_representation
 from zoo.registry import backbone_names
 from zoo.spec import FeatureSpec
 from zoo.train import compile_model
@@ -94,7 +94,7 @@ def test_shapes_round_trip_and_c2al(name, tmp_path):
     out = _np(model(x)[PRIMARY])
     assert out.shape == (16, 1)
     h_width, backbone_params, _ = EXPECTED[name]
-    assert model.get_layer("backbone").output.shape == (None, h_width)
+    assert shared_representation(model).shape == (None, h_width)
     assert model.count_params() == EMBEDDINGS + backbone_params + h_width + 1
 
     # .keras round trip: same config, same outputs.
@@ -144,7 +144,7 @@ def test_every_embedding_option(name, embedding):
     out = _np(model(x)[PRIMARY])
     assert out.shape == (16, 1) and np.all(np.isfinite(out))
     h_width, backbone_params, over_arch = EXPECTED[name]
-    assert backbone.output.shape == (None, h_width)
+    assert shared_representation(model).shape == (None, h_width)
     if embedding["type"] == "multi":
         # One interaction module (and projection) per set; only the over-arch and head are shared.
         assert len(backbone.interactions) == 3 and len(backbone.set_projections) == 3
@@ -224,7 +224,7 @@ def test_dlrm_cat_interaction_is_the_top_mlp_on_concatenated_vectors():
     keras.utils.set_random_seed(4)
     model = build("dlrm", USPEC, bottom_units=[8], top_units=[6], interaction="cat")
     x, _ = batch(8)
-    h = _np(keras.Model(model.inputs, model.get_layer("backbone").output)(x))
+    h = _np(keras.Model(model.inputs, shared_representation(model))(x))
     backbone = model.get_layer("backbone")
     tokens, dense = backbone.encoder(x)
     relu = lambda v: np.maximum(v, 0)  # noqa: E731

@@ -9,7 +9,7 @@ import pytest
 
 from layers import MultiFieldEmbedding
 from zoo.c2al import C2AL
-from zoo.model import PRIMARY, build, fold_embeddings, primary_model
+from zoo.model import PRIMARY, build, fold_embeddings, primary_model, shared_representation
 from zoo.registry import backbone_names, get_backbone
 from zoo.spec import FeatureSpec
 from zoo.train import compile_model
@@ -107,7 +107,7 @@ def test_shapes_c2al_training_and_round_trip(name, tmp_path):
     backbone = model.get_layer("backbone")
     x, y = batch(512, seed=1)
     assert tuple(model(x)[PRIMARY].shape) == (512, 1)
-    assert backbone.output.shape == (None, CASES[name][2])
+    assert shared_representation(model).shape == (None, CASES[name][2])
 
     wrapped = C2AL(model)  # the served path of the wrapped model is the baseline: weights and outputs
     out = wrapped(x)
@@ -144,7 +144,7 @@ def test_every_embedding_option(name, embedding):
     x, _ = batch(16)
     out = npy(model(x)[PRIMARY])
     assert out.shape == (16, 1) and np.all(np.isfinite(out))
-    assert backbone.output.shape == (None, width)
+    assert shared_representation(model).shape == (None, width)
     assert len(backbone.interactions) == backbone.num_sets == embedding.get("num_sets", 1)
     if embedding["type"] == "mlet":  # the MLET tables fold into plain ones with equal outputs
         folded = fold_embeddings(model)

@@ -8,7 +8,7 @@ import pytest
 
 from zoo.c2al import AUX_HEAD, AUX_TAIL, C2AL, loss_weights
 from zoo.encoder import FeatureEncoder
-from zoo.model import PRIMARY, build, primary_model
+from zoo.model import PRIMARY, build, primary_model, shared_representation
 from zoo.registry import backbone_names, get_backbone
 from zoo.spec import PAD_ID, FeatureSpec
 from zoo.train import compile_model
@@ -85,7 +85,7 @@ def test_dcnv2_shapes_and_parameter_count(structure, h_width):
     model = build("dcnv2", SPEC, structure=structure, **HP)
     x, _ = batch(8)
     assert tuple(model(x)[PRIMARY].shape) == (8, 1)
-    assert model.get_layer("backbone").output.shape == (None, h_width)
+    assert shared_representation(model).shape == (None, h_width)
     d0 = 4 * 3 + 2 + 1  # user, item, hist (width 4) + wide (width 2) + price
     embeddings = 12 * 4 + 4 * 2
     cross = 2 * (d0 * d0 + d0)
@@ -131,7 +131,7 @@ def test_c2al_adds_two_heads_on_h_and_export_is_the_baseline():
     x, _ = batch(32)
     out = wrapped(x)
     assert sorted(out) == [AUX_HEAD, AUX_TAIL, PRIMARY]
-    h_width = base.get_layer("backbone").output.shape[-1]
+    h_width = shared_representation(base).shape[-1]
     assert wrapped.count_params() == base.count_params() + 2 * (h_width + 1)
     served = primary_model(wrapped)
     assert served.count_params() == base.count_params()
@@ -143,7 +143,7 @@ def test_c2al_adds_two_heads_on_h_and_export_is_the_baseline():
     with_mlp = C2AL(build("dcnv2", SPEC, **HP), head_units=[3])
     assert with_mlp.count_params() == base.count_params() + 2 * (h_width * 3 + 3 + 3 + 1)
     with pytest.raises(ValueError, match="tap"):
-        C2AL(base, tap="interaction_output")
+        C2AL(base, tap="over_arch_output")
 
 
 def test_c2al_loss_is_weighted_sum_and_lambda_zero_is_baseline():

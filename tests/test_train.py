@@ -54,3 +54,52 @@ def test_c2al_pair_is_validated_against_the_spec(data_dir, tmp_path):
         train.run(data_dir, "configs/models/dcnv2_test.yaml", str(tmp_path), ["c2al"], c2al_overrides={"head": "p99"})
     with pytest.raises(ValueError, match="variants"):
         train.run(data_dir, "configs/models/dcnv2_test.yaml", str(tmp_path), ["mmoe"])
+
+
+def test_discovery_picks_the_pair_that_c2al_then_trains_on(data_dir, tmp_path):
+    """baseline -> discovery -> C2AL in one run: the C2AL variant uses the discovered pair, not the spec's."""
+    out = str(tmp_path / "run")
+    code = train.main(["--data", data_dir, "--model", "configs/models/dcnv2_test.yaml", "--out", out,
+                       "--epochs", "2", "--discover", "--discover-metric", "w1", "--discover-bins", "20",
+                       "--discover-min-fraction", "0.1", "--diagnostics-every", "5"])
+    assert code == 0
+    summary = json.load(open(os.path.join(out, "metrics.json")))
+    found = json.load(open(os.path.join(out, "discovery", "cohort_divergence.json")))
+    assert open(os.path.join(out, "discovery", "cohort_divergence.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    # min_fraction 0.1 leaves only the four middle user_value cohorts (20-25 % each): the planted
+    # 5 % cohorts are excluded, so the pair must differ from the spec's p95_100 / p00_05.
+    assert set(found["excluded"]) == {"p00_05", "p95_100"}
+    assert {found["head"], found["tail"]} <= {"p05_25", "p25_50", "p50_75", "p75_95"}
+    assert summary["discovery"]["head"] == found["head"] and summary["discovery"]["tail"] == found["tail"]
+    assert summary["c2al"] == {"axis": "user_value", "head": found["head"], "tail": found["tail"],
+                               "lambda_head": 0.1, "lambda_tail": 0.1}
+    # The chosen pair is the most divergent eligible one in the saved matrix.
+    names, matrix = found["cohorts"], found["matrix"]
+    eligible = [names.index(c) for c in found["eligible"]]
+    best = max(max(matrix[i][j], matrix[j][i]) for a, i in enumerate(eligible) for j in eligible[a + 1:])
+    assert found["divergence"] == pytest.approx(best)
+    # Plots and diagnostics: NE_diff bars always; diagnostics records every 5 steps per variant (dcnv2
+    # has no AttentionFM, so no |Y| histograms, but dead-ReLU and information abundance are logged).
+    assert open(summary["plots"]["ne_diff"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "attention_histograms" not in summary["plots"]
+    for variant in ("baseline", "c2al"):
+        records = [json.loads(line) for line in open(os.path.join(out, variant, "diagnostics.jsonl"))]
+        steps = [r["step"] for r in records]
+        assert len(records) >= 3 and steps == sorted(steps) and steps[1] - steps[0] == 5
+        # Information abundance of each table lies in [1, its width] (16 in the synthetic spec).
+        abundance = [v for r in records for k, v in r.items() if k.startswith("information_abundance/")]
+        assert len(abundance) >= len(records) and all(1.0 <= v <= 16.0 for v in abundance)
+        assert all("over_arch/dead_relu_fraction" in r for r in records)
+
+    # The least-divergent pair ablation: same discovery, the eligible pair with the smallest score.
+    least = train.run(data_dir, "configs/models/dcnv2_test.yaml", str(tmp_path / "least"), epochs=1,
+                      discover={"metric": "w1", "bins": 20, "min_fraction": 0.1, "strategy": "least"})
+    found = json.load(open(os.path.join(tmp_path, "least", "discovery", "cohort_divergence.json")))
+    names, matrix = found["cohorts"], found["matrix"]
+    eligible = [names.index(c) for c in found["eligible"]]
+    score = {frozenset((names[i], names[j])): max(matrix[i][j], matrix[j][i])
+             for a, i in enumerate(eligible) for j in eligible[a + 1:]}
+    assert frozenset((least["c2al"]["head"], least["c2al"]["tail"])) == min(score, key=score.get)
+    assert least["discovery"]["strategy"] == "least"
+    with pytest.raises(ValueError, match="discover: needs variants"):
+        train.run(data_dir, "configs/models/dcnv2_test.yaml", str(tmp_path / "x"), ["c2al"], discover={})

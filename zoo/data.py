@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import tensorflow as tf
 
@@ -98,7 +98,53 @@ def _split_rows(data_dir: str, split: str) -> int | None:
 
 
 def c2al_masks(spec: FeatureSpec, batch: Mapping[str, tf.Tensor], c2al: Mapping[str, Any]):
-    """Float (B, 1) membership masks of the configured head and tail cohorts."""
+    """Float (B, 1) membership masks ``(1[x in C_head], 1[x in C_tail])`` of a ``c2al`` config.
+
+    Two forms (both written by :meth:`zoo.cohorts.DiscoveryResult.c2al_config`):
+
+    * cohort form ``{"axis", "head", "tail"}``: membership by the stored cohort ids
+      ``cohort/<axis>`` (``head`` and ``tail`` are cohort names of the axis);
+    * quantile form ``{"feature", "head_min", "tail_max"}`` (``axis`` optional, informational):
+      membership by the raw feature column ``batch[feature]`` (shape ``(B, 1)``, compared in float32):
+      head = ``feature >= head_min``, tail = ``feature <= tail_max``; needs ``head_min > tail_max``
+      so the cohorts are disjoint. When any quantile key is present the quantile form is used.
+
+    Raises:
+      ValueError: the config is in neither form (the message names the missing key), a threshold is
+        not a finite number or ``head_min <= tail_max``, or the feature is a sequence or not in the
+        batch. ``SpecError`` (a ``ValueError``) for an unknown axis, cohort or feature.
+    """
+    import math
+    import numbers
+
+    cohort_keys, quantile_keys = ("axis", "head", "tail"), ("feature", "head_min", "tail_max")
+    if any(k in c2al for k in quantile_keys):
+        missing = [k for k in quantile_keys if k not in c2al]
+        if missing:
+            raise ValueError(f"c2al: quantile form needs key '{missing[0]}' (keys {quantile_keys}); "
+                             f"got {sorted(c2al)}")
+        feature = spec.feature(c2al["feature"])  # SpecError naming an undeclared feature
+        if feature.kind == "sequence":
+            raise ValueError(f"c2al: feature '{feature.name}' is a sequence; quantile cohorts need a scalar feature")
+        bounds = {}
+        for key in ("head_min", "tail_max"):
+            value = c2al[key]
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"c2al: '{key}' must be a finite number, got {value!r}")
+            bounds[key] = float(value)
+        if not bounds["head_min"] > bounds["tail_max"]:
+            raise ValueError(f"c2al: 'head_min' ({bounds['head_min']}) must exceed 'tail_max' "
+                             f"({bounds['tail_max']}) so the head and tail cohorts are disjoint")
+        if feature.name not in batch:
+            raise ValueError(f"c2al: feature '{feature.name}' is not in the batch (keys: {sorted(batch)})")
+        values = tf.cast(batch[feature.name], tf.float32)
+        head = tf.cast(values >= tf.constant(bounds["head_min"], tf.float32), tf.float32)
+        tail = tf.cast(values <= tf.constant(bounds["tail_max"], tf.float32), tf.float32)
+        return head, tail
+    for key in cohort_keys:
+        if key not in c2al:
+            raise ValueError(f"c2al: missing key '{key}'; give {{axis, head, tail}} (cohort form) or "
+                             f"{{feature, head_min, tail_max}} (quantile form), got {sorted(c2al)}")
     axis = spec.axis(c2al["axis"])
     ids = batch[COHORT_KEY_PREFIX + axis.name]
     head = tf.cast(tf.equal(ids, axis.index(c2al["head"])), tf.float32)
@@ -107,31 +153,53 @@ def c2al_masks(spec: FeatureSpec, batch: Mapping[str, tf.Tensor], c2al: Mapping[
 
 
 def model_batches(spec: FeatureSpec, ds: tf.data.Dataset, c2al: Mapping[str, Any] | None = None,
-                  labels: str = "y_times_membership") -> tf.data.Dataset:
-    """Maps parsed batches to Keras ``(x, y)``.
+                  labels: str = "y_times_membership", aux: Sequence[str] = ("aux_head", "aux_tail"),
+                  cohort_weights: Mapping[str, float] | None = None) -> tf.data.Dataset:
+    """Maps parsed batches to Keras ``(x, y)`` or ``(x, y, sample_weight)``.
 
-    ``x`` holds the model inputs only. ``y`` is ``{"primary": y}``, plus, when ``c2al`` names an
-    axis and a (head, tail) pair, ``aux_head = y * 1[head]`` and ``aux_tail = y * 1[tail]``.
+    ``x`` holds the model inputs only. ``y`` is ``{"primary": y}``, plus, when ``c2al`` gives a
+    (head, tail) pair (:func:`c2al_masks`, cohort or quantile form), ``aux_head = y * 1[head]`` and
+    ``aux_tail = y * 1[tail]`` (those named in ``aux``).
 
     Args:
       spec: the feature spec.
       ds: batches from :func:`read_split`.
-      c2al: ``{"axis", "head", "tail"}`` or None for the baseline.
+      c2al: the (head, tail) pair, or None for the baseline.
       labels: ``"y_times_membership"`` (C2AL) or ``"membership"`` (the 1[x in C] ablation).
+      aux: the auxiliary targets to emit: both (C2AL), one (single-head ablations) or none.
+      cohort_weights: ``{"head": a_head, "tail": a_tail}`` (needs ``c2al``): also yield the sample
+        weights ``{"primary": 1 + a_head * 1[head] + a_tail * 1[tail]}`` of the primary loss, float32
+        ``(B, 1)`` (the ``reweight`` ablation, :func:`zoo.c2al.reweight_coefficients`).
     """
     names = [f.name for f in spec.inputs]
     if labels not in ("y_times_membership", "membership"):
         raise ValueError(f"labels '{labels}': must be 'y_times_membership' or 'membership'")
+    aux = tuple(aux)
+    if len(set(aux)) != len(aux) or not set(aux) <= {"aux_head", "aux_tail"}:
+        raise ValueError(f"aux: must be a subset of ('aux_head', 'aux_tail'), got {aux}")
+    if cohort_weights is not None:
+        if c2al is None:
+            raise ValueError("cohort_weights: needs a c2al (head, tail) pair")
+        unknown = sorted(set(cohort_weights) - {"head", "tail"})
+        if unknown:
+            raise ValueError(f"cohort_weights: unknown key '{unknown[0]}'; keys are ['head', 'tail']")
+        coefficients = {role: float(cohort_weights.get(role, 0.0)) for role in ("head", "tail")}
 
     def to_xy(batch):
         x = {n: batch[n] for n in names}
         y = batch[spec.label]
         targets = {"primary": y}
-        if c2al is not None:
-            head, tail = c2al_masks(spec, batch, c2al)
-            if labels == "y_times_membership":
-                head, tail = y * head, y * tail
-            targets["aux_head"], targets["aux_tail"] = head, tail
-        return x, targets
+        if c2al is None:
+            return x, targets
+        head, tail = c2al_masks(spec, batch, c2al)
+        if labels == "y_times_membership":
+            aux_targets = {"aux_head": y * head, "aux_tail": y * tail}
+        else:
+            aux_targets = {"aux_head": head, "aux_tail": tail}
+        targets.update({name: aux_targets[name] for name in aux})
+        if cohort_weights is None:
+            return x, targets
+        weight = 1.0 + coefficients["head"] * head + coefficients["tail"] * tail
+        return x, targets, {"primary": weight}
 
     return ds.map(to_xy, num_parallel_calls=tf.data.AUTOTUNE)

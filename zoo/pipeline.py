@@ -7,8 +7,11 @@ Steps:
   1. the dataset's adapter writes raw CSV rows (``<work>/raw``);
   2. ``beam_jobs.build_tfrecords`` parses them, counts dead letters, computes cohort ids and the
      user-hash split, and writes GZIP TFRecord shards, ``spec.json`` and ``stats.json`` (``<work>/data``);
-  3. ``zoo.train`` trains the baseline and the C2AL variant with ``model.fit`` and evaluates AUC, log
-     loss and NE overall and per cohort (``<work>/train/metrics.json``, TensorBoard logs);
+  3. ``zoo.train`` trains the baseline; cohort discovery (``zoo.cohorts``) streams the validation
+     split through it and picks the most contrasting (head, tail) pair of the spec's C2AL axis
+     (``<work>/train/discovery/cohort_divergence.{json,png}``; ``--no-discover`` keeps the spec's
+     pair); the C2AL variant trains on that pair; both are evaluated (AUC, log loss, NE overall and
+     per cohort: ``<work>/train/metrics.json``, TensorBoard logs);
   4. the served model (C2AL's primary path) is exported to ``<export_root>/<model_name>/<version>``.
 
 Flags this command does not know are passed to the Beam job unchanged (e.g.
@@ -42,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="override the model YAML's epochs")
     parser.add_argument("--work", default=None, help="work directory (default runs/<dataset name>)")
     parser.add_argument("--export-root", default="saved_models")
+    train.add_discovery_arguments(parser, default=True)
     args, beam_args = parser.parse_known_args(argv)  # anything else is a Beam pipeline option
 
     from beam_jobs import build_tfrecords
@@ -61,7 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "--output", data_dir, *beam_args])
     print(f"[3/4] training {args.variants} with {args.model}", flush=True)
     summary = train.run(data_dir, args.model, train_dir, [v.strip() for v in args.variants.split(",")],
-                        seed=args.seed, export_root=args.export_root, epochs=args.epochs)
+                        seed=args.seed, export_root=args.export_root, epochs=args.epochs,
+                        discover=train.discovery_options(args) if args.variants.replace(" ", "") == "baseline,c2al"
+                        else None)
     with open(os.path.join(data_dir, "stats.json")) as fh:
         stats = json.load(fh)
 
@@ -72,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\noutputs:")
     print(f"  TFRecords, spec.json, stats.json: {os.path.abspath(data_dir)}")
     print(f"  metrics.json:                     {os.path.abspath(os.path.join(train_dir, 'metrics.json'))}")
+    if "discovery" in summary:
+        d = summary["discovery"]
+        print(f"  cohort discovery ({d['head']} / {d['tail']}, {d['metric']} {d['divergence']:.3f}): "
+              f"{os.path.abspath(d['json'])}, .png")
     print(f"  TensorBoard logs:                 {os.path.abspath(train_dir)}/<variant>/tensorboard")
     print(f"  Keras models:                     {os.path.abspath(train_dir)}/<variant>/model.keras")
     if "export" in summary:

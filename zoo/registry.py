@@ -67,6 +67,13 @@ class Backbone(keras.layers.Layer):
     averages: ``h = over_arch(mean_m P_m(I_m(E_m(x))))``. With one set, ``h = over_arch(I(E(x)))``.
     So every backbone supports every embedding option without code of its own.
 
+    ``call(features, return_interaction=True)`` returns ``(h, z)``: ``z`` is the interaction output
+    (for multi-embedding, the mean of the projected sets) that the over-arch maps to ``h``.
+    :func:`zoo.model.build` calls the backbone this way, so both are symbolic tensors of the model
+    (``z`` is computed on the way to ``h`` anyway: no extra layer, weight or computation). Where the
+    over-arch is the identity (AFM, AutoInt+, DeepFM, DCNv2 parallel, DHEN/Wukong without head
+    units, DLRM without top units), ``z`` is ``h``.
+
     ``get_config`` stores the spec, the embedding options and every hyper-parameter in ``hparams()``.
     """
 
@@ -110,17 +117,31 @@ class Backbone(keras.layers.Layer):
             ]
         keras.src.backend.compute_output_spec(self.call, symbolic)
 
-    def call(self, features, training=None):
+    def compute_interaction(self, features, training=None):
+        """The interaction output ``z`` (before the over-arch); with M sets, ``mean_m P_m(I_m(E_m(x)))``."""
         token_sets, dense = self.encoder(features)
         if self.num_sets == 1:
-            z = self.interact(self.interactions[0], token_sets[0], dense, training=training)
-        else:
-            projected = [
-                projection(self.interact(module, tokens, dense, training=training))
-                for module, projection, tokens in zip(self.interactions, self.set_projections, token_sets)
-            ]
-            z = ops.mean(ops.stack(projected, axis=0), axis=0)
-        return self.over_arch(z, training=training)
+            return self.interact(self.interactions[0], token_sets[0], dense, training=training)
+        projected = [
+            projection(self.interact(module, tokens, dense, training=training))
+            for module, projection, tokens in zip(self.interactions, self.set_projections, token_sets)
+        ]
+        return ops.mean(ops.stack(projected, axis=0), axis=0)
+
+    def call(self, features, training=None, return_interaction=False):
+        """``h``, or with ``return_interaction=True`` the pair ``(h, z)`` (``z`` costs nothing extra)."""
+        z = self.compute_interaction(features, training=training)
+        h = self.over_arch(z, training=training)
+        return (h, z) if return_interaction else h
+
+    def serving_copy(self, input_shape) -> "Backbone | None":
+        """A smaller backbone computing the same ``h`` for serving, or None (serve this one as is).
+
+        :func:`zoo.model.primary_model` calls it; the default has nothing to drop. Multi-task
+        backbones (PLE/MMoE with ``num_tasks > 1``) return a single-task copy with the primary
+        path's weights.
+        """
+        return None
 
     def hparams(self) -> dict[str, Any]:
         raise NotImplementedError

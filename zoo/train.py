@@ -10,6 +10,14 @@ overall and per cohort on every axis) and saved as ``<out>/<variant>/model.keras
 ``<out>/metrics.json`` gathers the results and NE_diff (%) of C2AL against the baseline. With
 ``--export`` the C2AL model (else the baseline) is exported, primary path only, to
 ``<export_root>/<model_name>/<version>/``.
+
+The ``c2al`` variant is C2AL as published or one of its ablations (:data:`zoo.c2al.ABLATIONS`:
+``reweight``, ``membership``, ``single_head``, ``single_tail``, ``ple_towers``), chosen by the model
+YAML's ``c2al.ablation`` or ``--c2al-ablation``; the auxiliary heads' tap by ``c2al.tap`` or
+``--c2al-tap``. ``metrics.json`` records the ablation (``c2al_ablation``) and the tap
+(``c2al_tap``). The cohort pair is the dataset spec's ``c2al`` block, overridden by the command line
+or, from Python, by a whole pair passed to :func:`run` (``{axis, head, tail}`` or the quantile form
+``{feature, head_min, tail_max}``), e.g. from :func:`zoo.cohorts.choose_pair`.
 """
 
 from __future__ import annotations
@@ -23,35 +31,96 @@ from typing import Any, Mapping, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from zoo import c2al as c2al_lib
 from zoo import data, metrics
-from zoo.model import PRIMARY, build, load_model_config  # noqa: F401  (load_model_config: re-exported)
+from zoo.model import PRIMARY, build, load_model_config, primary_model  # noqa: F401  (load_model_config: re-exported)
 from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec
 
 VARIANTS = ("baseline", "c2al")
+COHORT_KEYS = ("axis", "head", "tail")
+QUANTILE_KEYS = ("feature", "head_min", "tail_max")
+LAMBDA_KEYS = ("lambda_head", "lambda_tail")
+PAIR_KEYS = COHORT_KEYS + QUANTILE_KEYS
 
 
 def resolve_c2al(spec: FeatureSpec, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """The spec's ``c2al`` block with CLI overrides applied and validated against the spec."""
+    """The spec's ``c2al`` block with overrides applied and validated against the spec.
+
+    ``overrides`` (None values ignored) may hold the lambdas and part or all of a cohort pair in
+    either form: the cohort form ``{axis, head, tail}`` (cohort names of an axis; a part, e.g. only
+    ``head``, overrides that key of the spec's pair) or the quantile form ``{feature, head_min,
+    tail_max}`` (head: ``feature >= head_min``, tail: ``feature <= tail_max``; ``axis`` optional and
+    informational), which replaces the spec's pair. Errors name the bad key, axis, cohort or feature.
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(overrides) - set(PAIR_KEYS + LAMBDA_KEYS))
+    if unknown:
+        raise ValueError(f"c2al: unknown key '{unknown[0]}'; keys are {list(PAIR_KEYS + LAMBDA_KEYS)}")
     cfg = {"lambda_head": 0.1, "lambda_tail": 0.1, **(spec.c2al or {})}
-    cfg.update({k: v for k, v in overrides.items() if v is not None})
-    missing = [k for k in ("axis", "head", "tail") if k not in cfg]
+    if any(k in overrides for k in QUANTILE_KEYS):  # a quantile pair replaces the spec's pair
+        cfg = {k: v for k, v in cfg.items() if k not in PAIR_KEYS}
+    elif any(k in overrides for k in ("head", "tail")):  # cohort form: drop a quantile pair of the spec
+        cfg = {k: v for k, v in cfg.items() if k not in QUANTILE_KEYS}
+    cfg.update(overrides)
+    for key in LAMBDA_KEYS:
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"c2al: '{key}' must be a number >= 0, got {value!r}")
+        cfg[key] = float(value)
+    if any(k in cfg for k in QUANTILE_KEYS):
+        missing = [k for k in QUANTILE_KEYS if k not in cfg]
+        if missing:
+            raise ValueError(f"c2al: quantile form needs key '{missing[0]}' (keys {list(QUANTILE_KEYS)}); "
+                             f"got {sorted(cfg)}")
+        feature = spec.feature(cfg["feature"])  # SpecError naming an undeclared feature
+        if cfg.get("axis") is not None:
+            spec.axis(cfg["axis"])
+        # The pipeline's own check (thresholds finite, head_min > tail_max, no sequence feature).
+        data.c2al_masks(spec, {feature.name: tf.zeros((1, 1), tf.float32)}, cfg)
+        return cfg
+    missing = [k for k in COHORT_KEYS if k not in cfg]
     if missing:
-        raise ValueError(f"c2al: {missing} not set in the dataset spec '{spec.name}' nor on the command line")
+        raise ValueError(f"c2al: {missing} not set in the dataset spec '{spec.name}' nor in the overrides")
     axis = spec.axis(cfg["axis"])
     for role in ("head", "tail"):
         axis.index(cfg[role])  # raises SpecError naming the axis and the unknown cohort
+    if cfg["head"] == cfg["tail"]:
+        raise ValueError(f"c2al: head and tail must be different cohorts, got '{cfg['head']}' twice")
     return cfg
 
 
+def cohort_fractions(spec: FeatureSpec, data_dir: str, c2al: Mapping[str, Any],
+                     batch_size: int = 4096) -> dict[str, float]:
+    """``{"head": pi_head, "tail": pi_tail}``: the cohorts' fractions of the training split (one pass)."""
+    def sums(batch):
+        head, tail = data.c2al_masks(spec, batch, c2al)
+        return tf.reduce_sum(head), tf.reduce_sum(tail), tf.cast(tf.shape(head)[0], tf.float32)
+
+    zero = tf.constant(0.0)
+    head, tail, rows = data.read_split(data_dir, "train", batch_size, spec=spec).map(sums).reduce(
+        (zero, zero, zero), lambda acc, b: (acc[0] + b[0], acc[1] + b[1], acc[2] + b[2]))
+    rows = float(rows)
+    if rows == 0:
+        raise ValueError(f"{data_dir}: the train split is empty")
+    return {"head": float(head) / rows, "tail": float(tail) / rows}
+
+
+def _output_names(model: keras.Model) -> list[str]:
+    names = {layer.name for layer in model.layers}
+    return [n for n in (PRIMARY, c2al_lib.AUX_HEAD, c2al_lib.AUX_TAIL) if n in names]
+
+
 def compile_model(model: keras.Model, learning_rate: float, c2al: Mapping[str, Any] | None) -> None:
-    bce = keras.losses.BinaryCrossentropy()
-    if c2al is None:
-        losses, weights = {PRIMARY: bce}, None
+    """Adam, BCE on every output, the C2AL ``loss_weights`` of the model's auxiliary outputs, and the
+    primary head's AUC. ``c2al`` (the lambdas) is None for the baseline."""
+    aux = _output_names(model)[1:]
+    if c2al is None or not aux:
+        losses, weights = {PRIMARY: keras.losses.BinaryCrossentropy()}, None
     else:
-        losses = {name: keras.losses.BinaryCrossentropy() for name in (PRIMARY, c2al_lib.AUX_HEAD, c2al_lib.AUX_TAIL)}
-        weights = c2al_lib.loss_weights(c2al["lambda_head"], c2al["lambda_tail"])
+        losses = {name: keras.losses.BinaryCrossentropy() for name in [PRIMARY, *aux]}
+        weights = c2al_lib.loss_weights(c2al["lambda_head"], c2al["lambda_tail"], aux)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=losses,
@@ -62,11 +131,14 @@ def compile_model(model: keras.Model, learning_rate: float, c2al: Mapping[str, A
 
 def build_variant(variant: str, spec: FeatureSpec, model_cfg: Mapping[str, Any],
                   c2al: Mapping[str, Any] | None, seed: int) -> keras.Model:
-    """Builds and compiles one variant; the shared path's initial weights depend only on ``seed``."""
+    """Builds and compiles one variant; the shared path's initial weights depend only on ``seed``
+    (except for the ``ple_towers`` ablation, whose extra experts are created in between)."""
     keras.utils.set_random_seed(seed)
-    model = build(model_cfg["backbone"], spec, embedding=model_cfg["embedding"], **model_cfg["hparams"])
+    hparams = dict(embedding=model_cfg["embedding"], **model_cfg["hparams"])
     if variant == "c2al":
-        model = c2al_lib.C2AL(model, head_units=model_cfg["c2al"]["head_units"])
+        model = c2al_lib.build_c2al(model_cfg["backbone"], spec, model_cfg["c2al"], **hparams)
+    else:
+        model = build(model_cfg["backbone"], spec, **hparams)
     compile_model(model, model_cfg["training"]["learning_rate"], c2al if variant == "c2al" else None)
     return model
 
@@ -87,28 +159,49 @@ def predict_split(model: keras.Model, spec: FeatureSpec, data_dir: str, split: s
 
 def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Mapping[str, Any],
                   out_dir: str, seed: int, c2al: Mapping[str, Any] | None,
-                  steps_per_epoch: int | None = None, verbose: Any = "auto") -> tuple[keras.Model, dict]:
-    """Trains one variant with ``model.fit``; returns the model and its test-split evaluation."""
+                  steps_per_epoch: int | None = None, verbose: Any = "auto",
+                  cohort_weights: Mapping[str, float] | None = None,
+                  diagnostics_every: int | None = None) -> tuple[keras.Model, dict]:
+    """Trains one variant with ``model.fit``; returns the model and its test-split evaluation.
+
+    ``cohort_weights`` are the ``reweight`` ablation's coefficients (:func:`zoo.c2al.reweight_coefficients`).
+    ``diagnostics_every``: log :class:`zoo.diagnostics.C2ALDiagnostics` every that many steps on the
+    first 512 validation rows (TensorBoard under ``<variant>/tensorboard/diagnostics``, JSON lines in
+    ``<variant>/diagnostics.jsonl``).
+    """
     if verbose == "auto":  # live progress bars on a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else 2
     train_cfg = model_cfg["training"]
     batch_size = int(train_cfg["batch_size"])
     variant_c2al = c2al if variant == "c2al" else None
     model = build_variant(variant, spec, model_cfg, c2al, seed)
+    pipeline: dict[str, Any] = {"c2al": variant_c2al}
+    if variant_c2al is not None:
+        ablation = model_cfg["c2al"]["ablation"]
+        pipeline.update(labels=c2al_lib.aux_labels(ablation), aux=c2al_lib.aux_outputs(ablation))
+        if ablation == "reweight" and cohort_weights is None:
+            raise ValueError("c2al ablation 'reweight': needs cohort_weights")
     train_ds = data.model_batches(
         spec, data.read_split(data_dir, "train", batch_size, spec=spec, shuffle=True, seed=seed,
                               repeat=steps_per_epoch is not None),
-        c2al=variant_c2al)
-    valid_ds = data.model_batches(spec, data.read_split(data_dir, "valid", batch_size, spec=spec),
-                                  c2al=variant_c2al)
+        cohort_weights=cohort_weights if variant_c2al is not None else None, **pipeline)
+    # Validation is unweighted (the reweight ablation's early stopping sees the plain primary AUC).
+    valid_ds = data.model_batches(spec, data.read_split(data_dir, "valid", batch_size, spec=spec), **pipeline)
     run_dir = os.path.join(out_dir, variant)
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), update_freq=100),
     ]
+    if diagnostics_every:
+        from zoo.diagnostics import C2ALDiagnostics
+
+        probe = next(iter(data.read_split(data_dir, "valid", 512, spec=spec).as_numpy_iterator()))
+        callbacks.append(C2ALDiagnostics({f.name: probe[f.name] for f in spec.inputs}, every_n_steps=diagnostics_every,
+                                         log_dir=os.path.join(run_dir, "tensorboard", "diagnostics"),
+                                         json_path=os.path.join(run_dir, "diagnostics.jsonl")))
     patience = int(train_cfg.get("early_stopping_patience") or 0)
     if patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=f"val_{PRIMARY}_auc" if variant_c2al else "val_auc", mode="max",
+            monitor=f"val_{PRIMARY}_auc" if len(model.outputs) > 1 else "val_auc", mode="max",
             patience=patience, restore_best_weights=True))
     start = time.time()
     history = model.fit(train_ds, validation_data=valid_ds, epochs=int(train_cfg["epochs"]),
@@ -119,7 +212,7 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
     result = metrics.evaluate(y, p, cohorts, {a.name: list(a.cohorts) for a in spec.cohort_axes})
     result["train_seconds"] = round(train_seconds, 2)
     result["epochs_run"] = len(history.history.get("loss", []))
-    result["params"] = {"total": int(model.count_params())}
+    result["params"] = {"total": int(model.count_params()), "served": int(primary_model(model).count_params())}
     model.save(os.path.join(run_dir, "model.keras"))
     return model, result
 
@@ -127,8 +220,20 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
 def run(data_dir: str, model_config: str, out_dir: str, variants: Sequence[str] = VARIANTS, seed: int = 0,
         c2al_overrides: Mapping[str, Any] | None = None, export_root: str | None = None,
         model_name: str | None = None, epochs: int | None = None, steps_per_epoch: int | None = None,
-        verbose: Any = "auto") -> dict[str, Any]:
-    """Trains the requested variants and writes ``<out_dir>/metrics.json``; returns its contents."""
+        verbose: Any = "auto", discover: Mapping[str, Any] | None = None,
+        diagnostics_every: int | None = None) -> dict[str, Any]:
+    """Trains the requested variants and writes ``<out_dir>/metrics.json``; returns its contents.
+
+    ``discover`` (needs both variants): after the baseline, :func:`zoo.cohorts.discover` runs on it
+    with these keyword arguments (``axis`` defaults to the spec's ``c2al.axis``; e.g. ``split``,
+    ``metric``, ``bins``, ``min_fraction``, ``mode``, ``quantile``), writes
+    ``<out_dir>/discovery/cohort_divergence.{json,png}``, and the C2AL variant trains on the chosen
+    pair instead of the configured one: baseline -> discovery -> C2AL -> evaluation -> export.
+
+    ``c2al_overrides`` (None values ignored): the cohort pair and lambdas of :func:`resolve_c2al`
+    (a whole pair such as :func:`zoo.cohorts.choose_pair`'s, in either form, or single keys), and
+    the model options ``ablation``, ``tap`` and ``head_units`` over the model YAML's ``c2al`` block.
+    """
     bad = [v for v in variants if v not in VARIANTS]
     if bad or not variants:
         raise ValueError(f"variants: must be a non-empty subset of {VARIANTS}, got {list(variants)}")
@@ -136,20 +241,43 @@ def run(data_dir: str, model_config: str, out_dir: str, variants: Sequence[str] 
     model_cfg = load_model_config(model_config)
     if epochs is not None:
         model_cfg["training"]["epochs"] = epochs
-    c2al = resolve_c2al(spec, c2al_overrides or {}) if "c2al" in variants else None
+    overrides = {k: v for k, v in (c2al_overrides or {}).items() if v is not None}
+    options = {k: overrides.pop(k) for k in c2al_lib.OPTION_KEYS if k in overrides}
+    model_cfg["c2al"] = c2al_lib.c2al_options({**model_cfg["c2al"], **options})
+    ablation = model_cfg["c2al"]["ablation"]
+    if discover is not None and list(variants) != list(VARIANTS):
+        raise ValueError(f"discover: needs variants {list(VARIANTS)} (the baseline is discovered on), got {list(variants)}")
+    c2al = resolve_c2al(spec, overrides) if "c2al" in variants else None
     os.makedirs(out_dir, exist_ok=True)
     summary: dict[str, Any] = {
         "dataset": spec.name, "data_dir": os.path.abspath(data_dir), "backbone": model_cfg["backbone"],
         "model_config": model_cfg, "seed": seed, "backend": keras.backend.backend(), "c2al": c2al,
+        "c2al_ablation": ablation if c2al else None, "c2al_tap": model_cfg["c2al"]["tap"] if c2al else None,
         "variants": {},
     }
+    def reweight(c2al):
+        if c2al is None or ablation != "reweight":
+            return None
+        fractions = cohort_fractions(spec, data_dir, c2al)
+        weights = c2al_lib.reweight_coefficients(c2al["lambda_head"], c2al["lambda_tail"],
+                                                 fractions["head"], fractions["tail"])
+        summary["c2al_reweight"] = {"train_fractions": fractions, "coefficients": weights}
+        return weights
+
+    cohort_weights = reweight(c2al)
     models = {}
     for variant in variants:
-        print(f"\n== {variant}: {model_cfg['backbone']} on {spec.name} ==", flush=True)
+        if variant == "c2al" and discover is not None:
+            c2al = _discover_pair(models["baseline"], spec, data_dir, out_dir, dict(discover), overrides, summary)
+            cohort_weights = reweight(c2al)
+        label = f"c2al ({ablation})" if variant == "c2al" and ablation != "none" else variant
+        print(f"\n== {label}: {model_cfg['backbone']} on {spec.name} ==", flush=True)
         models[variant], summary["variants"][variant] = train_variant(
-            variant, spec, data_dir, model_cfg, out_dir, seed, c2al, steps_per_epoch, verbose)
+            variant, spec, data_dir, model_cfg, out_dir, seed, c2al, steps_per_epoch, verbose, cohort_weights,
+            diagnostics_every)
     if set(VARIANTS) <= set(variants):
         summary["ne_diff_percent"] = metrics.ne_diff(summary["variants"]["c2al"], summary["variants"]["baseline"])
+        summary["plots"] = _plots(summary, out_dir, diagnostics_every)
     if export_root:
         from zoo.export import export_saved_model
 
@@ -162,6 +290,43 @@ def run(data_dir: str, model_config: str, out_dir: str, variants: Sequence[str] 
     return summary
 
 
+def _plots(summary: Mapping[str, Any], out_dir: str, diagnostics_every: int | None) -> dict[str, str]:
+    """Per-cohort NE_diff bars; with diagnostics, baseline-vs-C2AL |Y| histograms at several points."""
+    from zoo import diagnostics
+
+    plots = {"ne_diff": diagnostics.plot_ne_diff(
+        summary["ne_diff_percent"]["cohorts"], os.path.join(out_dir, "ne_diff.png"),
+        title=f"C2AL NE_diff (%) per cohort, {summary['backbone']} on {summary['dataset']}")}
+    if diagnostics_every:
+        records = {v: diagnostics.load_records(os.path.join(out_dir, v, "diagnostics.jsonl")) for v in VARIANTS}
+        if all(any(r.get("abs_y") for r in recs) for recs in records.values()):  # AttentionFM backbones only
+            plots["attention_histograms"] = diagnostics.plot_attention_histograms(
+                records["baseline"], records["c2al"], os.path.join(out_dir, "attention_histograms.png"))
+    return plots
+
+
+def _discover_pair(baseline: keras.Model, spec: FeatureSpec, data_dir: str, out_dir: str,
+                   options: dict[str, Any], overrides: Mapping[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """Cohort discovery on the trained baseline; returns the resolved c2al config of the chosen pair."""
+    from zoo import cohorts
+
+    axis = options.pop("axis", None) or (spec.c2al or {}).get("axis")
+    if axis is None:
+        raise ValueError(f"discover: no axis given and the spec '{spec.name}' has no c2al.axis")
+    strategy = options.pop("strategy", "most")
+    found = cohorts.discover(baseline, data_dir, axis, **options)
+    json_path, png_path = found.save(os.path.join(out_dir, "discovery"))
+    print(f"\n== discovery on the baseline ({found.metric}, axis '{axis}', split '{found.split}') ==\n"
+          + found.format_table(top=5), flush=True)
+    pair = {k: v for k, v in overrides.items() if k in ("lambda_head", "lambda_tail")}
+    c2al = resolve_c2al(spec, {**pair, **cohorts.choose_pair(found, strategy)})
+    summary["c2al"] = c2al
+    summary["discovery"] = {"strategy": strategy, "head": c2al.get("head"), "tail": c2al.get("tail"),
+                            "most_divergent": [found.head, found.tail], "divergence": found.divergence,
+                            "metric": found.metric, "json": json_path, "png": png_path}
+    return c2al
+
+
 def format_report(summary: Mapping[str, Any]) -> str:
     """A plain-text table of overall and per-cohort NE, AUC and NE_diff."""
     variants = summary["variants"]
@@ -172,10 +337,17 @@ def format_report(summary: Mapping[str, Any]) -> str:
     diff = summary.get("ne_diff_percent")
     if diff is not None:
         lines.append(f"NE_diff overall (C2AL vs baseline): {diff['overall']:+.3f}%")
-    if summary.get("c2al"):
-        axis = summary["c2al"]["axis"]
-        lines.append(f"per cohort on axis '{axis}' (head={summary['c2al']['head']}, tail={summary['c2al']['tail']}):")
-        first = next(iter(variants.values()))["cohorts"][axis]
+    c2al = summary.get("c2al")
+    if c2al:
+        if summary.get("c2al_ablation") not in (None, "none"):
+            lines.append(f"C2AL ablation: {summary['c2al_ablation']}")
+        if "feature" in c2al:
+            pair = f"head: {c2al['feature']} >= {c2al['head_min']}, tail: {c2al['feature']} <= {c2al['tail_max']}"
+        else:
+            pair = f"head={c2al['head']}, tail={c2al['tail']}"
+        axis = c2al.get("axis")
+        first = next(iter(variants.values()))["cohorts"].get(axis, {}) if axis else {}
+        lines.append(f"per cohort on axis '{axis}' ({pair}):" if first else f"C2AL pair: {pair}")
         for cohort, m in first.items():
             row = f"  {cohort:<14} rows {m['rows']:>7d} base rate {m['base_rate']:.3f}"
             for name, res in variants.items():
@@ -184,6 +356,29 @@ def format_report(summary: Mapping[str, Any]) -> str:
                 row += f"  NE_diff {diff['cohorts'][axis].get(cohort, float('nan')):+.3f}%"
             lines.append(row)
     return "\n".join(lines)
+
+
+def add_discovery_arguments(parser: argparse.ArgumentParser, default: bool = False) -> None:
+    """``--discover`` and its options (see :func:`run`'s ``discover``), shared with ``zoo.pipeline``."""
+    parser.add_argument("--discover", action=argparse.BooleanOptionalAction, default=default,
+                        help="find the C2AL pair on the trained baseline (zoo.cohorts) instead of the spec's")
+    parser.add_argument("--discover-axis", default=None, help="cohort axis (default: the spec's c2al.axis)")
+    parser.add_argument("--discover-split", default="valid")
+    parser.add_argument("--discover-metric", default="js", help="js, kl, w1 or cosine")
+    parser.add_argument("--discover-bins", type=int, default=50)
+    parser.add_argument("--discover-min-fraction", type=float, default=0.01)
+    parser.add_argument("--discover-mode", default="exhaustive", help="exhaustive or quantile (ordinal axes)")
+    parser.add_argument("--discover-quantile", type=float, default=0.05)
+    parser.add_argument("--discover-strategy", default="most",
+                        help="most (C2AL), or the ablations least (least-divergent pair) and random")
+
+
+def discovery_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    if not args.discover:
+        return None
+    return {"axis": args.discover_axis, "split": args.discover_split, "metric": args.discover_metric,
+            "bins": args.discover_bins, "min_fraction": args.discover_min_fraction, "mode": args.discover_mode,
+            "quantile": args.discover_quantile, "strategy": args.discover_strategy}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,13 +395,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--c2al-tail", dest="tail")
     parser.add_argument("--lambda-head", type=float, dest="lambda_head")
     parser.add_argument("--lambda-tail", type=float, dest="lambda_tail")
+    parser.add_argument("--c2al-feature", dest="feature", help="quantile-form pair: head = feature >= --c2al-head-min, "
+                        "tail = feature <= --c2al-tail-max (replaces the spec's cohort pair)")
+    parser.add_argument("--c2al-head-min", type=float, dest="head_min")
+    parser.add_argument("--c2al-tail-max", type=float, dest="tail_max")
+    parser.add_argument("--c2al-ablation", dest="ablation", choices=c2al_lib.ABLATIONS,
+                        help="override the model YAML's c2al.ablation (default none: C2AL as published)")
+    parser.add_argument("--c2al-tap", dest="tap", choices=c2al_lib.TAPS,
+                        help="override the model YAML's c2al.tap (where the auxiliary heads read from)")
+    add_discovery_arguments(parser)
+    parser.add_argument("--diagnostics-every", type=int, default=0,
+                        help="log C2AL diagnostics (zoo.diagnostics) every N training steps; 0 = off")
     parser.add_argument("--export-root", default=None, help="export the served model here (e.g. saved_models)")
     parser.add_argument("--model-name", default=None, help="export directory name (default <backbone>_<dataset>)")
     args = parser.parse_args(argv)
-    overrides = {k: getattr(args, k) for k in ("axis", "head", "tail", "lambda_head", "lambda_tail")}
+    overrides = {k: getattr(args, k) for k in PAIR_KEYS + LAMBDA_KEYS + ("ablation", "tap")}
     summary = run(args.data, args.model, args.out, [v.strip() for v in args.variants.split(",") if v.strip()],
                   seed=args.seed, c2al_overrides=overrides, export_root=args.export_root,
-                  model_name=args.model_name, epochs=args.epochs)
+                  model_name=args.model_name, epochs=args.epochs, discover=discovery_options(args),
+                  diagnostics_every=args.diagnostics_every or None)
     print("\n" + format_report(summary))
     print(f"\nmetrics: {os.path.join(os.path.abspath(args.out), 'metrics.json')}")
     if "export" in summary:

@@ -17,9 +17,14 @@ Every task's representation is available for multi-task variants (e.g. C2AL's "a
 extra PLE towers" ablation, METHODS 7.8): ``backbone(features, all_tasks=True)`` returns the list
 ``[u^1, .., u^T]`` (``u^1`` is ``h``); ``backbone.towers`` and ``backbone.experts`` are the layers.
 In a functional graph, call a backbone with ``all_tasks=True`` first and take ``h`` as element 0
-(Keras maps a layer's symbolic outputs by the structure of its first call). In the single-head
-model of :func:`zoo.model.build`, the towers, gates and specific experts of tasks ``2..T`` get no
-gradient; ``num_tasks > 1`` is only useful with heads on those tasks.
+(Keras checks a functional graph's connectivity with the output structure of a layer's first call).
+In the single-head model of :func:`zoo.model.build`, the towers, gates and specific experts of
+tasks ``2..T`` get no gradient; ``num_tasks > 1`` is only useful with heads on those tasks, as in
+:func:`zoo.c2al.ple_towers`. Serving drops them: :meth:`serving_copy` is the single-task backbone
+with the primary path's weights (MMoE and single-level PLE; see :meth:`primary_path_is_separable`).
+
+The interaction output ``z`` (``return_interaction=True``, the C2AL ``interaction_output`` tap) is
+the concatenated (set-averaged) input ``x_0`` of the experts.
 
 The experts and towers are the shared over-arch; the per-set interaction is the concatenation, so
 with the ``multi`` embedding option each set's ``x_0`` goes through the base class's per-set
@@ -93,15 +98,43 @@ class _GatedExperts(Backbone):
         tasks = self.task_representations(z, training=training)
         return tasks if self._all_tasks else tasks[0]
 
-    def call(self, features, training=None, all_tasks=False):
-        """``h`` (the primary task's ``u^1``), or with ``all_tasks=True`` the list ``[u^1, .., u^T]``."""
+    def call(self, features, training=None, all_tasks=False, return_interaction=False):
+        """``h`` (the primary task's ``u^1``), or with ``all_tasks=True`` the list ``[u^1, .., u^T]``;
+        with ``return_interaction=True`` the pair ``(that, z)`` (see :meth:`Backbone.call`)."""
         if not all_tasks:
-            return super().call(features, training=training)
+            return super().call(features, training=training, return_interaction=return_interaction)
         self._all_tasks = True  # read by over_arch during this (synchronous) call only
         try:
-            return super().call(features, training=training)
+            return super().call(features, training=training, return_interaction=return_interaction)
         finally:
             self._all_tasks = False
+
+    def primary_path_is_separable(self) -> bool:
+        """Whether task 0's output reads none of the other tasks' weights.
+
+        True for MMoE (task 0 = the shared experts and gate 0) and for single-level PLE (shared
+        experts, task 0's specific experts and gate). In a PLE level below the last, the shared gate
+        mixes every task's specific experts into the next level's shared input, so it is False there.
+        """
+        return getattr(self, "num_levels", 1) == 1
+
+    def serving_copy(self, input_shape):
+        """For ``num_tasks > 1`` with a separable primary path: the single-task backbone (``num_tasks=1``,
+        same name and hyper-parameters) holding this one's primary-path weights (matched by weight path:
+        embeddings, shared experts, task 0's specific experts and gate, tower 0). It computes the same
+        ``h`` and has the parameter count of the single-task baseline. Else None."""
+        if self.num_tasks == 1 or not self.primary_path_is_separable():
+            return None
+        copy = self.__class__.from_config({**self.get_config(), "num_tasks": 1})
+        copy.build(input_shape)
+        source = {w.path: w for w in self.weights}
+        for weight in copy.weights:
+            match = source.get(weight.path)
+            if match is None or tuple(match.shape) != tuple(weight.shape):
+                raise ValueError(f"serving_copy: no weight '{weight.path}' of shape {tuple(weight.shape)} in "
+                                 f"backbone '{self.name}'")
+            weight.assign(ops.convert_to_numpy(match))  # a copy: no buffer shared with training
+        return copy
 
     def _common_hparams(self) -> dict[str, Any]:
         return {
