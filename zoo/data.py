@@ -15,6 +15,8 @@ C2AL auxiliary labels from the stored cohort ids, so labels never come from a mo
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 from typing import Any, Mapping, Sequence
 
@@ -97,6 +99,38 @@ def _split_rows(data_dir: str, split: str) -> int | None:
     return int(load_stats(data_dir)["splits"][split]["rows"])
 
 
+COHORT_KEYS = ("axis", "head", "tail")
+QUANTILE_KEYS = ("feature", "head_min", "tail_max")
+
+
+def quantile_pair(spec: FeatureSpec, c2al: Mapping[str, Any]) -> tuple[str, float, float]:
+    """``(feature, head_min, tail_max)`` of a quantile-form ``c2al`` config, validated.
+
+    Raises:
+      ValueError: a key is missing, a threshold is not a finite number, ``head_min <= tail_max``, or
+        the feature is a sequence. ``SpecError`` for an undeclared feature or axis.
+    """
+    missing = [k for k in QUANTILE_KEYS if k not in c2al]
+    if missing:
+        raise ValueError(f"c2al: quantile form needs key '{missing[0]}' (keys {list(QUANTILE_KEYS)}); "
+                         f"got {sorted(c2al)}")
+    feature = spec.feature(c2al["feature"])  # SpecError naming an undeclared feature
+    if c2al.get("axis") is not None:
+        spec.axis(c2al["axis"])
+    if feature.kind == "sequence":
+        raise ValueError(f"c2al: feature '{feature.name}' is a sequence; quantile cohorts need a scalar feature")
+    bounds = {}
+    for key in ("head_min", "tail_max"):
+        value = c2al[key]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"c2al: '{key}' must be a finite number, got {value!r}")
+        bounds[key] = float(value)
+    if not bounds["head_min"] > bounds["tail_max"]:
+        raise ValueError(f"c2al: 'head_min' ({bounds['head_min']}) must exceed 'tail_max' "
+                         f"({bounds['tail_max']}) so the head and tail cohorts are disjoint")
+    return feature.name, bounds["head_min"], bounds["tail_max"]
+
+
 def c2al_masks(spec: FeatureSpec, batch: Mapping[str, tf.Tensor], c2al: Mapping[str, Any]):
     """Float (B, 1) membership masks ``(1[x in C_head], 1[x in C_tail])`` of a ``c2al`` config.
 
@@ -114,34 +148,15 @@ def c2al_masks(spec: FeatureSpec, batch: Mapping[str, tf.Tensor], c2al: Mapping[
         not a finite number or ``head_min <= tail_max``, or the feature is a sequence or not in the
         batch. ``SpecError`` (a ``ValueError``) for an unknown axis, cohort or feature.
     """
-    import math
-    import numbers
-
-    cohort_keys, quantile_keys = ("axis", "head", "tail"), ("feature", "head_min", "tail_max")
-    if any(k in c2al for k in quantile_keys):
-        missing = [k for k in quantile_keys if k not in c2al]
-        if missing:
-            raise ValueError(f"c2al: quantile form needs key '{missing[0]}' (keys {quantile_keys}); "
-                             f"got {sorted(c2al)}")
-        feature = spec.feature(c2al["feature"])  # SpecError naming an undeclared feature
-        if feature.kind == "sequence":
-            raise ValueError(f"c2al: feature '{feature.name}' is a sequence; quantile cohorts need a scalar feature")
-        bounds = {}
-        for key in ("head_min", "tail_max"):
-            value = c2al[key]
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise ValueError(f"c2al: '{key}' must be a finite number, got {value!r}")
-            bounds[key] = float(value)
-        if not bounds["head_min"] > bounds["tail_max"]:
-            raise ValueError(f"c2al: 'head_min' ({bounds['head_min']}) must exceed 'tail_max' "
-                             f"({bounds['tail_max']}) so the head and tail cohorts are disjoint")
-        if feature.name not in batch:
-            raise ValueError(f"c2al: feature '{feature.name}' is not in the batch (keys: {sorted(batch)})")
-        values = tf.cast(batch[feature.name], tf.float32)
-        head = tf.cast(values >= tf.constant(bounds["head_min"], tf.float32), tf.float32)
-        tail = tf.cast(values <= tf.constant(bounds["tail_max"], tf.float32), tf.float32)
+    if any(k in c2al for k in QUANTILE_KEYS):
+        name, head_min, tail_max = quantile_pair(spec, c2al)
+        if name not in batch:
+            raise ValueError(f"c2al: feature '{name}' is not in the batch (keys: {sorted(batch)})")
+        values = tf.cast(batch[name], tf.float32)
+        head = tf.cast(values >= tf.constant(head_min, tf.float32), tf.float32)
+        tail = tf.cast(values <= tf.constant(tail_max, tf.float32), tf.float32)
         return head, tail
-    for key in cohort_keys:
+    for key in COHORT_KEYS:
         if key not in c2al:
             raise ValueError(f"c2al: missing key '{key}'; give {{axis, head, tail}} (cohort form) or "
                              f"{{feature, head_min, tail_max}} (quantile form), got {sorted(c2al)}")

@@ -39,8 +39,7 @@ from zoo.model import PRIMARY, build, load_model_config, primary_model  # noqa: 
 from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec
 
 VARIANTS = ("baseline", "c2al")
-COHORT_KEYS = ("axis", "head", "tail")
-QUANTILE_KEYS = ("feature", "head_min", "tail_max")
+COHORT_KEYS, QUANTILE_KEYS = data.COHORT_KEYS, data.QUANTILE_KEYS
 LAMBDA_KEYS = ("lambda_head", "lambda_tail")
 PAIR_KEYS = COHORT_KEYS + QUANTILE_KEYS
 
@@ -70,15 +69,7 @@ def resolve_c2al(spec: FeatureSpec, overrides: Mapping[str, Any]) -> dict[str, A
             raise ValueError(f"c2al: '{key}' must be a number >= 0, got {value!r}")
         cfg[key] = float(value)
     if any(k in cfg for k in QUANTILE_KEYS):
-        missing = [k for k in QUANTILE_KEYS if k not in cfg]
-        if missing:
-            raise ValueError(f"c2al: quantile form needs key '{missing[0]}' (keys {list(QUANTILE_KEYS)}); "
-                             f"got {sorted(cfg)}")
-        feature = spec.feature(cfg["feature"])  # SpecError naming an undeclared feature
-        if cfg.get("axis") is not None:
-            spec.axis(cfg["axis"])
-        # The pipeline's own check (thresholds finite, head_min > tail_max, no sequence feature).
-        data.c2al_masks(spec, {feature.name: tf.zeros((1, 1), tf.float32)}, cfg)
+        data.quantile_pair(spec, cfg)  # the pipeline's own checks, errors naming the key or feature
         return cfg
     missing = [k for k in COHORT_KEYS if k not in cfg]
     if missing:
