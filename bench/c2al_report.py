@@ -165,8 +165,13 @@ def run_job(work: str, dataset: str, backbone: str, seeds: list[int], out_dir: s
 
     result = {"dataset": dataset, "backbone": backbone, "axis": axis.name, "seeds": {},
               "rows": {s: int(len(a[spec.label])) for s, a in splits.items()}}
-    start = time.time()
+    if part and os.path.exists(part):  # resume: keep the discovery and the seeds already done
+        with open(part) as fh:
+            result = json.load(fh)
+    start = time.time() - result.get("seconds", 0.0)
     for seed in seeds:
+        if str(seed) in result["seeds"] or (dataset in DISCOVERY_ONLY and "pair" in result):
+            continue
         base_probs, base_epochs = train_variant(backbone, spec, splits, seed)
         if "pair" not in result:  # discovery on the first seed's baseline, validation split
             hist = cohorts.CohortHistograms(list(axis.cohorts), bins=DISCOVERY["bins"])
@@ -180,13 +185,17 @@ def run_job(work: str, dataset: str, backbone: str, seeds: list[int], out_dir: s
             if backbone == "dcnv2":
                 found.save(os.path.join(out_dir, f"discovery_{dataset}"))
         if dataset in DISCOVERY_ONLY:
+            result["seconds"] = round(time.time() - start, 1)
+            if part:
+                with open(part, "w") as fh:
+                    json.dump(result, fh)
             break
         pair = result["pair"]
         c2al_probs, c2al_epochs = train_variant(backbone, spec, splits, seed, pair, lambdas)
         base, c2al = evaluate(base_probs["test"]), evaluate(c2al_probs["test"])
-        result["seeds"][seed] = {"baseline": base, "c2al": c2al, "epochs": [base_epochs, c2al_epochs],
-                                 "ne_diff_percent": metrics.ne_diff(c2al, base)}
-        d = result["seeds"][seed]["ne_diff_percent"]
+        result["seeds"][str(seed)] = {"baseline": base, "c2al": c2al, "epochs": [base_epochs, c2al_epochs],
+                                      "ne_diff_percent": metrics.ne_diff(c2al, base)}
+        d = result["seeds"][str(seed)]["ne_diff_percent"]
         print(f"{dataset:<14} {backbone:<8} seed {seed}: NE base {base['overall']['ne']:.4f} c2al "
               f"{c2al['overall']['ne']:.4f} NE_diff {d['overall']:+.3f}%", flush=True)
         result["seconds"] = round(time.time() - start, 1)
@@ -304,7 +313,16 @@ def main(argv=None) -> int:
         return 0
     start = time.time()
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
-    pending = [f"{d}:{b}" for d in datasets for b in backbones if d not in DISCOVERY_ONLY or b == "dcnv2"]
+    def finished(job: str) -> bool:
+        path = os.path.join(parts, job.replace(":", "__") + ".json")
+        if not os.path.exists(path):
+            return False
+        with open(path) as fh:
+            done = json.load(fh)
+        return "pair" in done and (job.split(":")[0] in DISCOVERY_ONLY or {str(s) for s in seeds} <= set(done["seeds"]))
+
+    pending = [f"{d}:{b}" for d in datasets for b in backbones
+               if (d not in DISCOVERY_ONLY or b == "dcnv2") and not finished(f"{d}:{b}")]
     active = []
     while pending or active:
         while pending and len(active) < args.jobs:

@@ -15,6 +15,8 @@ _EXPORTS = {
     "build": "zoo.model",
     "primary_model": "zoo.model",
     "C2AL": "zoo.c2al",
+    "build_c2al": "zoo.c2al",
+    "discover": "zoo.cohorts",
     "register_backbone": "zoo.registry",
     "backbone_names": "zoo.registry",
     "export_saved_model": "zoo.export",
