@@ -232,6 +232,31 @@ def summarize_job(job: dict) -> dict:
     return rows
 
 
+def headline(jobs: list[dict]) -> list[str]:
+    """Per dataset: mean NE_diff over backbones and how many backbones are significantly better/worse."""
+    out = ["## Headline", "", "| dataset | top JS of the discovered pair (median over backbones) | mean NE_diff overall "
+           "| head | tail | backbones better / worse at p < 0.05 (overall; head; tail) |", "| --- | --- | --- | --- | --- | --- |"]
+    for dataset in dict.fromkeys(j["dataset"] for j in jobs if j["dataset"] not in DISCOVERY_ONLY):
+        ds = [j for j in jobs if j["dataset"] == dataset]
+        sums = [summarize_job(j) for j in ds]
+        cells = []
+        for k in ("overall", "head", "tail"):
+            better = sum(1 for s in sums if s[k]["ttest"]["p"] is not None and s[k]["ttest"]["p"] < 0.05
+                         and s[k]["ne_diff_mean"] < 0)
+            worse = sum(1 for s in sums if s[k]["ttest"]["p"] is not None and s[k]["ttest"]["p"] < 0.05
+                        and s[k]["ne_diff_mean"] > 0)
+            cells.append(f"{better} / {worse}")
+        js = statistics.median(j["discovery"]["divergence"] for j in ds)
+        means = [statistics.fmean(s[k]["ne_diff_mean"] for s in sums) for k in ("overall", "head", "tail")]
+        out.append(f"| {dataset} | {js:.3f} | " + " | ".join(f"{m:+.3f}%" for m in means) + f" | {'; '.join(cells)} |")
+    control = [j for j in jobs if j["dataset"] in DISCOVERY_ONLY]
+    if control:
+        out += ["", f"No-contrast control (synthetic without the planted cohorts, dcnv2): top JS "
+                f"{control[0]['discovery']['divergence']:.3f}. A discovered pair whose divergence is at or below "
+                "the control's has no more contrast than sampling noise plus the shared user-value effect."]
+    return out
+
+
 def write_report(jobs: list[dict], out_dir: str, wall: float, environment: dict) -> str:
     from zoo.diagnostics import plot_ne_diff
 
@@ -240,10 +265,12 @@ def write_report(jobs: list[dict], out_dir: str, wall: float, environment: dict)
                  f"{d} {r['train']:,} / {r['valid']:,} / {r['test']:,}"
                  for d, r in {j["dataset"]: j["rows"] for j in jobs}.items())
              + f". Training {TRAINING} (early stopping on validation AUC, best "
-             f"weights restored); seeds per job: {sorted({len(j['seeds']) for j in jobs})}; C2AL lambda_head = lambda_tail = 0.1, one Dense(1) head each on h; discovery "
+             f"weights restored); seeds per backbone x dataset: {sorted({len(j['seeds']) for j in jobs if j['dataset'] not in DISCOVERY_ONLY})}; C2AL lambda_head = lambda_tail = 0.1, one Dense(1) head each on h; discovery "
              f"{DISCOVERY} on the seed-0 baseline's validation predictions. Backend {environment['backend']}, "
              f"accelerators {environment['accelerators'] or 'none'}, CPU {environment['cpu']} x"
-             f"{environment['cpu_count']}; wall {wall / 60:.1f} min.", "",
+             f"{environment['cpu_count']}; compute {sum(j.get('seconds', 0) for j in jobs) / 60:.1f} min summed over "
+             f"the jobs (each job one process; `--jobs 2` on 2 cores takes about half that in wall time).", ""]
+    lines += headline(jobs) + ["",
              "NE_diff = 100 (NE_C2AL - NE_base) / NE_base, mean ± std over seeds (negative = C2AL better); p = "
              "two-sided paired t-test on the per-seed NE pairs (df = seeds - 1).", ""]
     planted = {j["backbone"]: j["discovery"]["divergence"] for j in jobs if j["dataset"] == "synthetic"}
