@@ -174,3 +174,26 @@ def test_c2al_loss_is_weighted_sum_and_lambda_zero_is_baseline():
     assert weighted["loss"] == pytest.approx(expected, rel=1e-4)
     with pytest.raises(ValueError, match="lambda_head/lambda_tail"):
         loss_weights(-0.1, 0.1)
+
+
+def test_first_build_in_a_process_starts_from_the_seeded_weights():
+    """The same seed gives the same initial weights for the first and later builds of a process
+    (importing the backbones, keras_rs included, on the first build must not shift the seeded RNG)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import keras, numpy as np\n"
+        "from zoo.spec import load_spec\n"
+        "from zoo.model import build\n"
+        "spec = load_spec('configs/datasets/synthetic.yaml')\n"
+        "def weights():\n"
+        "    keras.utils.set_random_seed(0)\n"
+        "    return [keras.ops.convert_to_numpy(w) for w in build('dcnv2', spec, deep_units=[4]).weights]\n"
+        "a, b = weights(), weights()\n"
+        "print(all(np.array_equal(x, y) for x, y in zip(a, b)) and len(a) == len(b))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "True"

@@ -16,13 +16,24 @@ BACKBONE_PACKAGE = f"{PACKAGE}.backbones"
 
 
 def _import_backbones() -> None:
-    """Imports every module of ``zoo.backbones`` once: a new backbone is one file there, nothing else."""
+    """Imports every module of ``zoo.backbones`` once: a new backbone is one file there, nothing else.
+
+    Python's ``random`` state is restored afterwards: importing ``keras_rs`` draws from it, and the
+    first :func:`get_backbone` usually runs right after ``keras.utils.set_random_seed``, so without
+    this the first model built in a process would start from other weights than every later model
+    with the same seed (e.g. a baseline and its C2AL variant).
+    """
     import pkgutil
+    import random
 
     import zoo.backbones
 
-    for info in pkgutil.iter_modules(zoo.backbones.__path__):
-        importlib.import_module(f"zoo.backbones.{info.name}")
+    state = random.getstate()
+    try:
+        for info in pkgutil.iter_modules(zoo.backbones.__path__):
+            importlib.import_module(f"zoo.backbones.{info.name}")
+    finally:
+        random.setstate(state)
 
 
 def register_backbone(name: str) -> Callable[[type], type]:
