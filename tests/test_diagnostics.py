@@ -13,45 +13,20 @@ import pytest
 from zoo import diagnostics as D
 from zoo.c2al import C2AL
 from zoo.model import PRIMARY, build
-from zoo.spec import PAD_ID, FeatureSpec
+
+from test_backbones_b import DHEN_HP, UNIFORM, WUKONG_HP  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_model import batch  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # The tiny spec and hyper-parameters of tests/test_backbones_b.py (every id input at width 4, as DHEN
 # and Wukong need): tokens user, item, wide, hist + one dense token (price), so n = 5, d = 4; embedding
 # rows: user 6 + OOV, item 5 hashed (shared by hist), wide 3 + OOV = 16.
-SPEC = FeatureSpec.from_dict({
-    "name": "tiny", "label": "y", "user_id": "user",
-    "defaults": {"embedding_dim": 4},
-    "features": [
-        {"name": "user", "kind": "categorical", "vocab_size": 6},
-        {"name": "item", "kind": "categorical", "hash_buckets": 5},
-        {"name": "wide", "kind": "categorical", "vocab_size": 3},
-        {"name": "price", "kind": "dense"},
-        {"name": "hist", "kind": "sequence", "max_length": 3, "share_embedding": "item"},
-    ],
-})
-HPARAMS = {
-    "dhen": dict(num_layers=2, attention_k=3, attention_units=[6], cross_rank=3, head_units=[8, 4]),
-    "wukong": dict(num_layers=2, num_fmb_tokens=2, num_lcb_tokens=2, fm_rank=3, fmb_units=[6],
-                   head_units=[8, 4]),
-}
+SPEC = UNIFORM
+HPARAMS = {"dhen": DHEN_HP, "wukong": WUKONG_HP}
 
 
 def make(name, embedding=None, **overrides):
     return build(name, SPEC, embedding=embedding, **{**HPARAMS[name], **overrides})
-
-
-def batch(n=64, seed=0):
-    rng = np.random.default_rng(seed)
-    x = {
-        "user": rng.integers(0, 8, (n, 1)),  # 6 and 7 are out of vocabulary
-        "item": rng.integers(-3, 20, (n, 1)),
-        "wide": rng.integers(0, 3, (n, 1)),
-        "price": rng.normal(size=(n, 1)).astype("float32"),
-        "hist": np.where(rng.random((n, 3)) < 0.3, PAD_ID, rng.integers(0, 9, (n, 3))),
-    }
-    y = (x["price"][:, 0] + 0.5 * (x["user"][:, 0] % 2) > 0.3).astype("float32")[:, None]
-    return x, y
 
 
 def npy(x):
