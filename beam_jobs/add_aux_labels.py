@@ -40,8 +40,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import fileio
-from beam_jobs.build_tfrecords import (DEFAULT_COMPRESSION_LEVEL, DEFAULT_RUNNER_ARGS, OUTPUTS, RUNNER_FLAGS,
-                                       SHARD_SUFFIX, _run_pipeline)
+from beam_jobs.build_tfrecords import (DEFAULT_COMPRESSION_LEVEL, OUTPUTS, SHARD_SUFFIX, _run_pipeline,
+                                       with_default_runner)
 from beam_jobs.tfrecord import ReadTFRecordBatches, frame
 from zoo.spec import AUX_KEY_PREFIX, COHORT_KEY_PREFIX, SPLITS, FeatureSpec, example_class
 
@@ -143,17 +143,14 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--dtype", default="float32", choices=("float32", "int64"))
     parser.add_argument("--compression_level", type=int, default=DEFAULT_COMPRESSION_LEVEL)
     known, pipeline_args = parser.parse_known_args(argv)
-    if not any(a == flag or a.startswith(flag + "=") for a in pipeline_args for flag in RUNNER_FLAGS):
-        pipeline_args = DEFAULT_RUNNER_ARGS + pipeline_args
-    return known, pipeline_args
+    return known, with_default_runner(pipeline_args)
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the job; returns ``{"output", "spec", "stats"}``."""
     args, pipeline_args = parse_args(argv)
     data_dir = args.data.rstrip("/")
-    if not fileio.is_complete(data_dir):
-        raise FileNotFoundError(f"{data_dir}: no _SUCCESS marker; the ingest job has not finished there")
+    fileio.require_complete(data_dir)
     spec = FeatureSpec.from_dict(fileio.read_json(FileSystems.join(data_dir, "spec.json")))
     c2al = spec.c2al or {}
     axis, head, tail = (args.axis or c2al.get("axis"), args.head or c2al.get("head"), args.tail or c2al.get("tail"))

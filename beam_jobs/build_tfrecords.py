@@ -126,6 +126,13 @@ DEFAULT_RUNNER_ARGS = (
     if (os.cpu_count() or 1) >= 2 else ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
 
 
+def with_default_runner(pipeline_args: list[str]) -> list[str]:
+    """``pipeline_args`` with :data:`DEFAULT_RUNNER_ARGS` in front unless they name a runner option."""
+    if any(a == flag or a.startswith(flag + "=") for a in pipeline_args for flag in RUNNER_FLAGS):
+        return pipeline_args
+    return DEFAULT_RUNNER_ARGS + pipeline_args
+
+
 # ---------------------------------------------------------------------------------------------------
 # Vocabularies
 # ---------------------------------------------------------------------------------------------------
@@ -542,9 +549,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     parser.add_argument("--vocab_shards", type=int, default=DEFAULT_VOCAB_SHARDS,
                         help="keys per vocabulary table in the counting pass (default 8)")
     known, pipeline_args = parser.parse_known_args(argv)
-    if not any(a == flag or a.startswith(flag + "=") for a in pipeline_args for flag in RUNNER_FLAGS):
-        pipeline_args = DEFAULT_RUNNER_ARGS + pipeline_args
-    return known, pipeline_args
+    return known, with_default_runner(pipeline_args)
 
 
 def _run_pipeline(pipeline_args: Sequence[str], build: Callable[[beam.Pipeline], Any]):

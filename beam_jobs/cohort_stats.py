@@ -59,7 +59,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import fileio
-from beam_jobs.build_tfrecords import DEFAULT_RUNNER_ARGS, RUNNER_FLAGS, SHARD_SUFFIX
+from beam_jobs.build_tfrecords import SHARD_SUFFIX, with_default_runner
 from beam_jobs.columnar import decode_examples
 from beam_jobs.tfrecord import ReadTFRecordBatches
 from zoo.spec import COHORT_KEY_PREFIX, PAD_ID, SPLITS, FeatureSpec
@@ -387,17 +387,14 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--num_quantiles", type=int, default=1001, help="evenly spaced quantiles (min, max included)")
     parser.add_argument("--value_shards", type=int, default=8, help="keys per (axis, cohort, feature) id count")
     known, pipeline_args = parser.parse_known_args(argv)
-    if not any(a == flag or a.startswith(flag + "=") for a in pipeline_args for flag in RUNNER_FLAGS):
-        pipeline_args = DEFAULT_RUNNER_ARGS + pipeline_args
-    return known, pipeline_args
+    return known, with_default_runner(pipeline_args)
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the job; returns the statistics and prints a per-cohort summary."""
     args, pipeline_args = parse_args(argv)
     data_dir = args.data.rstrip("/")
-    if not fileio.is_complete(data_dir):
-        raise FileNotFoundError(f"{data_dir}: no _SUCCESS marker; the ingest job has not finished there")
+    fileio.require_complete(data_dir)
     spec = load_data_spec(data_dir)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     extra = [s.strip() for s in args.numeric_features.split(",") if s.strip()]

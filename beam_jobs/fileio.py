@@ -346,3 +346,9 @@ def _delete_tree(path: str) -> None:
 def is_complete(data_dir: str) -> bool:
     """True when a job finished writing ``data_dir`` (its ``_SUCCESS`` marker exists)."""
     return FileSystems.exists(FileSystems.join(data_dir.rstrip("/"), SUCCESS_MARKER))
+
+
+def require_complete(data_dir: str) -> None:
+    """Raises FileNotFoundError naming ``data_dir`` unless a job finished writing it (``_SUCCESS``)."""
+    if not is_complete(data_dir):
+        raise FileNotFoundError(f"{data_dir}: no _SUCCESS marker; the ingest job has not finished there")

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -129,16 +128,13 @@ def train_variant(backbone: str, spec, splits, seed: int, pair=None, lambdas=(0.
     keras.utils.set_random_seed(seed)
     model = build(backbone, spec, embedding=cfg["embedding"], **cfg["hparams"])
     if pair is None:
-        losses, weights = {PRIMARY: keras.losses.BinaryCrossentropy()}, None
         fit_y, val_y = {PRIMARY: y["train"]}, {PRIMARY: y["valid"]}
     else:
         model = c2al_lib.C2AL(model)
-        losses = {k: keras.losses.BinaryCrossentropy() for k in (PRIMARY, c2al_lib.AUX_HEAD, c2al_lib.AUX_TAIL)}
-        weights = c2al_lib.loss_weights(*lambdas)
         fit_y = targets(y["train"], splits["train"], spec, pair)
         val_y = targets(y["valid"], splits["valid"], spec, pair)
-    model.compile(optimizer=keras.optimizers.Adam(TRAINING["learning_rate"]), loss=losses, loss_weights=weights,
-                  metrics={PRIMARY: [keras.metrics.AUC(name="auc", num_thresholds=1000)]})
+    lambdas_cfg = None if pair is None else {"lambda_head": lambdas[0], "lambda_tail": lambdas[1]}
+    c2al_lib.compile_model(model, TRAINING["learning_rate"], lambdas_cfg)  # the training CLI's loss and metric
     monitor = "val_auc" if pair is None else f"val_{PRIMARY}_auc"
     stop = keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=TRAINING["early_stopping_patience"],
                                          restore_best_weights=True)
@@ -339,7 +335,6 @@ def main(argv=None) -> int:
     if args.step == "prepare":
         return 0
     start = time.time()
-    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
     def finished(job: str) -> bool:
         path = os.path.join(parts, job.replace(":", "__") + ".json")
         if not os.path.exists(path):
@@ -350,19 +345,12 @@ def main(argv=None) -> int:
 
     pending = [f"{d}:{b}" for d in datasets for b in backbones
                if (d not in DISCOVERY_ONLY or b == "dcnv2") and not finished(f"{d}:{b}")]
-    active = []
-    while pending or active:
-        while pending and len(active) < args.jobs:
-            job = pending.pop(0)
-            cmd = [sys.executable, __file__, "--job", job, "--work", args.work, "--out", args.out,
-                   "--seeds", args.seeds, "--epochs", str(args.epochs)]
-            active.append((job, subprocess.Popen(cmd, env=env)))
-        time.sleep(1)
-        for item in list(active):
-            if item[1].poll() is not None:
-                active.remove(item)
-                if item[1].returncode:
-                    print(f"job {item[0]} failed with exit code {item[1].returncode}", flush=True)
+    from workers import run_workers
+
+    for failure in run_workers({job: [sys.executable, __file__, "--job", job, "--work", args.work, "--out", args.out,
+                                      "--seeds", args.seeds, "--epochs", str(args.epochs)] for job in pending},
+                               args.jobs):
+        print(f"job {failure} failed; its finished seeds are kept and resumed by the next run", flush=True)
     wall = time.time() - start
     jobs = []
     for d in datasets:

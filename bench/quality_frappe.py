@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -160,24 +159,14 @@ def run_models(names: list[str], seeds: list[int], source: str, config: dict, ve
 def run_parallel(names: list[str], seeds: list[int], source: str, jobs: int, max_epochs: int,
                  parts_dir: str, config_path: str = CONFIG) -> dict:
     """One subprocess per model, ``jobs`` at a time; each keeps its runs in ``<parts_dir>/<name>.json``."""
-    env = dict(os.environ)
-    # Several processes share one GPU: allocate on demand instead of pre-allocating 75 % each.
-    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    from workers import run_workers
+
     os.makedirs(parts_dir, exist_ok=True)
-    pending, active, failed = list(names), [], []
-    while pending or active:
-        while pending and len(active) < jobs:
-            name = pending.pop(0)
-            cmd = [sys.executable, __file__, "--models", name, "--seeds", ",".join(map(str, seeds)),
-                   "--source", source, "--part-out", os.path.join(parts_dir, f"{name}.json"),
-                   "--max-epochs", str(max_epochs), "--config", config_path]
-            active.append((name, subprocess.Popen(cmd, env=env)))
-        time.sleep(1)
-        for name, proc in list(active):
-            if proc.poll() is not None:
-                active.remove((name, proc))
-                if proc.returncode != 0:
-                    failed.append(f"{name} (exit code {proc.returncode})")
+    failed = run_workers({
+        name: [sys.executable, __file__, "--models", name, "--seeds", ",".join(map(str, seeds)),
+               "--source", source, "--part-out", os.path.join(parts_dir, f"{name}.json"),
+               "--max-epochs", str(max_epochs), "--config", config_path]
+        for name in names}, jobs)
     if failed:
         raise RuntimeError(f"workers failed: {failed}; finished runs are kept in {parts_dir}")
     runs = {}

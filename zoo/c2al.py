@@ -227,3 +227,25 @@ def reweight_coefficients(lambda_head: float, lambda_tail: float, head_fraction:
             raise ValueError(f"reweight: the {role} cohort's training fraction must be in (0, 1], got {fraction}")
         out[role] = float(lam) / float(fraction)
     return out
+
+
+def _output_names(model: keras.Model) -> list[str]:
+    names = {layer.name for layer in model.layers}
+    return [n for n in (PRIMARY, AUX_HEAD, AUX_TAIL) if n in names]
+
+
+def compile_model(model: keras.Model, learning_rate: float, c2al: Mapping[str, Any] | None) -> None:
+    """Adam, BCE on every output, the C2AL ``loss_weights`` of the model's auxiliary outputs, and the
+    primary head's AUC. ``c2al`` (the lambdas) is None for the baseline."""
+    aux = _output_names(model)[1:]
+    if c2al is None or not aux:
+        losses, weights = {PRIMARY: keras.losses.BinaryCrossentropy()}, None
+    else:
+        losses = {name: keras.losses.BinaryCrossentropy() for name in [PRIMARY, *aux]}
+        weights = loss_weights(c2al["lambda_head"], c2al["lambda_tail"], aux)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=losses,
+        loss_weights=weights,
+        metrics={PRIMARY: [keras.metrics.AUC(name="auc", num_thresholds=1000)]},
+    )

@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import c2al as c2al_lib
+from zoo.c2al import compile_model  # noqa: F401  (re-exported: the training loss and metrics live with C2AL)
 from zoo import data, metrics
 from zoo.model import PRIMARY, build, load_model_config, primary_model  # noqa: F401  (load_model_config: re-exported)
 from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec
@@ -96,28 +97,6 @@ def cohort_fractions(spec: FeatureSpec, data_dir: str, c2al: Mapping[str, Any],
     if rows == 0:
         raise ValueError(f"{data_dir}: the train split is empty")
     return {"head": float(head) / rows, "tail": float(tail) / rows}
-
-
-def _output_names(model: keras.Model) -> list[str]:
-    names = {layer.name for layer in model.layers}
-    return [n for n in (PRIMARY, c2al_lib.AUX_HEAD, c2al_lib.AUX_TAIL) if n in names]
-
-
-def compile_model(model: keras.Model, learning_rate: float, c2al: Mapping[str, Any] | None) -> None:
-    """Adam, BCE on every output, the C2AL ``loss_weights`` of the model's auxiliary outputs, and the
-    primary head's AUC. ``c2al`` (the lambdas) is None for the baseline."""
-    aux = _output_names(model)[1:]
-    if c2al is None or not aux:
-        losses, weights = {PRIMARY: keras.losses.BinaryCrossentropy()}, None
-    else:
-        losses = {name: keras.losses.BinaryCrossentropy() for name in [PRIMARY, *aux]}
-        weights = c2al_lib.loss_weights(c2al["lambda_head"], c2al["lambda_tail"], aux)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=losses,
-        loss_weights=weights,
-        metrics={PRIMARY: [keras.metrics.AUC(name="auc", num_thresholds=1000)]},
-    )
 
 
 def build_variant(variant: str, spec: FeatureSpec, model_cfg: Mapping[str, Any],

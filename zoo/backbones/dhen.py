@@ -50,7 +50,8 @@ import keras_rs
 from keras import ops
 
 from layers import MLP, AttentionFM, LinearCompression
-from zoo.backbones.deepfm import check_positive_int as positive_int  # the one validator, shared
+from zoo.backbones.deepfm import check_norm, check_rate  # the shared validators
+from zoo.backbones.deepfm import check_positive_int as positive_int
 from zoo.registry import Backbone, register_backbone
 
 MODULES = ("attention_fm", "cross", "linear", "mlp")
@@ -156,12 +157,8 @@ class DHEN(Backbone):
         self.dense_units = widths(dense_units, "dense_units")
         self.head_units = widths(head_units, "head_units")
         self.activation = activation
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout: must be in [0, 1), got {dropout}")
-        self.dropout = float(dropout)
-        if norm not in (None, "batch", "layer"):
-            raise ValueError(f"norm: must be None, 'batch' or 'layer', got {norm!r}")
-        self.norm = norm
+        self.dropout = check_rate(dropout, "dropout")
+        self.norm = check_norm(norm)
         self.embedding_dim = common_token_width(self, "dhen")
         self.num_tokens = len(self.encoder.token_names) + (self.num_dense_tokens if self.encoder.dense_names else 0)
         self.build_interactions()

@@ -42,6 +42,7 @@ import keras
 from keras import ops
 
 from layers import MLP, AttentionFM, LinearCompression
+from zoo.backbones.deepfm import check_norm, check_rate
 from zoo.backbones.dhen import common_token_width, dense_token_projection, positive_int, stack_tokens, widths
 from zoo.registry import Backbone, register_backbone
 
@@ -80,12 +81,8 @@ class Wukong(Backbone):
         self.dense_units = widths(dense_units, "dense_units")
         self.head_units = widths(head_units, "head_units")
         self.activation = activation
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout: must be in [0, 1), got {dropout}")
-        self.dropout = float(dropout)
-        if norm not in (None, "batch", "layer"):
-            raise ValueError(f"norm: must be None, 'batch' or 'layer', got {norm!r}")
-        self.norm = norm
+        self.dropout = check_rate(dropout, "dropout")
+        self.norm = check_norm(norm)
         self.embedding_dim = common_token_width(self, "wukong")
         self.num_tokens = len(self.encoder.token_names) + (self.num_dense_tokens if self.encoder.dense_names else 0)
         self.build_interactions()
