@@ -79,6 +79,25 @@ def common_token_width(backbone: Backbone, model: str) -> int:
                          f"id input needs the same embedding_dim; got {by_name}")
     return next(iter(by_name.values()))
 
+def init_token_stack(backbone, name: str, num_dense_tokens, dense_units, head_units, activation, dropout,
+                     norm) -> None:
+    """The shared tail of DHEN's and Wukong's ``__init__``: checks and sets the token and head
+    hyper-parameters, the common token width ``d`` and token count ``n``, builds the per-set
+    interactions (the caller's own hyper-parameters must be set first) and the optional head MLP."""
+    backbone.num_dense_tokens = positive_int(num_dense_tokens, "num_dense_tokens")
+    backbone.dense_units = widths(dense_units, "dense_units")
+    backbone.head_units = widths(head_units, "head_units")
+    backbone.activation = activation
+    backbone.dropout = check_rate(dropout, "dropout")
+    backbone.norm = check_norm(norm)
+    backbone.embedding_dim = common_token_width(backbone, name)
+    backbone.num_tokens = len(backbone.encoder.token_names) + (
+        backbone.num_dense_tokens if backbone.encoder.dense_names else 0)
+    backbone.build_interactions()
+    backbone.head = (MLP(backbone.head_units, activation=activation, dropout=backbone.dropout, norm=backbone.norm,
+                         dtype=backbone.dtype_policy, name="head") if backbone.head_units else None)
+
+
 
 def dense_token_projection(backbone: Backbone, num_dense_tokens: int, dense_units: Sequence[int], width: int,
                            suffix: str) -> list | None:
@@ -153,17 +172,7 @@ class DHEN(Backbone):
         self.attention_normalize = attention_normalize
         self.cross_rank = None if cross_rank is None else positive_int(cross_rank, "cross_rank")
         self.mlp_units = widths(mlp_units, "mlp_units", allow_empty="mlp" not in self.ensemble_modules)
-        self.num_dense_tokens = positive_int(num_dense_tokens, "num_dense_tokens")
-        self.dense_units = widths(dense_units, "dense_units")
-        self.head_units = widths(head_units, "head_units")
-        self.activation = activation
-        self.dropout = check_rate(dropout, "dropout")
-        self.norm = check_norm(norm)
-        self.embedding_dim = common_token_width(self, "dhen")
-        self.num_tokens = len(self.encoder.token_names) + (self.num_dense_tokens if self.encoder.dense_names else 0)
-        self.build_interactions()
-        self.head = (MLP(self.head_units, activation=self.activation, dropout=self.dropout, norm=self.norm,
-                         dtype=self.dtype_policy, name="head") if self.head_units else None)
+        init_token_stack(self, "dhen", num_dense_tokens, dense_units, head_units, activation, dropout, norm)
 
     @property
     def attention_fms(self) -> list:

@@ -42,8 +42,7 @@ import keras
 from keras import ops
 
 from layers import MLP, AttentionFM, LinearCompression
-from zoo.backbones.deepfm import check_norm, check_rate
-from zoo.backbones.dhen import common_token_width, dense_token_projection, positive_int, stack_tokens, widths
+from zoo.backbones.dhen import dense_token_projection, init_token_stack, positive_int, stack_tokens, widths
 from zoo.registry import Backbone, register_backbone
 
 
@@ -77,17 +76,7 @@ class Wukong(Backbone):
         self.num_lcb_tokens = positive_int(num_lcb_tokens, "num_lcb_tokens")
         self.fm_rank = positive_int(fm_rank, "fm_rank")
         self.fmb_units = widths(fmb_units, "fmb_units")
-        self.num_dense_tokens = positive_int(num_dense_tokens, "num_dense_tokens")
-        self.dense_units = widths(dense_units, "dense_units")
-        self.head_units = widths(head_units, "head_units")
-        self.activation = activation
-        self.dropout = check_rate(dropout, "dropout")
-        self.norm = check_norm(norm)
-        self.embedding_dim = common_token_width(self, "wukong")
-        self.num_tokens = len(self.encoder.token_names) + (self.num_dense_tokens if self.encoder.dense_names else 0)
-        self.build_interactions()
-        self.head = (MLP(self.head_units, activation=self.activation, dropout=self.dropout, norm=self.norm,
-                         dtype=self.dtype_policy, name="head") if self.head_units else None)
+        init_token_stack(self, "wukong", num_dense_tokens, dense_units, head_units, activation, dropout, norm)
 
     @property
     def output_tokens(self) -> int:
