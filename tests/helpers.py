@@ -1,13 +1,77 @@
-"""Test fixtures: small TFRecord data directories written straight from the spec (no Beam)."""
+"""Shared test helpers: the tiny model spec and batch every model test uses, and small TFRecord data
+directories written straight from the spec (no Beam). Test modules import from here, never from
+each other."""
 
 from __future__ import annotations
 
 import os
 
-import tensorflow as tf
+import numpy as np
 
 from zoo.datasets.synthetic import generate
-from zoo.spec import SPLITS, FeatureSpec
+from zoo.spec import PAD_ID, SPLITS, FeatureSpec
+
+# ---------------------------------------------------------------------------------------------------
+# The tiny model spec: two widths (user/item/hist 4, wide 2), OOV ids, a hashed feature, a sequence
+# sharing item's table, one dense feature and a non-input cohort feature.
+# ---------------------------------------------------------------------------------------------------
+SPEC = FeatureSpec.from_dict({
+    "name": "tiny", "label": "y", "user_id": "user",
+    "defaults": {"embedding_dim": 4},
+    "features": [
+        {"name": "user", "kind": "categorical", "vocab_size": 6},
+        {"name": "item", "kind": "categorical", "hash_buckets": 5},
+        {"name": "wide", "kind": "categorical", "vocab_size": 3, "embedding_dim": 2},
+        {"name": "price", "kind": "dense"},
+        {"name": "hist", "kind": "sequence", "max_length": 3, "share_embedding": "item"},
+        {"name": "segment", "kind": "categorical", "vocab_size": 3, "input": False},
+    ],
+    "cohort_axes": [{"name": "seg", "feature": "segment", "values": {"a": [0], "b": [1]}}],
+})
+HP = dict(num_cross_layers=2, deep_units=[8, 4])  # tiny DCNv2
+
+
+def spec_with(width_of_wide: int = 4, dense: bool = True) -> FeatureSpec:
+    """:data:`SPEC` with feature ``wide`` at another width and, with ``dense=False``, no dense feature."""
+    config = SPEC.to_dict()
+    features = []
+    for f in config["features"]:
+        if f["name"] == "wide":
+            f = {**f, "embedding_dim": width_of_wide}
+        if f["kind"] == "dense" and not dense:
+            continue
+        features.append(f)
+    config["features"] = features
+    config["format"] = {**config["format"], "columns": [c for c in config["format"]["columns"]
+                                                        if dense or c != "price"]}
+    return FeatureSpec.from_dict(config)
+
+
+# SPEC with every id input at width 4 (backbones that stack the fields into one (n, d) matrix need
+# one width): tokens user, item, wide, hist + the dense feature price; embedding rows user 6 + OOV,
+# item 5 hashed (shared by hist), wide 3 + OOV = 16.
+UNIFORM = spec_with()
+DHEN_HP = dict(num_layers=2, attention_k=3, attention_units=[6], cross_rank=3, head_units=[8, 4])
+WUKONG_HP = dict(num_layers=2, num_fmb_tokens=2, num_lcb_tokens=2, fm_rank=3, fmb_units=[6], head_units=[8, 4])
+
+
+def batch(n: int = 64, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """A seeded batch for :data:`SPEC` (and :data:`UNIFORM`) with OOV and negative ids and padding."""
+    rng = np.random.default_rng(seed)
+    x = {
+        "user": rng.integers(0, 8, (n, 1)),  # 6 and 7 are out of vocabulary
+        "item": rng.integers(-3, 20, (n, 1)),
+        "wide": rng.integers(0, 3, (n, 1)),
+        "price": rng.normal(size=(n, 1)).astype("float32"),
+        "hist": np.where(rng.random((n, 3)) < 0.3, PAD_ID, rng.integers(0, 9, (n, 3))),
+    }
+    y = (x["price"][:, 0] + 0.5 * (x["user"][:, 0] % 2) > 0.3).astype("float32")[:, None]
+    return x, y
+
+
+# ---------------------------------------------------------------------------------------------------
+# TFRecord data directories
+# ---------------------------------------------------------------------------------------------------
 
 
 def synthetic_rows(rows: int, seed: int = 0, contrast: bool = True) -> list[dict]:
@@ -19,6 +83,8 @@ def synthetic_rows(rows: int, seed: int = 0, contrast: bool = True) -> list[dict
 
 def write_data_dir(spec: FeatureSpec, rows: list[dict], data_dir: str) -> dict[str, int]:
     """Writes rows as the Beam job lays them out (spec.json + one GZIP shard per split)."""
+    import tensorflow as tf  # the model tests above run under JAX too
+
     os.makedirs(data_dir, exist_ok=True)
     with open(os.path.join(data_dir, "spec.json"), "w") as fh:
         fh.write(spec.to_json())

@@ -14,29 +14,14 @@ from zoo.registry import backbone_names
 from zoo.spec import FeatureSpec
 from zoo.train import compile_model
 
-from test_model import SPEC, batch  # noqa: E402  (tests/ is on sys.path under pytest)
+from helpers import SPEC, batch, spec_with  # noqa: E402  (tests/ is on sys.path under pytest)
 
 pytestmark = pytest.mark.multi_backend
 
 
-def _spec_with(width_of_wide=4, dense=True):
-    config = SPEC.to_dict()
-    features = []
-    for f in config["features"]:
-        if f["name"] == "wide":
-            f = {**f, "embedding_dim": width_of_wide}
-        if f["kind"] == "dense" and not dense:
-            continue
-        features.append(f)
-    config["features"] = features
-    config["format"] = {**config["format"], "columns": [c for c in config["format"]["columns"]
-                                                        if dense or c != "price"]}
-    return FeatureSpec.from_dict(config)
-
-
 # test_model's SPEC with every id width 4 (these backbones need one width): fields user, item, wide,
 # hist (width 4) and the dense feature price (one d-wide token, or DLRM's bottom MLP input).
-USPEC = _spec_with()
+USPEC = spec_with()
 D, N_IDS, N_DENSE = 4, 4, 1
 N_FIELDS = N_IDS + N_DENSE
 EMBEDDINGS = (7 + 5 + 4) * 4  # user (6 + OOV), item (5 hashed), wide (3 + OOV) rows, width 4; hist shares item
@@ -179,7 +164,7 @@ def test_export_serves_the_keras_numbers(name, tmp_path):
 
 @pytest.mark.parametrize("name", BACKBONES)
 def test_spec_without_dense_features(name):
-    spec = _spec_with(dense=False)
+    spec = spec_with(dense=False)
     model = build(name, spec, **HP[name])
     x, _ = batch(8)
     x.pop("price")

@@ -14,26 +14,14 @@ from zoo.registry import backbone_names, get_backbone
 from zoo.spec import FeatureSpec
 from zoo.train import compile_model
 
-from test_model import SPEC, batch  # noqa: E402  (tests/ is on sys.path under pytest)
+from helpers import DHEN_HP, SPEC, UNIFORM, WUKONG_HP, batch  # noqa: E402  (tests/ is on sys.path under pytest)
 
 pytestmark = pytest.mark.multi_backend
 
 
-def _uniform_spec():
-    """SPEC with every id input at width 4 (DHEN and Wukong stack the fields into one (n, d) matrix)."""
-    raw = SPEC.to_dict()
-    for f in raw["features"]:
-        if f["name"] == "wide":
-            f["embedding_dim"] = 4
-    return FeatureSpec.from_dict(raw)
-
-
-UNIFORM = _uniform_spec()
 D = 4                      # embedding width of UNIFORM
 N = 4 + 1                  # tokens: user, item, wide, hist + one dense token (price)
 ROWS = 16                  # embedding rows: user 6 + OOV, item 5 hashed, wide 3 + OOV
-DHEN_HP = dict(num_layers=2, attention_k=3, attention_units=[6], cross_rank=3, head_units=[8, 4])
-WUKONG_HP = dict(num_layers=2, num_fmb_tokens=2, num_lcb_tokens=2, fm_rank=3, fmb_units=[6], head_units=[8, 4])
 PLE_HP = dict(num_specific_experts=1, num_shared_experts=2, expert_units=[8, 6], gate_units=[4], tower_units=[8])
 MMOE_HP = dict(num_experts=3, expert_units=[8, 6], gate_units=[4], tower_units=[8])
 CASES = {

@@ -16,8 +16,8 @@ from zoo.model import PRIMARY, build, interaction_output, load_model_config, pri
 from zoo.registry import Backbone, backbone_names
 from zoo.train import compile_model
 
-from test_backbones_a import USPEC  # noqa: E402  (every id width 4: every backbone builds on it)
-from test_model import SPEC, batch  # noqa: E402
+from helpers import SPEC, batch  # noqa: E402  (tests/ is on sys.path under pytest)
+from helpers import UNIFORM as USPEC  # noqa: E402  (every id width 4: every backbone builds on it)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAMBDAS = {"lambda_head": 0.3, "lambda_tail": 0.7}

@@ -14,8 +14,7 @@ from zoo import diagnostics as D
 from zoo.c2al import C2AL
 from zoo.model import PRIMARY, build
 
-from test_backbones_b import DHEN_HP, UNIFORM, WUKONG_HP  # noqa: E402  (tests/ is on sys.path under pytest)
-from test_model import batch  # noqa: E402
+from helpers import DHEN_HP, UNIFORM, WUKONG_HP, batch  # noqa: E402  (tests/ is on sys.path under pytest)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # The tiny spec and hyper-parameters of tests/test_backbones_b.py (every id input at width 4, as DHEN

@@ -12,7 +12,7 @@ from zoo.encoder import embedding_options
 from zoo.model import PRIMARY, build, fold_embeddings
 from zoo.train import compile_model
 
-from test_model import HP, SPEC, batch  # noqa: E402  (tests/ is on sys.path under pytest)
+from helpers import HP, SPEC, batch  # noqa: E402  (tests/ is on sys.path under pytest)
 
 pytestmark = pytest.mark.multi_backend
 

@@ -15,33 +15,7 @@ from zoo.train import compile_model
 
 pytestmark = pytest.mark.multi_backend
 
-SPEC = FeatureSpec.from_dict({
-    "name": "tiny", "label": "y", "user_id": "user",
-    "defaults": {"embedding_dim": 4},
-    "features": [
-        {"name": "user", "kind": "categorical", "vocab_size": 6},
-        {"name": "item", "kind": "categorical", "hash_buckets": 5},
-        {"name": "wide", "kind": "categorical", "vocab_size": 3, "embedding_dim": 2},
-        {"name": "price", "kind": "dense"},
-        {"name": "hist", "kind": "sequence", "max_length": 3, "share_embedding": "item"},
-        {"name": "segment", "kind": "categorical", "vocab_size": 3, "input": False},
-    ],
-    "cohort_axes": [{"name": "seg", "feature": "segment", "values": {"a": [0], "b": [1]}}],
-})
-HP = dict(num_cross_layers=2, deep_units=[8, 4])
-
-
-def batch(n=64, seed=0):
-    rng = np.random.default_rng(seed)
-    x = {
-        "user": rng.integers(0, 8, (n, 1)),  # 6 and 7 are out of vocabulary
-        "item": rng.integers(-3, 20, (n, 1)),
-        "wide": rng.integers(0, 3, (n, 1)),
-        "price": rng.normal(size=(n, 1)).astype("float32"),
-        "hist": np.where(rng.random((n, 3)) < 0.3, PAD_ID, rng.integers(0, 9, (n, 3))),
-    }
-    y = (x["price"][:, 0] + 0.5 * (x["user"][:, 0] % 2) > 0.3).astype("float32")[:, None]
-    return x, y
+from helpers import HP, SPEC, batch  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
 def test_encoder_pools_sequences_over_non_padding_and_maps_oov():

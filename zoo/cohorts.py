@@ -669,17 +669,6 @@ def _check_bins(bins: int) -> int:
 
 
 # ----- command line -----------------------------------------------------------------------------------
-def load_model(path: str) -> Any:
-    """Loads a saved ``.keras`` model of this project (registers the custom layers first)."""
-    import keras
-
-    import zoo.c2al  # noqa: F401  (auxiliary-head layers)
-    from zoo.registry import backbone_names
-
-    backbone_names()  # imports every backbone module, which registers it for deserialization
-    return keras.saving.load_model(path)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -696,6 +685,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--max-batches", type=int, default=None)
     args = parser.parse_args(argv)
+    from zoo.model import load_model  # the CLI alone needs Keras; discovery's maths does not
+
     model = load_model(args.model)
     result = discover(model, args.data, args.axis, split=args.split, bins=args.bins, metric=args.metric,
                       min_fraction=args.min_fraction, mode=args.mode, quantile=args.quantile,

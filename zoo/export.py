@@ -43,7 +43,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import keras
 import numpy as np
 
-from zoo.model import PRIMARY, primary_model
+from zoo.folding import fold_mlet
+from zoo.model import PRIMARY, load_model, primary_model
 from zoo.spec import PAD_ID, FeatureSpec, load_spec
 
 SIGNATURE = "serving_default"
@@ -85,97 +86,6 @@ def _version_path(export_root: str, model_name: str, version: int | None, overwr
 # ---------------------------------------------------------------------------------------------------
 # The served graph: primary path, MLET folded
 # ---------------------------------------------------------------------------------------------------
-def _mlet_class():
-    from layers import MLETEmbedding
-
-    return MLETEmbedding
-
-
-def _contains_mlet(layer) -> bool:
-    mlet = _mlet_class()
-    return any(isinstance(sub, mlet) for sub in layer._flatten_layers(include_self=True, recursive=True))
-
-
-def fold_mlet(model: keras.Model) -> keras.Model:
-    """``model`` with every :class:`layers.MLETEmbedding` replaced by its :meth:`fold` (a plain table).
-
-    The functional graph is rebuilt with ``keras.models.clone_model``: a top-level MLET layer is
-    swapped for its fold; layers without MLET inside are reused as they are (weights shared); nested
-    functional models are folded recursively; any other layer holding an MLET layer somewhere inside
-    (e.g. a backbone's feature encoder) is rebuilt from its config, given the original's weights on
-    its first (symbolic) call and has its MLET sub-layers swapped for their folds. The input model is
-    left untouched; a model without MLET layers is returned as is. The outputs are unchanged for
-    every id (OOV and hashed ids included).
-    """
-    if not _contains_mlet(model):
-        return model
-    mlet = _mlet_class()
-    pending = {}
-
-    def clone(layer):
-        if isinstance(layer, mlet):
-            return layer.fold()
-        if not _contains_mlet(layer):
-            return layer  # shared, weights and all
-        if isinstance(layer, keras.Model) and hasattr(layer, "_run_through_graph"):  # nested functional
-            return fold_mlet(layer)
-        copy = layer.__class__.from_config(layer.get_config())
-        pending[id(copy)] = (layer, copy)
-        return copy
-
-    def call(layer, *args, **kwargs):
-        out = layer(*args, **kwargs)  # builds a fresh copy
-        entry = pending.pop(id(layer), None)
-        if entry is not None:
-            _copy_and_fold(*entry)
-        return out
-
-    folded = keras.models.clone_model(model, clone_function=clone, call_function=call)
-    if pending:
-        raise ValueError(f"fold_mlet: layers {[src.name for src, _ in pending.values()]} were never called")
-    return folded
-
-
-def _copy_and_fold(source, copy) -> None:
-    mlet = _mlet_class()
-    src_weights, dst_weights = source.weights, copy.weights
-    if len(src_weights) != len(dst_weights) or any(
-            tuple(a.shape) != tuple(b.shape) for a, b in zip(src_weights, dst_weights)):
-        raise ValueError(f"fold_mlet: layer '{source.name}' rebuilt from its config does not match the "
-                         f"original's weights; cannot fold its MLET tables")
-    for a, b in zip(src_weights, dst_weights):
-        b.assign(a)
-    src_mlet = [x for x in source._flatten_layers(include_self=False) if isinstance(x, mlet)]
-    dst_mlet = [x for x in copy._flatten_layers(include_self=False) if isinstance(x, mlet)]
-    for src, dst in zip(src_mlet, dst_mlet):
-        _replace_sublayer(copy, dst, src.fold())
-
-
-def _replace_sublayer(root, old, new) -> None:
-    """Points every reference to ``old`` inside ``root`` (attributes, lists, dicts) at ``new``."""
-    replaced = False
-    for parent in root._flatten_layers(include_self=True):
-        if not any(child is old for child in parent._layers):
-            continue
-        parent._tracker.replace_tracked_value("layers", old, new)
-        for key, value in list(vars(parent).items()):
-            if value is old:
-                object.__setattr__(parent, key, new)
-                replaced = True
-            elif isinstance(value, list):
-                for i, item in enumerate(value):
-                    if item is old:
-                        list.__setitem__(value, i, new)
-                        replaced = True
-            elif isinstance(value, dict):
-                for k, item in list(value.items()):
-                    if item is old:
-                        dict.__setitem__(value, k, new)
-                        replaced = True
-    if not replaced:
-        raise ValueError(f"fold_mlet: cannot find the attribute holding MLET layer '{old.name}' in '{root.name}'")
-
-
 def primary_path(model: keras.Model) -> keras.Model:
     """The model's inputs to its primary output (a single-output model without a ``primary`` layer as is)."""
     if any(layer.name == PRIMARY for layer in model.layers):
@@ -579,15 +489,6 @@ def resolve_spec(path: str) -> FeatureSpec:
     return load_spec(path)
 
 
-def load_keras_model(path: str) -> keras.Model:
-    """Loads a ``.keras`` model of the zoo (registers the shipped layers and backbones first)."""
-    import layers  # noqa: F401  (registers the layers for deserialization)
-    from zoo import registry
-
-    registry.backbone_names()  # imports the shipped backbones, which registers them
-    return keras.saving.load_model(path, compile=False)
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m zoo.export", description=__doc__.split("\n")[0],
@@ -630,7 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _version_path(args.export_root, args.model_name, args.version, args.overwrite)
         if keras.backend.backend() != "tensorflow":  # load and export under TensorFlow only
             return subprocess.call([sys.executable, "-m", "zoo.export", *argv], env=_tensorflow_env())
-        model = load_keras_model(args.model)
+        model = load_model(args.model)
         name = args.model_name
         if not name:
             try:

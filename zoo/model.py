@@ -16,8 +16,10 @@ from typing import Any
 import keras
 import yaml
 
+import layers  # noqa: F401  (registers the shipped layers for deserialization)
 from zoo.encoder import embedding_options
-from zoo.registry import get_backbone
+from zoo.folding import fold_mlet
+from zoo.registry import backbone_names, get_backbone
 from zoo.spec import FeatureSpec
 
 BACKBONE_LAYER = "backbone"
@@ -111,12 +113,20 @@ def primary_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, prob, name=name)
 
 
-
 def fold_embeddings(model: keras.Model) -> keras.Model:
     """The serving graph of ``model`` with every MLET table folded into a plain one (equal outputs).
 
-    A convenience over :func:`zoo.export.fold_mlet` (the one implementation) for ranking models.
+    A convenience over :func:`zoo.folding.fold_mlet` (the one implementation) for ranking models.
     """
-    from zoo.export import fold_mlet
-
     return fold_mlet(primary_model(model))
+
+
+def load_model(path: str, compile: bool = False) -> keras.Model:
+    """Loads a saved ``.keras`` model of the zoo: the one model loader of the project.
+
+    Every shipped layer and registered backbone is registered for deserialization first, so no
+    ``custom_objects`` are needed. ``compile=False`` (default) skips the saved optimizer and losses:
+    the model is for prediction, evaluation or export; pass ``compile=True`` to resume training.
+    """
+    backbone_names()  # imports every backbone module, which registers it
+    return keras.saving.load_model(path, compile=compile)

@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from layers.embeddings import PACKAGE
+from zoo import compat
 from zoo.encoder import FeatureEncoder
 
 _BACKBONES: dict[str, type] = {}
@@ -119,14 +120,14 @@ class Backbone(keras.layers.Layer):
             for f in spec.inputs
         }
         if self.num_sets > 1 and not self.set_projections:
-            token_sets, dense = keras.src.backend.compute_output_spec(self.encoder, symbolic)
-            width = keras.src.backend.compute_output_spec(
+            token_sets, dense = compat.compute_output_spec(self.encoder, symbolic)
+            width = compat.compute_output_spec(
                 lambda t, d: self.interact(self.interactions[0], t, d), token_sets[0], dense).shape[-1]
             self.set_projections = [
                 keras.layers.Dense(width, activation="relu", dtype=self.dtype_policy, name=f"set_projection_{m}")
                 for m in range(self.num_sets)
             ]
-        keras.src.backend.compute_output_spec(self.call, symbolic)
+        compat.compute_output_spec(self.call, symbolic)
 
     def compute_interaction(self, features, training=None):
         """The interaction output ``z`` (before the over-arch); with M sets, ``mean_m P_m(I_m(E_m(x)))``."""
