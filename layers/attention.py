@@ -16,19 +16,10 @@ from keras import ops
 
 from layers.blocks import MLP
 from layers.embeddings import PACKAGE
+from layers import validation
 from layers.initializers import fresh_initializer
 
 _SCORES = ("dot", "mlp")
-
-
-def _positive_int(value, name: str) -> int:
-    try:
-        ok = not isinstance(value, bool) and int(value) == value and int(value) > 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{name}: must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _masked_softmax(scores, mask):
@@ -93,8 +84,8 @@ class FieldSelfAttention(keras.layers.Layer):
                  use_layer_norm: bool = False, kernel_initializer="glorot_uniform", kernel_regularizer=None,
                  **kwargs):
         super().__init__(**kwargs)
-        self.num_heads = _positive_int(num_heads, "num_heads")
-        self.attention_dim = _positive_int(attention_dim, "attention_dim")
+        self.num_heads = validation.integer(num_heads, "num_heads")
+        self.attention_dim = validation.integer(attention_dim, "attention_dim")
         self.use_residual = bool(use_residual)
         self.use_scale = bool(use_scale)
         self.use_layer_norm = bool(use_layer_norm)
@@ -241,7 +232,7 @@ class TargetAttention(keras.layers.Layer):
                  mlp_units: Sequence[int] = (64, 32), mlp_activation="relu", kernel_initializer="glorot_uniform",
                  kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self.top_k = None if top_k is None else _positive_int(top_k, "top_k")
+        self.top_k = None if top_k is None else validation.integer(top_k, "top_k")
         self.use_scale = bool(use_scale)
         if score not in _SCORES:
             raise ValueError(f"score: must be one of {_SCORES}, got {score!r}")

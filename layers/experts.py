@@ -8,7 +8,6 @@ no task-specific experts (same experts, same gates, same mixing).
 
 from __future__ import annotations
 
-import numbers
 from typing import Sequence
 
 import keras
@@ -16,25 +15,8 @@ from keras import ops
 
 from layers.blocks import MLP
 from layers.embeddings import PACKAGE
+from layers import validation
 from layers.initializers import fresh_initializer
-
-
-def _count(name: str, value, minimum: int) -> int:
-    """``value`` as an int ``>= minimum``, else a ValueError naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value or value < minimum:
-        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _widths(name: str, units, allow_empty: bool) -> list[int]:
-    """``units`` as a list of positive ints (empty only when ``allow_empty``)."""
-    try:
-        widths = [_count(name, u, 1) for u in units]
-    except TypeError:
-        raise ValueError(f"{name}: must be a sequence of positive widths, got {units!r}") from None
-    if not widths and not allow_empty:
-        raise ValueError(f"{name}: needs one or more positive widths, got {list(units)}")
-    return widths
 
 
 def _mix(gate, experts):
@@ -84,8 +66,8 @@ class _ExpertLayer(keras.layers.Layer):
     def __init__(self, expert_units, gate_units, activation, dropout, norm, kernel_initializer, kernel_regularizer,
                  **kwargs):
         super().__init__(**kwargs)
-        self.expert_units = _widths("expert_units", expert_units, allow_empty=False)
-        self.gate_units = _widths("gate_units", gate_units, allow_empty=True)
+        self.expert_units = validation.widths(expert_units, "expert_units", allow_empty=False)
+        self.gate_units = validation.widths(gate_units, "gate_units", allow_empty=True)
         self.activation = keras.activations.get(activation)
         self.dropout = float(dropout)
         self.norm = norm
@@ -174,8 +156,8 @@ class MMoE(_ExpertLayer):
                  kernel_initializer="glorot_uniform", kernel_regularizer=None, **kwargs):
         super().__init__(expert_units, gate_units, activation, dropout, norm, kernel_initializer,
                          kernel_regularizer, **kwargs)
-        self.num_experts = _count("num_experts", num_experts, 1)
-        self.num_tasks = _count("num_tasks", num_tasks, 1)
+        self.num_experts = validation.integer(num_experts, "num_experts", 1)
+        self.num_tasks = validation.integer(num_tasks, "num_tasks", 1)
         self.experts = [self._expert(f"expert_{e}") for e in range(self.num_experts)]
         self.gates = [self._gate(f"gate_{t}", self.num_experts) for t in range(self.num_tasks)]
 
@@ -252,9 +234,9 @@ class CGCLevel(_ExpertLayer):
                  kernel_initializer="glorot_uniform", kernel_regularizer=None, **kwargs):
         super().__init__(expert_units, gate_units, activation, dropout, norm, kernel_initializer,
                          kernel_regularizer, **kwargs)
-        self.num_tasks = _count("num_tasks", num_tasks, 1)
-        self.num_specific_experts = _count("num_specific_experts", num_specific_experts, 0)
-        self.num_shared_experts = _count("num_shared_experts", num_shared_experts, 0)
+        self.num_tasks = validation.integer(num_tasks, "num_tasks", 1)
+        self.num_specific_experts = validation.integer(num_specific_experts, "num_specific_experts", 0)
+        self.num_shared_experts = validation.integer(num_shared_experts, "num_shared_experts", 0)
         if self.num_specific_experts + self.num_shared_experts < 1:
             raise ValueError("num_specific_experts, num_shared_experts: each task gate needs at least one expert, "
                              "got 0 + 0")
@@ -361,7 +343,7 @@ class PLE(_ExpertLayer):
                  kernel_regularizer=None, **kwargs):
         super().__init__(expert_units, gate_units, activation, dropout, norm, kernel_initializer,
                          kernel_regularizer, **kwargs)
-        self.num_levels = _count("num_levels", num_levels, 1)
+        self.num_levels = validation.integer(num_levels, "num_levels", 1)
         self.levels = [
             CGCLevel(num_tasks, num_specific_experts, num_shared_experts, self.expert_units, self.gate_units,
                      output_shared=i < self.num_levels - 1, activation=self.activation, dropout=self.dropout,

@@ -17,6 +17,7 @@ from keras import ops
 
 from layers.blocks import MLP
 from layers.embeddings import PACKAGE
+from layers import validation
 from layers.initializers import fresh_initializer
 
 
@@ -26,19 +27,6 @@ def _field_shape(input_shape, argument: str) -> tuple[int, int]:
     if len(shape) != 3 or shape[1] is None or shape[2] is None:
         raise ValueError(f"{argument}: expected a (B, n, d) tensor with known n and d, got shape {shape}")
     return int(shape[1]), int(shape[2])
-
-
-def _is_positive_int(value) -> bool:
-    try:
-        return not isinstance(value, bool) and int(value) == value and int(value) > 0
-    except (TypeError, ValueError):
-        return False
-
-
-def _positive_int(value, argument: str) -> int:
-    if not _is_positive_int(value):
-        raise ValueError(f"{argument}: must be a positive integer, got {value!r}")
-    return int(value)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -193,19 +181,17 @@ class AttentionFM(keras.layers.Layer):
                  hidden_units: Sequence[int] = (64,), activation="relu", flatten: bool = True,
                  kernel_initializer="glorot_uniform", kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self.k = _positive_int(k, "k")
+        self.k = validation.integer(k, "k")
         if mode not in _ATTENTION_FM_MODES:
             raise ValueError(f"mode: must be one of {_ATTENTION_FM_MODES}, got {mode!r}")
         if normalize == "softmax_n":
             normalize = "softmax"
         if normalize not in _ATTENTION_FM_NORMALIZE:
             raise ValueError(f"normalize: must be None or 'softmax', got {normalize!r}")
-        hidden_units = list(hidden_units or [])
-        if not all(_is_positive_int(u) for u in hidden_units):
-            raise ValueError(f"hidden_units: widths must be positive integers, got {hidden_units}")
+        hidden_units = validation.widths(list(hidden_units or []), "hidden_units")
         self.mode = mode
         self.normalize = normalize
-        self.hidden_units = [int(u) for u in hidden_units]
+        self.hidden_units = hidden_units
         self.activation = keras.activations.get(activation)
         self.flatten = bool(flatten)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -315,7 +301,7 @@ class AFM(keras.layers.Layer):
     def __init__(self, attention_dim: int = 10, reduce_sum: bool = True, attention_dropout: float = 0.0,
                  kernel_initializer="glorot_uniform", kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self.attention_dim = _positive_int(attention_dim, "attention_dim")
+        self.attention_dim = validation.integer(attention_dim, "attention_dim")
         if not 0.0 <= float(attention_dropout) < 1.0:
             raise ValueError(f"attention_dropout: must be in [0, 1), got {attention_dropout}")
         self.reduce_sum = bool(reduce_sum)
@@ -411,8 +397,8 @@ class LowRankMixtureCross(keras.layers.Layer):
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", kernel_regularizer=None,
                  bias_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self.num_experts = _positive_int(num_experts, "num_experts")
-        self.low_rank = _positive_int(low_rank, "low_rank")
+        self.num_experts = validation.integer(num_experts, "num_experts")
+        self.low_rank = validation.integer(low_rank, "low_rank")
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -498,7 +484,7 @@ class LinearCompression(keras.layers.Layer):
 
     def __init__(self, num_outputs: int, kernel_initializer="glorot_uniform", kernel_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        self.num_outputs = _positive_int(num_outputs, "num_outputs")
+        self.num_outputs = validation.integer(num_outputs, "num_outputs")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 

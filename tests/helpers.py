@@ -28,7 +28,7 @@ SPEC = FeatureSpec.from_dict({
     ],
     "cohort_axes": [{"name": "seg", "feature": "segment", "values": {"a": [0], "b": [1]}}],
 })
-HP = dict(num_cross_layers=2, deep_units=[8, 4])  # tiny DCNv2
+HP = dict(num_cross_layers=2, dnn_units=[8, 4])  # tiny DCNv2
 
 
 def spec_with(width_of_wide: int = 4, dense: bool = True) -> FeatureSpec:
@@ -51,7 +51,7 @@ def spec_with(width_of_wide: int = 4, dense: bool = True) -> FeatureSpec:
 # one width): tokens user, item, wide, hist + the dense feature price; embedding rows user 6 + OOV,
 # item 5 hashed (shared by hist), wide 3 + OOV = 16.
 UNIFORM = spec_with()
-DHEN_HP = dict(num_layers=2, attention_k=3, attention_units=[6], cross_rank=3, head_units=[8, 4])
+DHEN_HP = dict(num_layers=2, fm_rank=3, attention_units=[6], cross_rank=3, head_units=[8, 4])
 WUKONG_HP = dict(num_layers=2, num_fmb_tokens=2, num_lcb_tokens=2, fm_rank=3, fmb_units=[6], head_units=[8, 4])
 
 
@@ -67,6 +67,32 @@ def batch(n: int = 64, seed: int = 0) -> tuple[dict, np.ndarray]:
     }
     y = (x["price"][:, 0] + 0.5 * (x["user"][:, 0] % 2) > 0.3).astype("float32")[:, None]
     return x, y
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tiny backbone configurations
+# ---------------------------------------------------------------------------------------------------
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL_CONFIGS = os.path.join(ROOT, "configs", "models")
+
+
+def tiny_config_path(name: str) -> str:
+    """``configs/models/<name>_test.yaml``: every registered backbone ships one for the contract suite."""
+    return os.path.join(MODEL_CONFIGS, f"{name}_test.yaml")
+
+
+def tiny_hparams(name: str) -> dict:
+    """The backbone's tiny test hyper-parameters (its ``configs/models/<name>_test.yaml``).
+
+    Raises FileNotFoundError naming the file and what to do when a registered backbone has none.
+    """
+    from zoo.model import load_model_config
+
+    path = tiny_config_path(name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"backbone '{name}' has no tiny config {os.path.relpath(path, ROOT)}: every "
+                                "registered backbone needs one (README, 'Adding a backbone')")
+    return dict(load_model_config(path)["hparams"])
 
 
 # ---------------------------------------------------------------------------------------------------

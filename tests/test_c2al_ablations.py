@@ -16,17 +16,11 @@ from zoo.model import PRIMARY, build, interaction_output, load_model_config, pri
 from zoo.registry import Backbone, backbone_names
 from zoo.train import compile_model
 
-from helpers import SPEC, batch  # noqa: E402  (tests/ is on sys.path under pytest)
+from helpers import SPEC, batch, tiny_hparams  # noqa: E402  (tests/ is on sys.path under pytest)
 from helpers import UNIFORM as USPEC  # noqa: E402  (every id width 4: every backbone builds on it)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAMBDAS = {"lambda_head": 0.3, "lambda_tail": 0.7}
-
-
-def tiny_hparams(name):
-    """The backbone's tiny test hyper-parameters (``configs/models/<name>_test.yaml``)."""
-    with open(os.path.join(ROOT, "configs", "models", f"{name}_test.yaml")) as fh:
-        return yaml.safe_load(fh)["hparams"]
 
 
 def npy(x):
@@ -87,10 +81,10 @@ def test_both_taps_build_train_and_serve_the_baseline(name):
 def test_interaction_tap_round_trip_and_multi_embedding_z(tmp_path):
     keras.utils.set_random_seed(1)
     embedding = {"type": "multi", "num_sets": 2}
-    base = build("dcnv2", USPEC, embedding=embedding, num_cross_layers=1, deep_units=[6])
+    base = build("dcnv2", USPEC, embedding=embedding, num_cross_layers=1, dnn_units=[6])
     keras.utils.set_random_seed(1)
     model = build_c2al("dcnv2", USPEC, {"tap": "interaction_output"}, embedding=embedding, num_cross_layers=1,
-                       deep_units=[6])
+                       dnn_units=[6])
     backbone = model.get_layer("backbone")
     z = interaction_output(model)  # the mean of the projected sets, before the deep over-arch
     assert z.shape[-1] == backbone.set_projections[0].units != shared_representation(model).shape[-1]
@@ -110,9 +104,9 @@ def test_interaction_tap_round_trip_and_multi_embedding_z(tmp_path):
 @pytest.mark.parametrize("ablation", ["membership", "single_head", "single_tail"])  # none: test_model.py
 def test_lambda_zero_is_the_baseline_loss_and_heads_per_ablation(ablation):
     keras.utils.set_random_seed(5)
-    base = build("dcnv2", SPEC, num_cross_layers=1, deep_units=[4])
+    base = build("dcnv2", SPEC, num_cross_layers=1, dnn_units=[4])
     keras.utils.set_random_seed(5)
-    model = build_c2al("dcnv2", SPEC, {"ablation": ablation}, num_cross_layers=1, deep_units=[4])
+    model = build_c2al("dcnv2", SPEC, {"ablation": ablation}, num_cross_layers=1, dnn_units=[4])
     aux = c2al_lib.aux_outputs(ablation)
     assert sorted(model.output) == sorted([PRIMARY, *aux])
     assert primary_model(model).count_params() == base.count_params()
@@ -248,7 +242,7 @@ def test_pipeline_labels_and_reweight_sample_weights():
 
     # Keras applies them to the primary BCE: mean(w * BCE); with lambdas 0 it is the baseline loss.
     keras.utils.set_random_seed(0)
-    model = build_c2al("dcnv2", SPEC, {"ablation": "reweight"}, num_cross_layers=1, deep_units=[4])
+    model = build_c2al("dcnv2", SPEC, {"ablation": "reweight"}, num_cross_layers=1, dnn_units=[4])
     assert sorted(model.output) == [PRIMARY]
     compile_model(model, 1e-3, {"lambda_head": 0.2, "lambda_tail": 0.3})
     loss = model.evaluate(model_batches(SPEC, ds, PAIR, aux=(), cohort_weights=coefficients), verbose=0,

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.tf_only
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC_PATH = os.path.join(ROOT, "configs", "datasets", "synthetic.yaml")
-HP = dict(num_cross_layers=2, deep_units=[16, 8])
+HP = dict(num_cross_layers=2, dnn_units=[16, 8])
 MIN_EVAL_ROWS = 1000
 
 
@@ -321,7 +321,7 @@ JAX_TRAIN = textwrap.dedent("""
     x = {f.name: arrays[f.name] for f in spec.inputs}
     y = arrays["__label__"]
     keras.utils.set_random_seed(0)
-    model = C2AL(build("dcnv2", spec, num_cross_layers=1, deep_units=[8]))
+    model = C2AL(build("dcnv2", spec, num_cross_layers=1, dnn_units=[8]))
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy")
     n = len(y) // 512 * 512  # whole batches: one compiled train step
     history = model.fit({k: v[:n] for k, v in x.items()}, {PRIMARY: y[:n], "aux_head": y[:n] * 0, "aux_tail": y[:n]},
@@ -401,7 +401,7 @@ def test_export_refuses_a_model_that_disagrees_with_the_spec(tmp_path, exported)
 
 def test_versions_increment_and_existing_versions_are_kept(tmp_path, capsys):
     spec = load_spec(SPEC_PATH)
-    model = build("dcnv2", spec, num_cross_layers=1, deep_units=[4])
+    model = build("dcnv2", spec, num_cross_layers=1, dnn_units=[4])
     root = str(tmp_path / "saved_models")
     assert export.next_version(os.path.join(root, "m")) == 1
     first = export.export_saved_model(model, spec, root, "m", verify=False)

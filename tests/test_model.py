@@ -88,7 +88,7 @@ def test_training_steps_lower_the_loss():
 
 
 def test_keras_round_trip(tmp_path):
-    model = build("dcnv2", SPEC, structure="parallel", projection_dim=3, **HP)
+    model = build("dcnv2", SPEC, structure="parallel", cross_rank=3, **HP)
     x, _ = batch(16)
     path = os.path.join(tmp_path, "m.keras")
     model.save(path)
@@ -163,7 +163,7 @@ def test_first_build_in_a_process_starts_from_the_seeded_weights():
         "spec = load_spec('configs/datasets/synthetic.yaml')\n"
         "def weights():\n"
         "    keras.utils.set_random_seed(0)\n"
-        "    return [keras.ops.convert_to_numpy(w) for w in build('dcnv2', spec, deep_units=[4]).weights]\n"
+        "    return [keras.ops.convert_to_numpy(w) for w in build('dcnv2', spec, dnn_units=[4]).weights]\n"
         "a, b = weights(), weights()\n"
         "print(all(np.array_equal(x, y) for x, y in zip(a, b)) and len(a) == len(b))\n"
     )

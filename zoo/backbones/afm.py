@@ -28,36 +28,41 @@ spec; FuxiCTR uses 10).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import dataclasses
 
 import keras
 from keras import ops
 
 from layers import AFM as AFMLayer
-from zoo.backbones.deepfm import (check_positive_int, check_rate, dense_token_layer, field_matrix,
-                                  flatten_fields, shared_field_width)
-from zoo.registry import Backbone, register_backbone
+from zoo.backbone import Backbone, HyperParameters
+from zoo.backbones._common import common_field_width, count, dense_token_layer, field_matrix, flag, flatten_fields, rate
+from zoo.registry import register_backbone
+
+
+@dataclasses.dataclass(frozen=True)
+class AFMHyperParameters(HyperParameters):
+    """AFM's hyper-parameters.
+
+    Attributes:
+      attention_dim: width ``A`` of the attention network ``W``.
+      attention_dropout: dropout on the attention weights ``a`` when training.
+      use_first_order: append the first-order scalar ``<w, x>`` to ``h``.
+    """
+
+    attention_dim: int = count(10)
+    attention_dropout: float = rate(0.0)
+    use_first_order: bool = flag(True)
 
 
 @register_backbone("afm")
 class AFM(Backbone):
-    """AFM backbone producing ``h = concat(sum_{i<j} a_ij (e_i * e_j), <w, x>)``.
+    """AFM backbone producing ``h = concat(sum_{i<j} a_ij (e_i * e_j), <w, x>)`` (hyper-parameters:
+    :class:`AFMHyperParameters`; one embedding width for every id input)."""
 
-    Args:
-      spec: resolved feature spec dict (one embedding width for every id input).
-      attention_dim: width ``A`` of the attention network ``W``.
-      attention_dropout: dropout on the attention weights ``a`` when training.
-      use_first_order: append the first-order scalar ``<w, x>`` to ``h``.
-      embedding: embedding options (``zoo.encoder.embedding_options``): plain, mlet or multi.
-    """
+    Hyperparameters = AFMHyperParameters
 
-    def __init__(self, spec: Mapping[str, Any], attention_dim: int = 10, attention_dropout: float = 0.0,
-                 use_first_order: bool = True, **kwargs):
-        super().__init__(spec, **kwargs)
-        self.attention_dim = check_positive_int(attention_dim, "attention_dim")
-        self.attention_dropout = check_rate(attention_dropout, "attention_dropout")
-        self.use_first_order = bool(use_first_order)
-        self.field_dim = shared_field_width(self, "afm")
+    def setup(self):
+        self.field_dim = common_field_width(self)
         num_fields = len(self.encoder.token_names) + len(self.encoder.dense_names)
         if num_fields < 2:
             raise ValueError(f"spec: afm needs at least two fields (id inputs plus dense features), got {num_fields}")
@@ -80,9 +85,3 @@ class AFM(Backbone):
         if module["first_order"] is None:
             return pooled
         return ops.concatenate([pooled, module["first_order"](flatten_fields(fields))], axis=-1)
-
-    def hparams(self):
-        return {
-            "attention_dim": self.attention_dim, "attention_dropout": self.attention_dropout,
-            "use_first_order": self.use_first_order,
-        }

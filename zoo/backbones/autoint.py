@@ -28,22 +28,23 @@ scaling off, no layer norm, DNN [64, 64, 64] (the paper: 3 layers, 2 heads, atte
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import dataclasses
+from typing import Sequence
 
 from keras import ops
 
 from layers import MLP, FieldSelfAttention
-from zoo.backbones.deepfm import (check_norm, check_positive_int, check_rate, check_units, dense_token_layer,
-                                  field_matrix, flatten_fields, shared_field_width)
-from zoo.registry import Backbone, register_backbone
+from zoo.backbone import Backbone, HyperParameters
+from zoo.backbones._common import (activation, common_field_width, count, dense_token_layer, field_matrix, flag,
+                                   flatten_fields, norm, rate, units)
+from zoo.registry import register_backbone
 
 
-@register_backbone("autoint")
-class AutoInt(Backbone):
-    """AutoInt(+) backbone producing ``h = concat(flatten(self-attention output), DNN(flatten(E)))``.
+@dataclasses.dataclass(frozen=True)
+class AutoIntHyperParameters(HyperParameters):
+    """AutoInt(+)'s hyper-parameters.
 
-    Args:
-      spec: resolved feature spec dict (one embedding width for every id input).
+    Attributes:
       num_attention_layers: number of stacked interacting layers (>= 1).
       num_heads: attention heads per layer.
       attention_dim: width of each head; a layer outputs ``num_heads * attention_dim`` per field.
@@ -54,25 +55,29 @@ class AutoInt(Backbone):
       activation: DNN activation.
       dropout: DNN dropout.
       norm: DNN normalization (None, ``"batch"``, ``"layer"``).
-      embedding: embedding options (``zoo.encoder.embedding_options``): plain, mlet or multi.
     """
 
-    def __init__(self, spec: Mapping[str, Any], num_attention_layers: int = 2, num_heads: int = 1,
-                 attention_dim: int = 8, use_residual: bool = True, use_scale: bool = False,
-                 use_layer_norm: bool = False, dnn_units: Sequence[int] = (64, 64, 64), activation: str = "relu",
-                 dropout: float = 0.0, norm: str | None = None, **kwargs):
-        super().__init__(spec, **kwargs)
-        self.num_attention_layers = check_positive_int(num_attention_layers, "num_attention_layers")
-        self.num_heads = check_positive_int(num_heads, "num_heads")
-        self.attention_dim = check_positive_int(attention_dim, "attention_dim")
-        self.use_residual = bool(use_residual)
-        self.use_scale = bool(use_scale)
-        self.use_layer_norm = bool(use_layer_norm)
-        self.dnn_units = check_units(dnn_units, "dnn_units")
-        self.activation = activation
-        self.dropout = check_rate(dropout, "dropout")
-        self.norm = check_norm(norm)
-        self.field_dim = shared_field_width(self, "autoint")
+    num_attention_layers: int = count(2)
+    num_heads: int = count(1)
+    attention_dim: int = count(8)
+    use_residual: bool = flag(True)
+    use_scale: bool = flag(False)
+    use_layer_norm: bool = flag(False)
+    dnn_units: Sequence[int] = units((64, 64, 64))
+    activation: str = activation("relu")
+    dropout: float = rate(0.0)
+    norm: str | None = norm(None)
+
+
+@register_backbone("autoint")
+class AutoInt(Backbone):
+    """AutoInt(+) backbone producing ``h = concat(flatten(self-attention output), DNN(flatten(E)))``
+    (hyper-parameters: :class:`AutoIntHyperParameters`; one embedding width for every id input)."""
+
+    Hyperparameters = AutoIntHyperParameters
+
+    def setup(self):
+        self.field_dim = common_field_width(self)
         self.build_interactions()
 
     def make_interaction(self, index):
@@ -98,11 +103,3 @@ class AutoInt(Backbone):
         if module["dnn"] is None:
             return attended
         return ops.concatenate([attended, module["dnn"](flatten_fields(fields), training=training)], axis=-1)
-
-    def hparams(self):
-        return {
-            "num_attention_layers": self.num_attention_layers, "num_heads": self.num_heads,
-            "attention_dim": self.attention_dim, "use_residual": self.use_residual, "use_scale": self.use_scale,
-            "use_layer_norm": self.use_layer_norm, "dnn_units": self.dnn_units, "activation": self.activation,
-            "dropout": self.dropout, "norm": self.norm,
-        }

@@ -27,131 +27,51 @@ averages the per-set projections.
 
 Defaults follow the paper: DNN 400-400-400 with dropout 0.5 (embedding width from the spec; the
 paper used 10).
-
-This module also holds the small helpers the other field-token backbones (AFM, AutoInt, DLRM) share.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import dataclasses
+from typing import Sequence
 
 import keras
 from keras import ops
 
 from layers import FM, MLP
-from zoo.registry import Backbone, register_backbone
+from zoo.backbone import Backbone, HyperParameters
+from zoo.backbones._common import (activation, common_field_width, dense_token_layer, field_matrix, flag,
+                                   flatten_fields, norm, rate, units)
+from zoo.registry import register_backbone
 
 
-# ---------------------------------------------------------------------------------------------------
-# Helpers shared by the field-token backbones (deepfm, afm, autoint, dlrm)
-# ---------------------------------------------------------------------------------------------------
-def shared_field_width(backbone: Backbone, model: str) -> int:
-    """The one embedding width of every id (categorical or sequence) input of the backbone's spec.
+@dataclasses.dataclass(frozen=True)
+class DeepFMHyperParameters(HyperParameters):
+    """DeepFM's hyper-parameters.
 
-    Raises ValueError naming ``embedding_dim`` if the widths differ, or naming ``spec`` if the spec
-    has no id input.
-    """
-    spec = backbone.encoder.spec
-    widths = {f.name: spec.tables[f.table].embedding_dim for f in spec.inputs if f.kind != "dense"}
-    if not widths:
-        raise ValueError(f"spec: {model} needs at least one categorical or sequence input")
-    if len(set(widths.values())) > 1:
-        raise ValueError(f"embedding_dim: {model} needs one embedding width for every categorical and "
-                         f"sequence input, got {widths}")
-    return next(iter(widths.values()))
-
-
-def dense_token_layer(backbone: Backbone, width: int, name: str):
-    """``x (B, m) -> (B, m, width)``, ``t_k = x_k v_k``: one learned vector per dense feature (None if m = 0)."""
-    m = len(backbone.encoder.dense_names)
-    if not m:
-        return None
-    return keras.layers.EinsumDense("bm,md->bmd", output_shape=(m, width), bias_axes=None,
-                                    dtype=backbone.dtype_policy, name=name)
-
-
-def field_matrix(tokens: list, dense, dense_tokens):
-    """``E (B, n, d)``: the id-field embeddings in spec order, then the dense-feature tokens."""
-    fields = ops.stack(tokens, axis=1)
-    if dense_tokens is not None and dense is not None:
-        fields = ops.concatenate([fields, ops.cast(dense_tokens(dense), fields.dtype)], axis=1)
-    return fields
-
-
-def flatten_fields(fields):
-    """``(B, n, d) -> (B, n * d)`` with static ``n`` and ``d``."""
-    return ops.reshape(fields, (-1, int(fields.shape[1]) * int(fields.shape[2])))
-
-
-def check_units(value, argument: str, allow_empty: bool = True) -> list[int]:
-    """A list of positive layer widths; raises ValueError naming ``argument`` otherwise."""
-    try:
-        units = list(value)
-        ok = all(not isinstance(u, bool) and int(u) == u and int(u) > 0 for u in units)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok or (not allow_empty and not units):
-        need = "one or more" if not allow_empty else "zero or more"
-        raise ValueError(f"{argument}: needs {need} positive integer widths, got {value!r}")
-    return [int(u) for u in units]
-
-
-def check_positive_int(value, argument: str, minimum: int = 1) -> int:
-    try:
-        ok = not isinstance(value, bool) and int(value) == value and int(value) >= minimum
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{argument}: must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_rate(value, argument: str) -> float:
-    try:
-        ok = 0.0 <= float(value) < 1.0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{argument}: must be in [0, 1), got {value!r}")
-    return float(value)
-
-
-_NORMS = (None, "batch", "layer")
-
-
-def check_norm(value, argument: str = "norm"):
-    if value not in _NORMS:
-        raise ValueError(f"{argument}: must be one of {_NORMS}, got {value!r}")
-    return value
-
-
-# ---------------------------------------------------------------------------------------------------
-# DeepFM
-# ---------------------------------------------------------------------------------------------------
-@register_backbone("deepfm")
-class DeepFM(Backbone):
-    """DeepFM backbone producing ``h = concat(y_FM, DNN(flatten(E)))``.
-
-    Args:
-      spec: resolved feature spec dict (one embedding width for every id input).
+    Attributes:
       dnn_units: widths of the DNN; ``[]`` for the FM alone.
       activation: DNN activation.
       dropout: DNN dropout.
       norm: DNN normalization (None, ``"batch"``, ``"layer"``).
       use_first_order: add the first-order term ``<w, x>`` to the FM logit.
-      embedding: embedding options (``zoo.encoder.embedding_options``): plain, mlet or multi.
     """
 
-    def __init__(self, spec: Mapping[str, Any], dnn_units: Sequence[int] = (400, 400, 400),
-                 activation: str = "relu", dropout: float = 0.5, norm: str | None = None,
-                 use_first_order: bool = True, **kwargs):
-        super().__init__(spec, **kwargs)
-        self.dnn_units = check_units(dnn_units, "dnn_units")
-        self.activation = activation
-        self.dropout = check_rate(dropout, "dropout")
-        self.norm = check_norm(norm)
-        self.use_first_order = bool(use_first_order)
-        self.field_dim = shared_field_width(self, "deepfm")
+    dnn_units: Sequence[int] = units((400, 400, 400))
+    activation: str = activation("relu")
+    dropout: float = rate(0.5)
+    norm: str | None = norm(None)
+    use_first_order: bool = flag(True)
+
+
+@register_backbone("deepfm")
+class DeepFM(Backbone):
+    """DeepFM backbone producing ``h = concat(y_FM, DNN(flatten(E)))`` (hyper-parameters:
+    :class:`DeepFMHyperParameters`; one embedding width for every id input)."""
+
+    Hyperparameters = DeepFMHyperParameters
+
+    def setup(self):
+        self.field_dim = common_field_width(self)
         self.build_interactions()
 
     def make_interaction(self, index):
@@ -176,9 +96,3 @@ class DeepFM(Backbone):
         if module["dnn"] is None:
             return y_fm
         return ops.concatenate([y_fm, module["dnn"](flat, training=training)], axis=-1)
-
-    def hparams(self):
-        return {
-            "dnn_units": self.dnn_units, "activation": self.activation, "dropout": self.dropout,
-            "norm": self.norm, "use_first_order": self.use_first_order,
-        }

@@ -36,143 +36,86 @@ With the ``multi`` embedding option each embedding set gets its own dense-token 
 stack; the head MLP is the shared over-arch.
 
 Defaults. DHEN's paper gives no layer counts or widths [METHODS 7.1: NF]; the library defaults are
-METHODS' choice: 2 layers of {AttentionFM(k=32, dynamic, one hidden attention layer of 64), DCN
+METHODS' choice: 2 layers of {AttentionFM(fm_rank k=32, dynamic, one hidden attention layer of 64), DCN
 (rank 64), linear}, head MLP [512, 256]. ``configs/models/dhen.yaml`` scales these to the synthetic
-data (``n d = 128``): k = 16, rank 32 (= n d / 4, keras-rs's advice), head [256, 128].
+data (``n d = 128``): fm_rank = 16, cross_rank 32 (= n d / 4, keras-rs's advice), head [256, 128].
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import dataclasses
+from typing import Sequence
 
 import keras
 import keras_rs
 from keras import ops
 
-from layers import MLP, AttentionFM, LinearCompression
-from zoo.backbones.deepfm import check_norm, check_rate  # the shared validators
-from zoo.backbones.deepfm import check_positive_int as positive_int
-from zoo.registry import Backbone, register_backbone
+from layers import MLP, AttentionFM, LinearCompression, validation
+from zoo.backbones._common import (TokenStackHyperParameters, choice, count, dense_token_projection,
+                                   head_or_identity, optional_count, setup_token_stack, stack_tokens, units)
+from zoo.backbone import Backbone
+from zoo.registry import register_backbone
 
 MODULES = ("attention_fm", "cross", "linear", "mlp")
-_ATTENTION_MODES = ("dynamic", "static")
+ATTENTION_MODES = ("dynamic", "static")
+ATTENTION_NORMALIZATIONS = (None, "softmax")
 
 
-def widths(value, argument: str, allow_empty: bool = True) -> list[int]:
-    """A list of positive layer widths; ValueError naming ``argument`` otherwise."""
-    units = list(value or [])
-    if not allow_empty and not units:
-        raise ValueError(f"{argument}: needs one or more positive widths, got {units}")
-    for u in units:
-        positive_int(u, argument)
-    return [int(u) for u in units]
+def _modules(value, name: str) -> list[str]:
+    modules = [value] if isinstance(value, str) else list(value or [])
+    if not modules or any(m not in MODULES for m in modules) or len(set(modules)) != len(modules):
+        raise ValueError(f"{name}: must be a non-empty subset of {MODULES} without repeats, got {modules}")
+    return [m for m in MODULES if m in modules]
 
 
-def common_token_width(backbone: Backbone, model: str) -> int:
-    """The single embedding width ``d`` of every id input; ValueError naming ``embedding_dim`` otherwise."""
-    spec = backbone.encoder.spec
-    by_name = {n: spec.tables[spec.feature(n).table].embedding_dim for n in backbone.encoder.token_names}
-    if not by_name:
-        raise ValueError(f"spec: {model} needs at least one categorical or sequence input feature")
-    if len(set(by_name.values())) != 1:
-        raise ValueError(f"embedding_dim: {model} stacks the field embeddings into one (n, d) matrix, so every "
-                         f"id input needs the same embedding_dim; got {by_name}")
-    return next(iter(by_name.values()))
-
-def init_token_stack(backbone, name: str, num_dense_tokens, dense_units, head_units, activation, dropout,
-                     norm) -> None:
-    """The shared tail of DHEN's and Wukong's ``__init__``: checks and sets the token and head
-    hyper-parameters, the common token width ``d`` and token count ``n``, builds the per-set
-    interactions (the caller's own hyper-parameters must be set first) and the optional head MLP."""
-    backbone.num_dense_tokens = positive_int(num_dense_tokens, "num_dense_tokens")
-    backbone.dense_units = widths(dense_units, "dense_units")
-    backbone.head_units = widths(head_units, "head_units")
-    backbone.activation = activation
-    backbone.dropout = check_rate(dropout, "dropout")
-    backbone.norm = check_norm(norm)
-    backbone.embedding_dim = common_token_width(backbone, name)
-    backbone.num_tokens = len(backbone.encoder.token_names) + (
-        backbone.num_dense_tokens if backbone.encoder.dense_names else 0)
-    backbone.build_interactions()
-    backbone.head = (MLP(backbone.head_units, activation=activation, dropout=backbone.dropout, norm=backbone.norm,
-                         dtype=backbone.dtype_policy, name="head") if backbone.head_units else None)
+def _attention_normalization(value, name: str):
+    value = "softmax" if value == "softmax_n" else value  # the former spelling
+    return validation.choice(value, name, ATTENTION_NORMALIZATIONS)
 
 
+@dataclasses.dataclass(frozen=True)
+class DHENHyperParameters(TokenStackHyperParameters):
+    """DHEN's hyper-parameters (plus the token/head ones of :class:`TokenStackHyperParameters`).
 
-def dense_token_projection(backbone: Backbone, num_dense_tokens: int, dense_units: Sequence[int], width: int,
-                           suffix: str) -> list | None:
-    """The layers mapping the dense features ``(B, m)`` to ``num_dense_tokens`` rows of width ``width``.
-
-    ``[MLP(dense_units)?, Dense(num_dense_tokens * width)]``, or None when the spec has no dense input.
-    """
-    if not backbone.encoder.dense_names:
-        return None
-    policy = backbone.dtype_policy
-    stack = [MLP(dense_units, dtype=policy, name=f"dense_mlp{suffix}")] if dense_units else []
-    return stack + [keras.layers.Dense(num_dense_tokens * width, dtype=policy, name=f"dense_tokens{suffix}")]
-
-
-def stack_tokens(tokens: list, dense, projection: list | None, num_dense_tokens: int, width: int, training=None):
-    """``X_0`` of shape ``(B, n, width)``: the id embeddings, then the projected dense tokens."""
-    rows = [ops.stack(tokens, axis=1)]
-    if projection is not None and dense is not None:
-        t = dense
-        for layer in projection:
-            t = layer(t, training=training) if isinstance(layer, MLP) else layer(t)
-        rows.append(ops.reshape(t, (-1, num_dense_tokens, width)))
-    return ops.concatenate(rows, axis=1) if len(rows) > 1 else rows[0]
-
-
-@register_backbone("dhen")
-class DHEN(Backbone):
-    """DHEN backbone producing the shared representation ``h`` (see the module docstring).
-
-    Args:
-      spec: resolved feature spec dict; every id input must share one ``embedding_dim``.
+    Attributes:
       num_layers: number of DHEN layers ``L`` (>= 1).
       modules: the ensemble's interaction modules, a non-empty subset of
         ``("attention_fm", "cross", "linear", "mlp")`` (in this order in the concatenation).
-      attention_k: columns ``k`` of each AttentionFM's ``Y``.
+      fm_rank: columns ``k`` of each AttentionFM's ``Y``.
       attention_mode: ``"dynamic"`` (``Y`` from an attention MLP per example) or ``"static"``.
       attention_units: hidden widths of the dynamic attention MLP (may be empty).
       attention_normalize: None or ``"softmax"`` (each column of ``Y`` soft-maxed over the n rows).
       cross_rank: rank of the cross module's ``W = U V^T``; None for full rank.
       mlp_units: widths of the ``"mlp"`` module (needed only when it is in ``modules``).
-      num_dense_tokens: rows made from the dense features (>= 1; unused without dense features).
-      dense_units: hidden widths of the dense-token MLP (empty: a linear projection).
-      head_units: widths of the head MLP producing ``h`` (empty: ``h = flatten(X_L)``).
-      activation: activation of the head, ``"mlp"`` module and dense-token MLPs.
-      dropout: dropout of the head MLP.
-      norm: normalization of the head MLP (None, ``"batch"``, ``"layer"``).
-      embedding: embedding options (``zoo.encoder.embedding_options``): plain, mlet or multi.
     """
 
-    def __init__(self, spec: Mapping[str, Any], num_layers: int = 2,
-                 modules: Sequence[str] = ("attention_fm", "cross", "linear"), attention_k: int = 32,
-                 attention_mode: str = "dynamic", attention_units: Sequence[int] = (64,),
-                 attention_normalize: str | None = None, cross_rank: int | None = 64,
-                 mlp_units: Sequence[int] = (256,), num_dense_tokens: int = 1, dense_units: Sequence[int] = (),
-                 head_units: Sequence[int] = (512, 256), activation: str = "relu", dropout: float = 0.0,
-                 norm: str | None = None, **kwargs):
-        super().__init__(spec, **kwargs)
-        self.num_layers = positive_int(num_layers, "num_layers")
-        modules = [modules] if isinstance(modules, str) else list(modules or [])
-        if not modules or any(m not in MODULES for m in modules) or len(set(modules)) != len(modules):
-            raise ValueError(f"modules: must be a non-empty subset of {MODULES} without repeats, got {modules}")
-        self.ensemble_modules = [m for m in MODULES if m in modules]
-        self.attention_k = positive_int(attention_k, "attention_k")
-        if attention_mode not in _ATTENTION_MODES:
-            raise ValueError(f"attention_mode: must be one of {_ATTENTION_MODES}, got {attention_mode!r}")
-        self.attention_mode = attention_mode
-        self.attention_units = widths(attention_units, "attention_units")
-        if attention_normalize == "softmax_n":
-            attention_normalize = "softmax"
-        if attention_normalize not in (None, "softmax"):
-            raise ValueError(f"attention_normalize: must be None or 'softmax', got {attention_normalize!r}")
-        self.attention_normalize = attention_normalize
-        self.cross_rank = None if cross_rank is None else positive_int(cross_rank, "cross_rank")
-        self.mlp_units = widths(mlp_units, "mlp_units", allow_empty="mlp" not in self.ensemble_modules)
-        init_token_stack(self, "dhen", num_dense_tokens, dense_units, head_units, activation, dropout, norm)
+    RENAMED = {"attention_k": "fm_rank"}
+
+    num_layers: int = count(2)
+    modules: Sequence[str] = dataclasses.field(default=("attention_fm", "cross", "linear"),
+                                               metadata={"check": _modules})
+    fm_rank: int = count(32)
+    attention_mode: str = choice("dynamic", ATTENTION_MODES)
+    attention_units: Sequence[int] = units((64,))
+    attention_normalize: str | None = dataclasses.field(default=None, metadata={"check": _attention_normalization})
+    cross_rank: int | None = optional_count(64)
+    mlp_units: Sequence[int] = units((256,))
+
+    def validate(self):
+        if "mlp" in self.modules and not self.mlp_units:
+            raise ValueError("mlp_units: the 'mlp' module needs one or more positive integer widths, got []")
+
+
+@register_backbone("dhen")
+class DHEN(Backbone):
+    """DHEN backbone producing the shared representation ``h`` (see the module docstring;
+    hyper-parameters: :class:`DHENHyperParameters`; every id input must share one ``embedding_dim``)."""
+
+    Hyperparameters = DHENHyperParameters
+
+    def setup(self):
+        self.ensemble_modules = list(self.modules)
+        setup_token_stack(self)
 
     @property
     def attention_fms(self) -> list:
@@ -189,7 +132,7 @@ class DHEN(Backbone):
         for i in range(self.num_layers):
             if "attention_fm" in self.ensemble_modules:
                 module["attention_fm"].append(AttentionFM(
-                    self.attention_k, mode=self.attention_mode, normalize=self.attention_normalize,
+                    self.fm_rank, mode=self.attention_mode, normalize=self.attention_normalize,
                     hidden_units=self.attention_units, dtype=policy, name=f"attention_fm_{i}{suffix}"))
             if "cross" in self.ensemble_modules:
                 module["cross"].append(keras_rs.layers.FeatureCross(
@@ -238,14 +181,4 @@ class DHEN(Backbone):
                 for y in self._forward(module, tokens, dense, training=training)[1]]
 
     def over_arch(self, z, training=None):
-        return self.head(z, training=training) if self.head is not None else z
-
-    def hparams(self):
-        return {
-            "num_layers": self.num_layers, "modules": self.ensemble_modules, "attention_k": self.attention_k,
-            "attention_mode": self.attention_mode, "attention_units": self.attention_units,
-            "attention_normalize": self.attention_normalize, "cross_rank": self.cross_rank,
-            "mlp_units": self.mlp_units, "num_dense_tokens": self.num_dense_tokens,
-            "dense_units": self.dense_units, "head_units": self.head_units, "activation": self.activation,
-            "dropout": self.dropout, "norm": self.norm,
-        }
+        return head_or_identity(self, z, training=training)

@@ -34,24 +34,25 @@ then the primary head.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import dataclasses
+from typing import Sequence
 
 import keras_rs
 from keras import ops
 
 from layers import MLP
-from zoo.backbones.deepfm import check_norm, check_rate, check_units, shared_field_width
-from zoo.registry import Backbone, register_backbone
+from zoo.backbone import Backbone, HyperParameters
+from zoo.backbones._common import activation, choice, common_field_width, flag, norm, rate, units
+from zoo.registry import register_backbone
 
-_INTERACTIONS = ("dot", "cat")
+INTERACTIONS = ("dot", "cat")
 
 
-@register_backbone("dlrm")
-class DLRM(Backbone):
-    """DLRM backbone producing ``h = TopMLP(concat(z, DotInteraction(z, e_1..e_m)))``.
+@dataclasses.dataclass(frozen=True)
+class DLRMHyperParameters(HyperParameters):
+    """DLRM's hyper-parameters.
 
-    Args:
-      spec: resolved feature spec dict (one embedding width for every id input).
+    Attributes:
       bottom_units: hidden widths of the bottom MLP before its final ``d``-wide layer (may be empty).
       top_units: widths of the top MLP (its last width is the width of ``h``); ``[]`` for none.
       activation: activation of both MLPs.
@@ -59,28 +60,33 @@ class DLRM(Backbone):
       norm: top MLP normalization (None, ``"batch"``, ``"layer"``).
       self_interaction: also keep the diagonal ``<u_i, u_i>`` of the interaction matrix (``dot`` only).
       interaction: ``"dot"`` (pairwise dot products, the default) or ``"cat"`` (concatenation).
-      embedding: embedding options (``zoo.encoder.embedding_options``): plain, mlet or multi.
     """
 
-    def __init__(self, spec: Mapping[str, Any], bottom_units: Sequence[int] = (64,),
-                 top_units: Sequence[int] = (256, 128), activation: str = "relu", dropout: float = 0.0,
-                 norm: str | None = None, self_interaction: bool = False, interaction: str = "dot", **kwargs):
-        super().__init__(spec, **kwargs)
-        self.bottom_units = check_units(bottom_units, "bottom_units")
-        self.top_units = check_units(top_units, "top_units")
-        self.activation = activation
-        self.dropout = check_rate(dropout, "dropout")
-        self.norm = check_norm(norm)
-        self.self_interaction = bool(self_interaction)
-        if interaction not in _INTERACTIONS:
-            raise ValueError(f"interaction: must be one of {_INTERACTIONS}, got {interaction!r}")
-        if interaction == "cat" and self.self_interaction:
+    bottom_units: Sequence[int] = units((64,))
+    top_units: Sequence[int] = units((256, 128))
+    activation: str = activation("relu")
+    dropout: float = rate(0.0)
+    norm: str | None = norm(None)
+    self_interaction: bool = flag(False)
+    interaction: str = choice("dot", INTERACTIONS)
+
+    def validate(self):
+        if self.interaction == "cat" and self.self_interaction:
             raise ValueError("self_interaction: only applies to interaction='dot'")
-        self.interaction = interaction
-        self.field_dim = shared_field_width(self, "dlrm")
+
+
+@register_backbone("dlrm")
+class DLRM(Backbone):
+    """DLRM backbone producing ``h = TopMLP(concat(z, DotInteraction(z, e_1..e_m)))`` (hyper-parameters:
+    :class:`DLRMHyperParameters`; one embedding width for every id input)."""
+
+    Hyperparameters = DLRMHyperParameters
+
+    def setup(self):
+        self.field_dim = common_field_width(self)
         self.has_dense = bool(self.encoder.dense_names)
         num_vectors = len(self.encoder.token_names) + int(self.has_dense)
-        if num_vectors < 2 and not self.self_interaction and interaction == "dot":
+        if num_vectors < 2 and not self.self_interaction and self.interaction == "dot":
             raise ValueError(f"spec: dlrm needs at least two vectors to interact (id inputs plus the bottom "
                              f"MLP output), got {num_vectors}")
         self.build_interactions()
@@ -107,10 +113,3 @@ class DLRM(Backbone):
 
     def over_arch(self, z, training=None):
         return self.top(z, training=training) if self.top is not None else z
-
-    def hparams(self):
-        return {
-            "bottom_units": self.bottom_units, "top_units": self.top_units, "activation": self.activation,
-            "dropout": self.dropout, "norm": self.norm, "self_interaction": self.self_interaction,
-            "interaction": self.interaction,
-        }

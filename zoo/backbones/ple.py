@@ -38,33 +38,75 @@ specific), experts [256, 128], gates [64], towers [64].
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import dataclasses
+from typing import Any, Sequence
 
 from keras import ops
 
 from layers import MLP, MMoE, PLE
-from zoo.backbones.dhen import positive_int, widths
-from zoo.registry import Backbone, register_backbone
+from zoo.backbone import Backbone, HyperParameters
+from zoo.backbones._common import activation, count, norm, rate, units
+from zoo.registry import register_backbone
+
+
+@dataclasses.dataclass(frozen=True)
+class GatedExpertsHyperParameters(HyperParameters):
+    """The hyper-parameters PLE and MMoE share.
+
+    Attributes:
+      num_tasks: number of tasks ``T`` (>= 1); task 0 is the primary task, whose output is ``h``.
+      expert_units: widths of every expert MLP.
+      gate_units: hidden widths of every gate (empty: linear gates).
+      tower_units: widths of every task tower MLP (empty: ``h`` is the gated expert output).
+      activation: activation of the experts, gates and towers.
+      dropout: dropout of the experts, gates and towers.
+      norm: normalization of the experts, gates and towers (None, ``"batch"``, ``"layer"``).
+    """
+
+    num_tasks: int = count(1)
+    expert_units: Sequence[int] = units((512, 256, 128), allow_empty=False)
+    gate_units: Sequence[int] = units((128, 64))
+    tower_units: Sequence[int] = units((128, 64))
+    activation: str = activation("relu")
+    dropout: float = rate(0.0)
+    norm: str | None = norm(None)
+
+
+@dataclasses.dataclass(frozen=True)
+class PLEHyperParameters(GatedExpertsHyperParameters):
+    """PLE's hyper-parameters (plus :class:`GatedExpertsHyperParameters`).
+
+    Attributes:
+      num_levels: number of CGC levels (>= 1).
+      num_specific_experts: task-specific experts per task and level (>= 0).
+      num_shared_experts: shared experts per level (>= 0; specific + shared >= 1).
+    """
+
+    num_levels: int = count(1)
+    num_specific_experts: int = count(1, minimum=0)
+    num_shared_experts: int = count(8, minimum=0)
+
+    def validate(self):
+        if self.num_specific_experts + self.num_shared_experts < 1:
+            raise ValueError("num_shared_experts: each task gate needs at least one expert "
+                             "(num_specific_experts + num_shared_experts >= 1), got 0 + 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class MMoEHyperParameters(GatedExpertsHyperParameters):
+    """MMoE's hyper-parameters (plus :class:`GatedExpertsHyperParameters`).
+
+    Attributes:
+      num_experts: number of shared experts ``E`` (>= 1).
+    """
+
+    num_experts: int = count(8)
 
 
 class _GatedExperts(Backbone):
     """Shared code of the PLE and MMoE backbones: concatenated input, experts, towers, task selection."""
 
-    def __init__(self, spec: Mapping[str, Any], num_tasks: int, expert_units: Sequence[int],
-                 gate_units: Sequence[int], tower_units: Sequence[int], activation: str, dropout: float,
-                 norm: str | None, expert_hparams: Mapping[str, int], **kwargs):
-        super().__init__(spec, **kwargs)
-        for key, value in expert_hparams.items():  # the subclass's expert counts, read by make_experts
-            setattr(self, key, value)
-        self.num_tasks = positive_int(num_tasks, "num_tasks")
-        self.expert_units = widths(expert_units, "expert_units", allow_empty=False)
-        self.gate_units = widths(gate_units, "gate_units")
-        self.tower_units = widths(tower_units, "tower_units")
-        self.activation = activation
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout: must be in [0, 1), got {dropout}")
-        self.dropout = float(dropout)
-        self.norm = norm
+    def setup(self):
         self.experts = self.make_experts()
         self.towers = [
             MLP(self.tower_units, activation=self.activation, dropout=self.dropout, norm=self.norm,
@@ -136,77 +178,26 @@ class _GatedExperts(Backbone):
             weight.assign(ops.convert_to_numpy(match))  # a copy: no buffer shared with training
         return copy
 
-    def _common_hparams(self) -> dict[str, Any]:
-        return {
-            "num_tasks": self.num_tasks, "expert_units": self.expert_units, "gate_units": self.gate_units,
-            "tower_units": self.tower_units, "activation": self.activation, "dropout": self.dropout,
-            "norm": self.norm,
-        }
-
 
 @register_backbone("ple")
 class PLEBackbone(_GatedExperts):
-    """PLE backbone: ``h`` is the primary task's (tower) output of a :class:`layers.PLE` stack.
+    """PLE backbone: ``h`` is the primary task's (tower) output of a :class:`layers.PLE` stack
+    (hyper-parameters: :class:`PLEHyperParameters`)."""
 
-    Args:
-      spec: resolved feature spec dict.
-      num_tasks: number of tasks ``T`` (>= 1); task 0 is the primary task, whose output is ``h``.
-      num_levels: number of CGC levels (>= 1).
-      num_specific_experts: task-specific experts per task and level (>= 0).
-      num_shared_experts: shared experts per level (>= 0; specific + shared >= 1).
-      expert_units: widths of every expert MLP.
-      gate_units: hidden widths of every gate (empty: linear gates).
-      tower_units: widths of every task tower MLP (empty: ``h`` is the gated expert output).
-      activation: activation of the experts, gates and towers.
-      dropout: dropout of the experts, gates and towers.
-      norm: normalization of the experts, gates and towers (None, ``"batch"``, ``"layer"``).
-      embedding: embedding options (``zoo.encoder.embedding_options``): plain, mlet or multi.
-    """
-
-    def __init__(self, spec: Mapping[str, Any], num_tasks: int = 1, num_levels: int = 1,
-                 num_specific_experts: int = 1, num_shared_experts: int = 8,
-                 expert_units: Sequence[int] = (512, 256, 128), gate_units: Sequence[int] = (128, 64),
-                 tower_units: Sequence[int] = (128, 64), activation: str = "relu", dropout: float = 0.0,
-                 norm: str | None = None, **kwargs):
-        counts = {
-            "num_levels": positive_int(num_levels, "num_levels"),
-            "num_specific_experts": positive_int(num_specific_experts, "num_specific_experts", minimum=0),
-            "num_shared_experts": positive_int(num_shared_experts, "num_shared_experts", minimum=0),
-        }
-        super().__init__(spec, num_tasks, expert_units, gate_units, tower_units, activation, dropout, norm,
-                         counts, **kwargs)
+    Hyperparameters = PLEHyperParameters
 
     def make_experts(self):
         return PLE(num_levels=self.num_levels, num_tasks=self.num_tasks,
                    num_specific_experts=self.num_specific_experts, num_shared_experts=self.num_shared_experts,
                    **self._expert_kwargs())
 
-    def hparams(self):
-        return {**self._common_hparams(), "num_levels": self.num_levels,
-                "num_specific_experts": self.num_specific_experts, "num_shared_experts": self.num_shared_experts}
-
 
 @register_backbone("mmoe")
 class MMoEBackbone(_GatedExperts):
-    """MMoE backbone: ``h`` is the primary task's (tower) output of a :class:`layers.MMoE`.
+    """MMoE backbone: ``h`` is the primary task's (tower) output of a :class:`layers.MMoE`
+    (hyper-parameters: :class:`MMoEHyperParameters`)."""
 
-    Args:
-      spec: resolved feature spec dict.
-      num_tasks: number of tasks ``T`` (>= 1, one gate each); task 0's output is ``h``.
-      num_experts: number of shared experts ``E`` (>= 1).
-      expert_units, gate_units, tower_units, activation, dropout, norm, embedding: as in
-        :class:`PLEBackbone`.
-    """
-
-    def __init__(self, spec: Mapping[str, Any], num_tasks: int = 1, num_experts: int = 8,
-                 expert_units: Sequence[int] = (512, 256, 128), gate_units: Sequence[int] = (128, 64),
-                 tower_units: Sequence[int] = (128, 64), activation: str = "relu", dropout: float = 0.0,
-                 norm: str | None = None, **kwargs):
-        super().__init__(spec, num_tasks, expert_units, gate_units, tower_units, activation, dropout, norm,
-                         {"num_experts": positive_int(num_experts, "num_experts")}, **kwargs)
+    Hyperparameters = MMoEHyperParameters
 
     def make_experts(self):
         return MMoE(num_experts=self.num_experts, num_tasks=self.num_tasks, **self._expert_kwargs())
-
-    def hparams(self):
-        return {**self._common_hparams(), "num_experts": self.num_experts}

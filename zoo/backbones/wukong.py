@@ -36,47 +36,49 @@ MLP 2 x 512. ``configs/models/wukong.yaml`` scales them to the synthetic data (n
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import dataclasses
+from typing import Sequence
 
 import keras
 from keras import ops
 
 from layers import MLP, AttentionFM, LinearCompression
-from zoo.backbones.dhen import dense_token_projection, init_token_stack, positive_int, stack_tokens, widths
-from zoo.registry import Backbone, register_backbone
+from zoo.backbone import Backbone
+from zoo.backbones._common import (TokenStackHyperParameters, count, dense_token_projection, head_or_identity,
+                                   setup_token_stack, stack_tokens, units)
+from zoo.registry import register_backbone
 
 
-@register_backbone("wukong")
-class Wukong(Backbone):
-    """Wukong backbone producing the shared representation ``h`` (see the module docstring).
+@dataclasses.dataclass(frozen=True)
+class WukongHyperParameters(TokenStackHyperParameters):
+    """Wukong's hyper-parameters (plus the token/head ones of :class:`TokenStackHyperParameters`;
+    here ``dropout`` applies to the FMB MLPs too).
 
-    Args:
-      spec: resolved feature spec dict; every id input must share one ``embedding_dim``.
+    Attributes:
       num_layers: number of Wukong layers ``L`` (>= 1).
       num_fmb_tokens: rows ``n_F`` produced by each FMB (>= 1).
       num_lcb_tokens: rows ``n_L`` produced by each LCB (>= 1).
       fm_rank: columns ``k`` of each FMB's static ``Y``.
       fmb_units: hidden widths of each FMB's MLP (empty: only the linear ``Dense(n_F d)``).
-      num_dense_tokens: rows made from the dense features (>= 1; unused without dense features).
-      dense_units: hidden widths of the dense-token MLP (empty: a linear projection).
-      head_units: widths of the head MLP producing ``h`` (empty: ``h = flatten(X_L)``).
-      activation: activation of every MLP.
-      dropout: dropout of the FMB and head MLPs.
-      norm: normalization of the head MLP (None, ``"batch"``, ``"layer"``).
-      embedding: embedding options (``zoo.encoder.embedding_options``): plain, mlet or multi.
     """
 
-    def __init__(self, spec: Mapping[str, Any], num_layers: int = 3, num_fmb_tokens: int = 16,
-                 num_lcb_tokens: int = 16, fm_rank: int = 24, fmb_units: Sequence[int] = (512, 512),
-                 num_dense_tokens: int = 1, dense_units: Sequence[int] = (), head_units: Sequence[int] = (512, 512),
-                 activation: str = "relu", dropout: float = 0.0, norm: str | None = None, **kwargs):
-        super().__init__(spec, **kwargs)
-        self.num_layers = positive_int(num_layers, "num_layers")
-        self.num_fmb_tokens = positive_int(num_fmb_tokens, "num_fmb_tokens")
-        self.num_lcb_tokens = positive_int(num_lcb_tokens, "num_lcb_tokens")
-        self.fm_rank = positive_int(fm_rank, "fm_rank")
-        self.fmb_units = widths(fmb_units, "fmb_units")
-        init_token_stack(self, "wukong", num_dense_tokens, dense_units, head_units, activation, dropout, norm)
+    num_layers: int = count(3)
+    num_fmb_tokens: int = count(16)
+    num_lcb_tokens: int = count(16)
+    fm_rank: int = count(24)
+    fmb_units: Sequence[int] = units((512, 512))
+    head_units: Sequence[int] = units((512, 512))
+
+
+@register_backbone("wukong")
+class Wukong(Backbone):
+    """Wukong backbone producing the shared representation ``h`` (see the module docstring;
+    hyper-parameters: :class:`WukongHyperParameters`; every id input must share one ``embedding_dim``)."""
+
+    Hyperparameters = WukongHyperParameters
+
+    def setup(self):
+        setup_token_stack(self)
 
     @property
     def output_tokens(self) -> int:
@@ -139,13 +141,4 @@ class Wukong(Backbone):
         return [fm.attention(None) for fm in self.attention_fms]
 
     def over_arch(self, z, training=None):
-        return self.head(z, training=training) if self.head is not None else z
-
-    def hparams(self):
-        return {
-            "num_layers": self.num_layers, "num_fmb_tokens": self.num_fmb_tokens,
-            "num_lcb_tokens": self.num_lcb_tokens, "fm_rank": self.fm_rank, "fmb_units": self.fmb_units,
-            "num_dense_tokens": self.num_dense_tokens, "dense_units": self.dense_units,
-            "head_units": self.head_units, "activation": self.activation, "dropout": self.dropout,
-            "norm": self.norm,
-        }
+        return head_or_identity(self, z, training=training)

@@ -1,18 +1,15 @@
-"""DHEN, Wukong, PLE and MMoE backbones: shapes, training, round trip, embedding options, C2AL, export,
-attention reachability and argument checks. Run under TF and JAX (export: TF only)."""
-
-import os
+"""Known answers of the token-stack and gated-expert backbones DHEN, Wukong, PLE and MMoE: parameter
+counts, widths of ``h`` (with and without a head, per embedding set), trained and reachable
+attention matrices, PLE's tasks, MMoE as a PLE special case. The contract every backbone meets is
+tests/test_backbone_contract.py. Run under TF and JAX."""
 
 import keras
 import numpy as np
 import pytest
 
-from layers import MultiFieldEmbedding
-from zoo.c2al import C2AL
-from zoo.model import PRIMARY, build, fold_embeddings, primary_model, shared_representation
-from zoo.registry import backbone_names, get_backbone
-from zoo.spec import FeatureSpec
-from zoo.train import compile_model
+from zoo.model import PRIMARY, build, shared_representation
+from zoo.registry import get_backbone
+from zoo.c2al import compile_model
 
 from helpers import DHEN_HP, SPEC, UNIFORM, WUKONG_HP, batch  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -38,7 +35,7 @@ NO_HEAD = {
     "ple": (dict(tower_units=[]), 6),
     "mmoe": (dict(tower_units=[]), 6),
 }
-OPTIONS = [{"type": "plain"}, {"type": "mlet", "inner_dim": 6}, {"type": "multi", "num_sets": 2}]  # plain: above
+OPTIONS = [{"type": "plain"}, {"type": "mlet", "inner_dim": 6}, {"type": "multi", "num_sets": 2}]
 
 
 def make(name, embedding=None, **overrides):
@@ -48,10 +45,6 @@ def make(name, embedding=None, **overrides):
 
 def npy(x):
     return keras.ops.convert_to_numpy(x)
-
-
-def test_registered():
-    assert {"dhen", "wukong", "ple", "mmoe"} <= set(backbone_names())
 
 
 def test_dhen_parameter_count():
@@ -88,81 +81,31 @@ def bce(y, p):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_shapes_c2al_training_and_round_trip(name, tmp_path):
-    """One model per backbone through its life: shapes, C2AL's served path, a few steps, .keras round trip."""
+def test_h_width_and_trained_attention(name):
     keras.utils.set_random_seed(0)
     model = make(name)
     backbone = model.get_layer("backbone")
     x, y = batch(512, seed=1)
     assert tuple(model(x)[PRIMARY].shape) == (512, 1)
     assert shared_representation(model).shape == (None, CASES[name][2])
-
-    wrapped = C2AL(model)  # the served path of the wrapped model is the baseline: weights and outputs
-    out = wrapped(x)
-    assert sorted(out) == ["aux_head", "aux_tail", PRIMARY]
-    served = primary_model(wrapped)
-    assert served.count_params() == model.count_params()
-    assert [w.path for w in served.weights] == [w.path for w in model.weights]
-    np.testing.assert_array_equal(npy(served(x)), npy(out[PRIMARY]))
-    np.testing.assert_array_equal(npy(served(x)), npy(model(x)[PRIMARY]))
-
     attention = [npy(w).copy() for w in backbone.weights if "attention" in w.path]
-    before = bce(y, npy(model(x)[PRIMARY]))
     compile_model(model, 0.01, None)
     model.fit(x, {PRIMARY: y}, epochs=4, batch_size=64, verbose=0)
-    assert bce(y, npy(model(x)[PRIMARY])) < before - 0.05
     after = [npy(w) for w in backbone.weights if "attention" in w.path]
     assert len(attention) == {"dhen": 8, "wukong": 2}.get(name, 0)
     assert all(not np.allclose(a, b) for a, b in zip(attention, after))  # Y (or its MLP) is trained
 
-    path = os.path.join(tmp_path, "m.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(npy(loaded(x)[PRIMARY]), npy(model(x)[PRIMARY]), atol=1e-6)
-    assert loaded.get_layer("backbone").get_config() == backbone.get_config()
 
-
-@pytest.mark.parametrize("embedding", OPTIONS[1:], ids=lambda o: o["type"])
+@pytest.mark.parametrize("embedding", OPTIONS, ids=lambda o: o["type"])
 @pytest.mark.parametrize("name", NAMES)
-def test_every_embedding_option(name, embedding):
+def test_h_width_per_embedding_option(name, embedding):
     keras.utils.set_random_seed(2)
     overrides, width = NO_HEAD[name] if embedding["type"] == "multi" else ({}, CASES[name][2])
     model = make(name, embedding=embedding, **overrides)
     backbone = model.get_layer("backbone")
-    x, _ = batch(16)
-    out = npy(model(x)[PRIMARY])
-    assert out.shape == (16, 1) and np.all(np.isfinite(out))
     assert shared_representation(model).shape == (None, width)
-    assert len(backbone.interactions) == backbone.num_sets == embedding.get("num_sets", 1)
-    if embedding["type"] == "mlet":  # the MLET tables fold into plain ones with equal outputs
-        folded = fold_embeddings(model)
-        assert all(type(e) is MultiFieldEmbedding for e in folded.get_layer("backbone").encoder.embedders)
-        np.testing.assert_allclose(npy(folded(x)), out, atol=1e-6)
     if embedding["type"] == "multi" and name in ("dhen", "wukong"):
         assert len(backbone.attention_fms) == 2 * 2   # one per set and layer
-
-
-@pytest.mark.tf_only
-@pytest.mark.parametrize("name, embedding", [
-    ("dhen", {"type": "mlet", "inner_dim": 6}),
-    ("wukong", {"type": "multi", "num_sets": 2}),
-    ("ple", {"type": "plain"}),
-    ("mmoe", {"type": "mlet", "inner_dim": 6}),
-], ids=["dhen-mlet", "wukong-multi", "ple-plain", "mmoe-mlet"])
-def test_export_serves_the_keras_numbers(name, embedding, tmp_path):
-    import tensorflow as tf
-
-    from zoo.export import export_saved_model
-
-    keras.utils.set_random_seed(4)
-    model = C2AL(make(name, embedding=embedding))
-    spec = CASES[name][0]
-    path = export_saved_model(model, spec, str(tmp_path), name, verify=False)  # compared below
-    loaded = tf.saved_model.load(path)
-    x, _ = batch(64, seed=5)
-    got = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in x.items()})["probability"]
-    expected = npy(model(x)[PRIMARY])
-    assert np.max(np.abs(got.numpy() - expected)) <= 1e-5
 
 
 def test_dhen_attention_matrices_are_reachable():
@@ -210,38 +153,3 @@ def test_mmoe_is_single_level_ple_without_specific_experts():
     ple.set_weights(mmoe.get_weights())
     x, _ = batch(16)
     np.testing.assert_allclose(npy(ple(x)[PRIMARY]), npy(mmoe(x)[PRIMARY]), atol=1e-6)
-
-
-@pytest.mark.parametrize("name, spec, kwargs, argument", [
-    ("dhen", SPEC, {}, "embedding_dim"),
-    ("dhen", UNIFORM, dict(num_layers=0), "num_layers"),
-    ("dhen", UNIFORM, dict(modules=["attention_fm", "fm"]), "modules"),
-    ("dhen", UNIFORM, dict(modules=[]), "modules"),
-    ("dhen", UNIFORM, dict(attention_mode="global"), "attention_mode"),
-    ("dhen", UNIFORM, dict(attention_k=0), "attention_k"),
-    ("dhen", UNIFORM, dict(attention_normalize="sigmoid"), "attention_normalize"),
-    ("dhen", UNIFORM, dict(cross_rank=0), "cross_rank"),
-    ("dhen", UNIFORM, dict(modules=["mlp"], mlp_units=[]), "mlp_units"),
-    ("dhen", UNIFORM, dict(num_dense_tokens=0), "num_dense_tokens"),
-    ("dhen", UNIFORM, dict(head_units=[8, 0]), "head_units"),
-    ("dhen", UNIFORM, dict(norm="group"), "norm"),
-    ("wukong", SPEC, {}, "embedding_dim"),
-    ("wukong", UNIFORM, dict(num_layers=0), "num_layers"),
-    ("wukong", UNIFORM, dict(num_fmb_tokens=0), "num_fmb_tokens"),
-    ("wukong", UNIFORM, dict(num_lcb_tokens=-1), "num_lcb_tokens"),
-    ("wukong", UNIFORM, dict(fm_rank=1.5), "fm_rank"),
-    ("wukong", UNIFORM, dict(fmb_units=[-2]), "fmb_units"),
-    ("wukong", UNIFORM, dict(dropout=1.0), "dropout"),
-    ("ple", SPEC, dict(num_tasks=0), "num_tasks"),
-    ("ple", SPEC, dict(num_levels=0), "num_levels"),
-    ("ple", SPEC, dict(num_specific_experts=-1), "num_specific_experts"),
-    ("ple", SPEC, dict(num_specific_experts=0, num_shared_experts=0), "num_shared_experts"),
-    ("ple", SPEC, dict(expert_units=[]), "expert_units"),
-    ("ple", SPEC, dict(tower_units=[0]), "tower_units"),
-    ("mmoe", SPEC, dict(num_experts=0), "num_experts"),
-    ("mmoe", SPEC, dict(num_tasks=0), "num_tasks"),
-    ("mmoe", SPEC, dict(gate_units=[-1]), "gate_units"),
-])
-def test_bad_hyper_parameters_name_the_argument(name, spec, kwargs, argument):
-    with pytest.raises(ValueError, match=argument):
-        build(name, spec, **{**CASES[name][1], **kwargs})

@@ -1,0 +1,113 @@
+"""Known answers of the field-token backbones DLRM, DeepFM, AFM and AutoInt+: widths of ``h`` and
+parameter counts (single and multi embedding sets), mixed widths refused, DLRM's cat interaction
+against NumPy. The contract every backbone meets is tests/test_backbone_contract.py. Run under TF
+and JAX."""
+
+import keras
+import numpy as np
+import pytest
+
+from layers import MultiEmbedding
+from zoo.c2al import C2AL
+from zoo.model import PRIMARY, build, shared_representation
+
+from helpers import SPEC, batch, spec_with  # noqa: E402  (tests/ is on sys.path under pytest)
+
+pytestmark = pytest.mark.multi_backend
+
+
+# helpers.SPEC with every id width 4 (these backbones need one width): fields user, item, wide,
+# hist (width 4) and the dense feature price (one d-wide token, or DLRM's bottom MLP input).
+USPEC = spec_with()
+D, N_IDS, N_DENSE = 4, 4, 1
+N_FIELDS = N_IDS + N_DENSE
+EMBEDDINGS = (7 + 5 + 4) * 4  # user (6 + OOV), item (5 hashed), wide (3 + OOV) rows, width 4; hist shares item
+
+HP = {
+    "dlrm": dict(bottom_units=[8], top_units=[8, 4]),
+    "deepfm": dict(dnn_units=[8, 4], dropout=0.0),
+    "afm": dict(attention_dim=4),
+    "autoint": dict(num_attention_layers=2, num_heads=2, attention_dim=3, dnn_units=[8, 4]),
+}
+BACKBONES = sorted(HP)
+
+
+def _mlp(widths, fan_in):
+    total = 0
+    for w in widths:
+        total += fan_in * w + w
+        fan_in = w
+    return total
+
+
+# (h width, backbone parameters without the embedding tables, parameters of the shared over-arch)
+n_vectors = N_IDS + 1  # DLRM: z and the id embeddings
+DLRM_INTERACTION = D + n_vectors * (n_vectors - 1) // 2
+FIRST_ORDER = N_FIELDS * D
+DENSE_TOKENS = N_DENSE * D
+HEADS = 2 * 3
+EXPECTED = {
+    "dlrm": (4, _mlp([8, D], 1) + _mlp([8, 4], DLRM_INTERACTION), _mlp([8, 4], DLRM_INTERACTION)),
+    "deepfm": (1 + 4, DENSE_TOKENS + FIRST_ORDER + _mlp([8, 4], N_FIELDS * D), 0),
+    "afm": (D + 1, DENSE_TOKENS + (D * 4 + 4 + 4) + FIRST_ORDER, 0),
+    "autoint": (N_FIELDS * HEADS + 4,
+                DENSE_TOKENS + (3 * D * HEADS + D * HEADS) + 3 * HEADS * HEADS + _mlp([8, 4], N_FIELDS * D), 0),
+}
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_h_width_and_parameter_count(name):
+    keras.utils.set_random_seed(1)
+    model = build(name, USPEC, **HP[name])
+    x, _ = batch(16)
+    assert _np(model(x)[PRIMARY]).shape == (16, 1)
+    h_width, backbone_params, _ = EXPECTED[name]
+    assert shared_representation(model).shape == (None, h_width)
+    assert model.count_params() == EMBEDDINGS + backbone_params + h_width + 1
+    wrapped = C2AL(model)  # two Dense(1) heads on h
+    assert wrapped.count_params() == model.count_params() + 2 * (h_width + 1)
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_multi_embedding_parameter_count(name):
+    keras.utils.set_random_seed(2)
+    model = build(name, USPEC, embedding={"type": "multi", "num_sets": 3}, **HP[name])
+    backbone = model.get_layer("backbone")
+    assert all(type(e) is MultiEmbedding for e in backbone.encoder.embedders)
+    h_width, backbone_params, over_arch = EXPECTED[name]
+    assert shared_representation(model).shape == (None, h_width)
+    # One interaction module (and projection) per set; only the over-arch and head are shared.
+    assert len(backbone.interactions) == 3 and len(backbone.set_projections) == 3
+    interaction = backbone_params - over_arch
+    width = backbone.set_projections[0].units
+    assert model.count_params() == 3 * (EMBEDDINGS + interaction + width * width + width) + over_arch + h_width + 1
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_mixed_embedding_widths_are_rejected(name):
+    with pytest.raises(ValueError, match=r"^embedding_dim: .*'wide': 2"):
+        build(name, SPEC, **HP[name])  # test_model's SPEC: 'wide' has width 2, the others 4
+
+
+def test_dlrm_cat_interaction_is_the_top_mlp_on_concatenated_vectors():
+    """interaction='cat': h = TopMLP(concat(z, e_1..e_m)), checked against NumPy with the model's weights."""
+    keras.utils.set_random_seed(4)
+    model = build("dlrm", USPEC, bottom_units=[8], top_units=[6], interaction="cat")
+    x, _ = batch(8)
+    h = _np(keras.Model(model.inputs, shared_representation(model))(x))
+    backbone = model.get_layer("backbone")
+    tokens, dense = backbone.encoder(x)
+    relu = lambda v: np.maximum(v, 0)  # noqa: E731
+    z = _np(dense)
+    for layer in backbone.interactions[0]["bottom"]._dense:
+        z = relu(z @ _np(layer.kernel) + _np(layer.bias))
+    top = backbone.top._dense[0]
+    expected = relu(np.concatenate([z] + [_np(t) for t in tokens[0]], axis=-1) @ _np(top.kernel) + _np(top.bias))
+    np.testing.assert_allclose(h, expected, rtol=1e-5, atol=1e-6)
+    # Parameters: bottom MLP [8, d], top MLP on (1 + m) * d inputs; no dot interaction layer.
+    assert backbone.interactions[0]["dot"] is None
+    assert model.count_params() == EMBEDDINGS + _mlp([8, D], 1) + _mlp([6], (N_IDS + 1) * D) + 6 + 1
