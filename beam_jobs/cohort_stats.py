@@ -60,9 +60,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import fileio
 from beam_jobs.build_tfrecords import SHARD_SUFFIX, with_default_runner
-from beam_jobs.columnar import decode_examples
 from beam_jobs.tfrecord import ReadTFRecordBatches
-from zoo.spec import COHORT_KEY_PREFIX, PAD_ID, SPLITS, FeatureSpec
+from zoo.spec import COHORT_KEY_PREFIX, PAD_ID, SPLITS, FeatureSpec, decode_examples
 
 DEFAULT_QS = (0.05, 0.1, 0.25)
 

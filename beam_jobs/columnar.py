@@ -551,36 +551,3 @@ class StatsLayout:
             features[f.name]["truncated"] = acc[self.trunc_offset + k]
         out["features"] = features
         return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# Decoding stored Examples (the jobs that read TFRecords)
-# ---------------------------------------------------------------------------------------------------
-def decode_examples(spec: FeatureSpec, records: Sequence[bytes], keys: Sequence[str] | None = None
-                    ) -> dict[str, np.ndarray]:
-    """Serialized Examples written with ``spec`` as columns: key -> ``(N, values per row)`` array.
-
-    float32 for float keys, int64 for int keys (the layout of :meth:`FeatureSpec.example_columns`);
-    ``keys`` restricts the decoding to some keys. Uses the Example wire schema (no TensorFlow).
-    """
-    from zoo.spec import example_class
-
-    layout = [(k, is_float, w) for k, is_float, w in spec.example_layout if keys is None or k in keys]
-    missing = set(keys or ()) - {k for k, _, _ in layout}
-    if missing:
-        raise KeyError(f"spec '{spec.name}' stores no key(s) {sorted(missing)}")
-    n = len(records)
-    values: dict[str, list] = {k: [] for k, _, _ in layout}
-    example = example_class()()
-    for record in records:
-        example.ParseFromString(record)
-        feature = example.features.feature
-        for k, is_float, _ in layout:
-            f = feature[k]
-            values[k].extend(f.float_list.value if is_float else f.int64_list.value)
-    out = {}
-    for k, is_float, w in layout:
-        if len(values[k]) != n * w:
-            raise ValueError(f"key '{k}': {len(values[k])} values in {n} records, expected {w} per record")
-        out[k] = np.array(values[k], dtype=np.float32 if is_float else np.int64).reshape(n, w)
-    return out
