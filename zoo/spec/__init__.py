@@ -96,7 +96,7 @@ views), :mod:`zoo.spec.rows` (raw-row parsing), :mod:`zoo.spec.hashing` (stable 
 from zoo.spec.example_codec import decode_examples, example_class
 from zoo.spec.feature_spec import FeatureSpec
 from zoo.spec.hashing import hash_token, hash_tokens, stable_hash, stable_hash_array
-from zoo.spec.loader import load_spec
+from zoo.spec.loader import load_spec, locate_spec_file
 from zoo.spec.rows import RowError, apply_transforms, parse_token
 from zoo.spec.schema import (AUX_KEY_PREFIX, COHORT_KEY_PREFIX, PAD_ID, SPLITS, CohortAxis, Feature, RawFormat,
                              SpecError, Vocabulary)
@@ -119,6 +119,7 @@ __all__ = [
     "hash_token",
     "hash_tokens",
     "load_spec",
+    "locate_spec_file",
     "parse_token",
     "stable_hash",
     "stable_hash_array",

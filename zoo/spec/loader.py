@@ -35,7 +35,7 @@ def load_spec(path: str | os.PathLike) -> FeatureSpec:
       SpecError: the file is not a valid spec; the message starts with its path.
     """
     path = os.fspath(path)
-    spec_file = _spec_file(path)
+    spec_file = locate_spec_file(path)
     text = _read_text(spec_file)
     try:
         raw = json.loads(text) if spec_file.endswith(".json") else yaml.safe_load(text)
@@ -54,8 +54,13 @@ def _is_remote(path: str) -> bool:
     return "://" in path
 
 
-def _spec_file(path: str) -> str:
-    """``path`` itself when it is a file, else the ``spec.json`` of the data directory ``path``."""
+def locate_spec_file(path: str | os.PathLike) -> str:
+    """The spec file :func:`load_spec` reads for ``path``: the file itself, or a data directory's ``spec.json``.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist, or is a directory without ``spec.json``.
+    """
+    path = os.fspath(path)
     if _is_remote(path):
         from apache_beam.io.filesystems import FileSystems
 
