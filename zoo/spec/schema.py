@@ -112,7 +112,6 @@ class Feature:
         return out
 
 
-
 @dataclasses.dataclass(frozen=True)
 class CohortAxis:
     """A named partition of rows into cohorts by one feature."""

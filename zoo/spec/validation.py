@@ -26,7 +26,6 @@ _TOP_LEVEL_KEYS = {
 }
 
 
-
 def spec_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     """The validated keyword arguments of ``FeatureSpec`` for a spec mapping; raises ``SpecError``."""
     raw = copy.deepcopy(dict(raw))
