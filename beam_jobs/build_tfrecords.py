@@ -14,7 +14,8 @@ chunks (about ``--chunk_bytes`` of whole lines per element), parsed and encoded 
 (:mod:`beam_jobs.columnar`, ``FeatureSpec.encode_examples_flat``), which is what makes the job fast
 on Beam's Python SDK::
 
-    pass 1, only when the spec declares a vocabulary that is not built yet (e.g. Criteo's hex columns):
+    pass 1 (beam_jobs.vocabulary), only when the spec declares a vocabulary that is not built yet
+    (e.g. Criteo's hex columns):
     ReadLineChunks -> CountTokens (tokens of the rows in vocabulary.splits, per chunk and table)
       -> CombinePerKey((table, token shard), merge counts) -> keep count >= min_count
       -> GroupByKey(table) -> sort (count desc, token), cap max_size
@@ -80,18 +81,15 @@ root (or put it on ``PYTHONPATH``); on Dataflow pass ``--setup_file ./setup.py``
 from __future__ import annotations
 
 import argparse
-import collections
-import itertools
 import json
 import logging
 import os
 import posixpath
 import random
 import zlib
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
@@ -102,19 +100,18 @@ from apache_beam.utils import shared
 from beam_jobs import fileio
 from beam_jobs.columnar import BatchParser, StatsLayout
 from beam_jobs.tfrecord import frame_records, unframe
-from zoo.spec import SPLITS, FeatureSpec, SpecError, load_spec
+from beam_jobs.vocabulary import (DEFAULT_VOCAB_SHARDS, VOCAB_DIR, VOCAB_SUMMARY, acquire_vocabularies,
+                                  build_vocab_pipeline, resolve_vocabularies)
+from zoo.spec import SPLITS, FeatureSpec, SpecError, load_spec, locate_spec_file
 
 NAMESPACE = "build_tfrecords"
 SHARD_SUFFIX = ".tfrecord.gz"
 DEFAULT_NUM_SHARDS = 4
 DEFAULT_COMPRESSION_LEVEL = 6  # zlib's default, as Beam's GZIP sink uses
-DEFAULT_VOCAB_SHARDS = 8
 DEAD_LETTER_TAG = "dead_letter"
 STATS_TAG = "stats"
 STATS_FILE = "stats.json"
 DEAD_LETTER_FILE = "dead_letter/part-00000-of-00001.jsonl"
-VOCAB_DIR = "vocab"
-VOCAB_SUMMARY = "vocabularies.json"
 # Every file the job owns in --output (relative glob patterns); earlier copies are replaced.
 OUTPUTS = ([f"{s}/part-*{SHARD_SUFFIX}" for s in SPLITS]
            + ["dead_letter/part-*.jsonl", f"{VOCAB_DIR}/*", "stats.json", "spec.json"])
@@ -131,173 +128,6 @@ def with_default_runner(pipeline_args: list[str]) -> list[str]:
     if any(a == flag or a.startswith(flag + "=") for a in pipeline_args for flag in RUNNER_FLAGS):
         return pipeline_args
     return DEFAULT_RUNNER_ARGS + pipeline_args
-
-
-# ---------------------------------------------------------------------------------------------------
-# Vocabularies
-# ---------------------------------------------------------------------------------------------------
-def load_vocabularies(paths: Mapping[str, str]) -> dict[str, dict[str, int]]:
-    """``{table: {token: id}}`` from vocabulary files (one token per line, line number = id)."""
-    out = {}
-    for table, path in paths.items():
-        tokens = fileio.read_bytes(path).decode("utf-8").split("\n")
-        if tokens and tokens[-1] == "":
-            tokens.pop()
-        out[table] = {t: i for i, t in enumerate(tokens)}
-    return out
-
-
-class _Vocabularies:
-    """Loaded vocabularies, held through ``apache_beam.utils.shared`` (needs a weak-referenceable object)."""
-
-    def __init__(self, tables: dict[str, dict[str, int]]):
-        self.tables = tables
-
-
-def _vocab_tag(paths: Mapping[str, str]) -> str:
-    return json.dumps(sorted(paths.items()))
-
-
-class CountTokens(beam.DoFn):
-    """``(file, chunk)`` -> ``((table, shard), {token: count})`` for every table still to be built.
-
-    Counts the tokens of good rows in the table's ``vocabulary.splits``, over every feature using the
-    table; ``shard`` (a stable hash of the token) spreads a table's counts over several keys.
-    """
-
-    def __init__(self, spec: FeatureSpec, shards: int):
-        self.spec = spec
-        self.shards = max(int(shards), 1)
-
-    def setup(self):
-        self._parser = BatchParser(self.spec, None)
-        self._tables = []
-        for table, owner in self.spec.vocabulary_tables.items():
-            if owner.vocabulary_built:
-                continue
-            splits = np.array([SPLITS.index(s) for s in owner.vocabulary.splits], dtype=np.int8)
-            self._tables.append((table, self.spec.table_features(table), splits))
-
-    def process(self, element):
-        _, chunk = element
-        batch, _ = self._parser.parse_chunk(chunk)
-        if not batch.n:
-            return
-        for table, features, splits in self._tables:
-            sel = np.isin(batch.split, splits).tolist()
-            counts: collections.Counter = collections.Counter()
-            for f in features:
-                values = batch.values[f.name]
-                if f.kind == "categorical":
-                    counts.update(itertools.compress(values, sel))
-                else:
-                    for items in itertools.compress(values, sel):
-                        counts.update(items)
-            if self.shards == 1:
-                yield (table, 0), dict(counts)
-                continue
-            by_shard: dict[int, dict[str, int]] = collections.defaultdict(dict)
-            for token, c in counts.items():
-                by_shard[zlib.crc32(token.encode("utf-8")) % self.shards][token] = c
-            for shard, part in by_shard.items():
-                yield (table, shard), part
-
-
-class MergeCounts(beam.CombineFn):
-    """Sums ``{token: count}`` dicts."""
-
-    def create_accumulator(self) -> dict[str, int]:
-        return {}
-
-    def add_input(self, acc: dict[str, int], counts: Mapping[str, int]) -> dict[str, int]:
-        get = acc.get
-        for token, c in counts.items():
-            acc[token] = get(token, 0) + c
-        return acc
-
-    def merge_accumulators(self, accumulators: Iterable[dict[str, int]]) -> dict[str, int]:
-        accumulators = iter(accumulators)
-        out = next(accumulators, None) or {}
-        for acc in accumulators:
-            self.add_input(out, acc)
-        return out
-
-    def extract_output(self, acc: dict[str, int]) -> dict[str, int]:
-        return acc
-
-
-def _keep_frequent(element, min_counts: Mapping[str, int]):
-    (table, _), counts = element
-    m = min_counts[table]
-    kept = [(t, c) for t, c in counts.items() if c >= m]
-    yield table, (len(counts), sum(counts.values()), kept)
-
-
-def _finalize_vocabulary(element, vocabularies: Mapping[str, Any]):
-    """``(table, [(distinct, occurrences, kept), ...])`` -> ``(table, tokens, summary)``."""
-    table, parts = element
-    vocab = vocabularies[table]
-    distinct = occurrences = 0
-    kept: list[tuple[str, int]] = []
-    for d, o, k in parts:
-        distinct += d
-        occurrences += o
-        kept.extend(k)
-    kept.sort(key=lambda tc: (-tc[1], tc[0]))
-    if vocab.max_size is not None:
-        kept = kept[: vocab.max_size]
-    summary = {"vocab_size": len(kept), "min_count": vocab.min_count, "max_size": vocab.max_size,
-               "splits": list(vocab.splits), "distinct_tokens": distinct, "occurrences": occurrences,
-               "covered_occurrences": sum(c for _, c in kept)}
-    return table, [t for t, _ in kept], summary
-
-
-def build_vocab_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: str, vocab_dir: str,
-                         chunk_bytes: int = fileio.DEFAULT_CHUNK_BYTES,
-                         shards: int = DEFAULT_VOCAB_SHARDS) -> dict[str, beam.PCollection]:
-    """Pass 1: builds every vocabulary the spec declares but has not built.
-
-    Writes ``<vocab_dir>/<table>.txt`` and ``<vocab_dir>/vocabularies.json`` (``{table: summary}``).
-    Returns ``vocabularies``: ``(table, [tokens by id])``, and ``summary``: one ``{table: summary}``.
-    """
-    tables = {t: f.vocabulary for t, f in spec.vocabulary_tables.items() if not f.vocabulary_built}
-    if not tables:
-        raise ValueError(f"spec '{spec.name}': no vocabulary to build")
-    fmt = spec.raw_format
-    chunks = pipeline | "ReadChunks" >> fileio.ReadLineChunks(
-        input_pattern, skip_header_lines=1 if fmt.header else 0, chunk_bytes=chunk_bytes)
-    built = (chunks
-             | "CountTokens" >> beam.ParDo(CountTokens(spec, shards))
-             | "MergeCounts" >> beam.CombinePerKey(MergeCounts())
-             | "KeepFrequent" >> beam.FlatMap(_keep_frequent, {t: v.min_count for t, v in tables.items()})
-             | "ByTable" >> beam.GroupByKey()
-             | "Finalize" >> beam.Map(_finalize_vocabulary, tables))
-    files = built | "VocabText" >> beam.Map(
-        lambda e: (f"{e[0]}.txt", ["".join(t + "\n" for t in e[1]).encode("utf-8")]))
-    summary = (built
-               | "Summary" >> beam.Map(lambda e: (e[0], e[2]))
-               | "SummaryDict" >> beam.combiners.ToDict())
-    summary_file = summary | "SummaryJson" >> beam.Map(
-        lambda s: (VOCAB_SUMMARY, [json.dumps(dict(sorted(s.items())), indent=2).encode("utf-8")]))
-    _ = ((files, summary_file)
-         | "VocabFiles" >> beam.Flatten()
-         | "WriteVocab" >> beam.ParDo(fileio.WriteGroupedFiles(vocab_dir)))
-    return {"vocabularies": built | "Tokens" >> beam.Map(lambda e: (e[0], e[1])), "summary": summary}
-
-
-def resolve_vocabularies(spec: FeatureSpec, summary: Mapping[str, Mapping[str, Any]]) -> FeatureSpec:
-    """The spec with ``vocab_size`` and ``vocabulary.file`` (``vocab/<table>.txt``) of every built table."""
-    built = {}
-    for table, owner in spec.vocabulary_tables.items():
-        if owner.vocabulary_built:
-            continue
-        size = (summary.get(table) or {}).get("vocab_size", 0)
-        if size < 1:
-            raise SpecError(f"feature '{table}': no token reaches vocabulary.min_count "
-                            f"{owner.vocabulary.min_count} in splits {list(owner.vocabulary.splits)}; "
-                            "lower min_count or check the column")
-        built[table] = (size, f"{VOCAB_DIR}/{table}.txt")
-    return spec.with_vocabularies(built)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -321,8 +151,7 @@ class EncodeChunk(beam.DoFn):
         self._shared = shared.Shared()  # one copy of the vocabularies per worker process, not per thread
 
     def setup(self):
-        paths = self.vocab_paths
-        vocabularies = self._shared.acquire(lambda: _Vocabularies(load_vocabularies(paths)), tag=_vocab_tag(paths))
+        vocabularies = acquire_vocabularies(self._shared, self.vocab_paths)
         self._vocabularies = vocabularies  # keep the shared object alive while this DoFn lives
         self._parser = BatchParser(self.spec, vocabularies.tables)
         self._layout = StatsLayout(self.spec)
@@ -506,18 +335,6 @@ def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: st
                     dead_letter=dead, stats=written[STATS_TAG], files=written.files)
 
 
-def read_spec(path: str) -> FeatureSpec:
-    """A dataset YAML or resolved spec.json, local or on any Beam filesystem (e.g. ``gs://``)."""
-    if "://" not in path:
-        return load_spec(path)
-    import yaml
-
-    try:
-        return FeatureSpec.from_dict(yaml.safe_load(fileio.read_bytes(path).decode("utf-8")))
-    except SpecError as err:
-        raise SpecError(f"{path}: {err}") from None
-
-
 def write_spec(spec: FeatureSpec, output_dir: str) -> str:
     """Writes ``<output_dir>/spec.json`` (local or any Beam filesystem, e.g. GCS); returns its path."""
     return fileio.write_bytes(FileSystems.join(output_dir, "spec.json"), spec.to_json().encode("utf-8"),
@@ -572,7 +389,8 @@ def _counters(result) -> dict[str, int]:
 
 def _copy_vocabularies(spec: FeatureSpec, spec_path: str, out: fileio.OutputDir) -> dict[str, Any]:
     """Copies the built vocabularies of a resolved spec into the staging directory."""
-    base = posixpath.dirname(spec_path) if "://" in spec_path else os.path.dirname(os.path.abspath(spec_path))
+    spec_file = locate_spec_file(spec_path)
+    base = posixpath.dirname(spec_file) if "://" in spec_file else os.path.dirname(os.path.abspath(spec_file))
     summary = {}
     for table, owner in spec.vocabulary_tables.items():
         if not owner.vocabulary_built:
@@ -589,7 +407,7 @@ def _copy_vocabularies(spec: FeatureSpec, spec_path: str, out: fileio.OutputDir)
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the job; returns ``{"output", "stats", "counters", "state", "spec"}`` and prints a summary."""
     args, pipeline_args = parse_args(argv)
-    spec = read_spec(args.spec)
+    spec = load_spec(args.spec)
     out = fileio.OutputDir(args.output, OUTPUTS)
     stale = out.prepare()
     if stale:

@@ -60,15 +60,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import fileio
 from beam_jobs.build_tfrecords import SHARD_SUFFIX, with_default_runner
-from beam_jobs.columnar import decode_examples
 from beam_jobs.tfrecord import ReadTFRecordBatches
-from zoo.spec import COHORT_KEY_PREFIX, PAD_ID, SPLITS, FeatureSpec
+from zoo.spec import COHORT_KEY_PREFIX, PAD_ID, SPLITS, FeatureSpec, decode_examples, load_spec
 
 DEFAULT_QS = (0.05, 0.1, 0.25)
-
-
-def load_data_spec(data_dir: str) -> FeatureSpec:
-    return FeatureSpec.from_dict(fileio.read_json(FileSystems.join(data_dir, "spec.json")))
 
 
 def numeric_features(spec: FeatureSpec, extra: Sequence[str] = ()) -> list[str]:
@@ -395,7 +390,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args, pipeline_args = parse_args(argv)
     data_dir = args.data.rstrip("/")
     fileio.require_complete(data_dir)
-    spec = load_data_spec(data_dir)
+    spec = load_spec(data_dir)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     extra = [s.strip() for s in args.numeric_features.split(",") if s.strip()]
     with beam.Pipeline(options=PipelineOptions(pipeline_args)) as p:

@@ -2,7 +2,7 @@
 
 :meth:`zoo.spec.FeatureSpec.parse_raw_row` is the single definition of how a raw row is read. This
 module is its batched form for the Beam jobs: a chunk of lines is split into columns and every
-column is converted with one C-level pass (``map(int, ...)``, ``map(float, ...)``, a vocabulary
+column is converted (:mod:`beam_jobs.column_converters`) with one C-level pass (``map(int, ...)``, ``map(float, ...)``, a vocabulary
 ``dict.get``, :func:`zoo.spec.hash_tokens`) and checked with array operations. Rows that any check
 flags (wrong column count, unparsable or blank values, out-of-range ids, non-UTF-8 bytes, ...) are
 handed to ``parse_raw_row`` one by one, which either dead-letters them with its exact reason and
@@ -18,22 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
-import re
-import warnings
 import zlib
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from beam_jobs.column_converters import (float_column, int_column, pad_sequence_column, split_sequence_column,
+                                        token_column, transform_column)
 from beam_jobs.fileio import chunk_lines
 from zoo.spec import (COHORT_KEY_PREFIX, PAD_ID, SPLITS, Feature, FeatureSpec, RowError, SpecError,
                       hash_tokens, stable_hash_array)
 
-_FLOAT32_MAX = 3.4028234663852886e38
-_INT64_MAX, _INT64_MIN = np.iinfo(np.int64).max, np.iinfo(np.int64).min
-_OTHER_WS = re.compile(r"[^\S\n]")  # whitespace other than the newline that joins tokens
-_HEX_BYTES = b"0123456789abcdefABCDEF\n"
 _SPLIT_INDEX = {s: i for i, s in enumerate(SPLITS)}
 
 
@@ -161,16 +156,16 @@ class BatchParser:
         bad = np.zeros(n, dtype=bool)
         values: dict[str, Any] = {}
         seq_lengths: dict[str, np.ndarray] = {}
-        label, lbad = _floats(columns[self.col_index[spec.label]], n, None)
+        label, lbad = float_column(columns[self.col_index[spec.label]], n, None)
         bad |= lbad | ~((label == 0.0) | (label == 1.0))
         values[spec.label] = label
         for f in spec.features:
             col = columns[self.col_index[f.name]]
             if f.kind == "dense":
-                v, b = _floats(col, n, f.default)
+                v, b = float_column(col, n, f.default)
                 bad |= b
                 if f.transforms:
-                    v, b = _transform(f, v, bad)
+                    v, b = transform_column(f, v, bad)
                     bad |= b
                 values[f.name] = v
             elif f.kind == "categorical":
@@ -193,9 +188,9 @@ class BatchParser:
     def _ids(self, f: Feature, col: list[str], n: int):
         """Stored ids of a categorical column (or tokens in token mode)."""
         if f.tokens:
-            tokens, bad = _tokens(f, col, n)
+            tokens, bad = token_column(f, col, n)
             return self._map_tokens(f, tokens, bad), bad
-        ids, bad = _ints(col, n)
+        ids, bad = int_column(col, n)
         if f.vocabulary is not None:
             tokens = list(map(str, ids.tolist()))
             return self._map_tokens(f, tokens, bad), bad
@@ -217,14 +212,14 @@ class BatchParser:
 
     def _sequences(self, f: Feature, col: list[str], n: int):
         sd = self.spec.raw_format.sequence_delimiter
-        flat, lengths = _split_sequences(col, n, sd, f.tokens)
+        flat, lengths = split_sequence_column(col, n, sd, f.tokens)
         row_of = np.repeat(np.arange(n), lengths)
         bad = np.zeros(n, dtype=bool)
         if f.tokens:
-            tokens, tbad = _tokens(f, flat, len(flat), stripped=True)
+            tokens, tbad = token_column(f, flat, len(flat), stripped=True)
             ids = self._map_tokens(f, tokens, tbad)
         else:
-            ids, tbad = _ints(flat, len(flat))
+            ids, tbad = int_column(flat, len(flat))
             tbad |= ids == PAD_ID
             if f.vocabulary is not None:
                 ids = self._map_tokens(f, list(map(str, ids.tolist())), tbad)
@@ -237,7 +232,7 @@ class BatchParser:
         if self.token_mode and f.vocabulary is not None:
             ends = np.cumsum(lengths)
             return [ids[e - k: e] for e, k in zip(ends.tolist(), lengths.tolist())], lengths, bad
-        return _pad(ids, lengths, f.max_length, f.truncation), lengths, bad
+        return pad_sequence_column(ids, lengths, f.max_length, f.truncation), lengths, bad
 
     def _split(self, values: dict[str, Any], line_bytes: list[bytes] | None, n: int) -> np.ndarray:
         spec = self.spec
@@ -292,7 +287,7 @@ class BatchParser:
                     values[f.name] = col
                 else:
                     flat = np.fromiter(itertools.chain.from_iterable(col), dtype=np.int64, count=int(lengths.sum()))
-                    values[f.name] = _pad(flat, lengths, f.max_length, f.truncation)
+                    values[f.name] = pad_sequence_column(flat, lengths, f.max_length, f.truncation)
         return Batch(n, values, seq_lengths, np.array(splits, dtype=np.int8).reshape(n), [])
 
     def _merge(self, a: Batch, b: Batch) -> Batch:
@@ -343,143 +338,6 @@ class BatchParser:
         for axis in spec.cohort_axes:
             out[COHORT_KEY_PREFIX + axis.name] = cohorts[axis.name].reshape(n, 1)
         return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# Column converters: (values, bad mask); a bad row is re-parsed by the reference parser.
-# ---------------------------------------------------------------------------------------------------
-def _ints(col: Sequence[str], n: int, joined: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``int(text)`` of every text (bad: not an int, or outside int64)."""
-    if n:
-        # Fast path for plain decimal ids: numpy's C parser. Only digits, '-' and separators may
-        # appear, so a field can neither hide a second number nor vanish without changing the count;
-        # values at the int64 limits (where the C parser saturates) take the exact path.
-        joined = "\n".join(col) if joined is None else joined
-        if not joined.encode("utf-8").translate(None, b"0123456789-\n"):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("error")
-                    v = np.fromstring(joined, dtype=np.int64, sep="\n")
-            except (ValueError, DeprecationWarning):
-                v = None
-            if v is not None and v.shape[0] == n and not ((v == _INT64_MAX) | (v == _INT64_MIN)).any():
-                return v, np.zeros(n, dtype=bool)
-    try:
-        return np.fromiter(map(int, col), dtype=np.int64, count=n), np.zeros(n, dtype=bool)
-    except (ValueError, OverflowError):
-        pass
-    out = np.zeros(n, dtype=np.int64)
-    bad = np.zeros(n, dtype=bool)
-    for i, t in enumerate(col):
-        try:
-            v = int(t)
-        except ValueError:
-            bad[i] = True
-            continue
-        if -(2**63) <= v < 2**63:
-            out[i] = v
-        else:
-            bad[i] = True
-    return out, bad
-
-
-def _floats(col: Sequence[str], n: int, default: float | None) -> tuple[np.ndarray, np.ndarray]:
-    if default is not None:
-        fill = repr(default)
-        col = [t if t else fill for t in col]
-    try:
-        v = np.fromiter(map(float, col), dtype=np.float64, count=n)
-        bad = np.zeros(n, dtype=bool)
-    except ValueError:
-        v = np.zeros(n, dtype=np.float64)
-        bad = np.zeros(n, dtype=bool)
-        for i, t in enumerate(col):
-            try:
-                v[i] = float(t)
-            except ValueError:
-                bad[i] = True
-    with np.errstate(invalid="ignore"):
-        bad |= ~np.isfinite(v) | (np.abs(v) > _FLOAT32_MAX)
-    return v, bad
-
-
-def _transform(f: Feature, v: np.ndarray, bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``zoo.spec.apply_transforms`` on a column (same comparisons, same ``math.log1p``)."""
-    new_bad = np.zeros(v.shape, dtype=bool)
-    v = np.where(bad, 0.0, v)
-    for t in f.transforms:
-        if t[0] == "clip":
-            if t[1] is not None:
-                v = np.where(v < t[1], t[1], v)
-            if t[2] is not None:
-                v = np.where(v > t[2], t[2], v)
-        else:
-            out_of_domain = v <= -1.0
-            new_bad |= out_of_domain
-            v = np.where(out_of_domain, 0.0, v)
-            v = np.fromiter(map(math.log1p, v.tolist()), dtype=np.float64, count=v.size)
-    return v, new_bad
-
-
-def _tokens(f: Feature, col: Sequence[str], n: int, stripped: bool = False) -> tuple[list[str], np.ndarray]:
-    """Normalized string/hex tokens (``zoo.spec.parse_token`` of the stripped text)."""
-    bad = np.zeros(n, dtype=bool)
-    if not n:
-        return [], bad
-    joined = "\n".join(col)
-    if not stripped and _OTHER_WS.search(joined):
-        col = [t.strip() for t in col]
-        joined = "\n".join(col)
-    if f.raw_type == "hex":
-        if joined.encode("utf-8").translate(None, _HEX_BYTES):
-            bad = np.array([not _is_hex(t) for t in col], dtype=bool)
-        lowered = joined.lower()
-        if lowered != joined:
-            col = lowered.split("\n")
-    return list(col), bad
-
-
-def _is_hex(token: str) -> bool:
-    return not token.encode("utf-8").translate(None, _HEX_BYTES[:-1])
-
-
-def _split_sequences(col: Sequence[str], n: int, sd: str, tokens: bool) -> tuple[list[str], np.ndarray]:
-    """Item texts of every sequence text, flattened, and the item count per row.
-
-    As ``parse_raw_row``: items are split by ``sd``, empty items dropped (string/hex items are
-    stripped first). Without empty items or stray whitespace this is one join and one split.
-    """
-    joined = "\n".join(col)
-    simple = (sd + sd not in joined and "\n" + sd not in joined and sd + "\n" not in joined
-              and not joined.startswith(sd) and not joined.endswith(sd)
-              and not (tokens and _OTHER_WS.search(joined.replace(sd, ""))))
-    if simple:
-        lengths = np.fromiter(map(str.count, col, itertools.repeat(sd)), dtype=np.int64, count=n) + 1
-        lengths[np.fromiter(map(len, col), dtype=np.int64, count=n) == 0] = 0
-        flat = [t for t in joined.replace("\n", sd).split(sd) if t] if n else []
-        if len(flat) == int(lengths.sum()):
-            return flat, lengths
-    if tokens:
-        lists = [[t for t in (x.strip() for x in text.split(sd)) if t] if text else [] for text in col]
-    else:
-        lists = [[t for t in text.split(sd) if t] if text else [] for text in col]
-    return list(itertools.chain.from_iterable(lists)), np.fromiter(map(len, lists), dtype=np.int64, count=n)
-
-
-def _pad(flat: np.ndarray, lengths: np.ndarray, max_length: int, truncation: str) -> np.ndarray:
-    """Padded ``(N, max_length)`` ids as :meth:`FeatureSpec.pad_sequence` (keep_last / keep_first)."""
-    n = lengths.shape[0]
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    kept = np.minimum(lengths, max_length)
-    base = ends - kept if truncation == "keep_last" else starts
-    cols = np.arange(max_length)
-    valid = cols < kept[:, None]
-    out = np.full((n, max_length), PAD_ID, dtype=np.int64)
-    if flat.size:
-        idx = np.where(valid, base[:, None] + cols, 0)
-        out[valid] = np.asarray(flat, dtype=np.int64)[idx[valid]]
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -551,36 +409,3 @@ class StatsLayout:
             features[f.name]["truncated"] = acc[self.trunc_offset + k]
         out["features"] = features
         return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# Decoding stored Examples (the jobs that read TFRecords)
-# ---------------------------------------------------------------------------------------------------
-def decode_examples(spec: FeatureSpec, records: Sequence[bytes], keys: Sequence[str] | None = None
-                    ) -> dict[str, np.ndarray]:
-    """Serialized Examples written with ``spec`` as columns: key -> ``(N, values per row)`` array.
-
-    float32 for float keys, int64 for int keys (the layout of :meth:`FeatureSpec.example_columns`);
-    ``keys`` restricts the decoding to some keys. Uses the Example wire schema (no TensorFlow).
-    """
-    from zoo.spec import example_class
-
-    layout = [(k, is_float, w) for k, is_float, w in spec.example_layout if keys is None or k in keys]
-    missing = set(keys or ()) - {k for k, _, _ in layout}
-    if missing:
-        raise KeyError(f"spec '{spec.name}' stores no key(s) {sorted(missing)}")
-    n = len(records)
-    values: dict[str, list] = {k: [] for k, _, _ in layout}
-    example = example_class()()
-    for record in records:
-        example.ParseFromString(record)
-        feature = example.features.feature
-        for k, is_float, _ in layout:
-            f = feature[k]
-            values[k].extend(f.float_list.value if is_float else f.int64_list.value)
-    out = {}
-    for k, is_float, w in layout:
-        if len(values[k]) != n * w:
-            raise ValueError(f"key '{k}': {len(values[k])} values in {n} records, expected {w} per record")
-        out[k] = np.array(values[k], dtype=np.float32 if is_float else np.int64).reshape(n, w)
-    return out

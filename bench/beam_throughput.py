@@ -53,7 +53,7 @@ def naive_to_example(line, spec):
         return []
     feature = {}
     for key, values in spec.example_values(row).items():
-        if key in spec._float_keys:
+        if key in spec.float_keys:
             feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
         else:
             feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))

@@ -70,7 +70,7 @@ def prepare(work: str, datasets: list[str], synthetic_rows: int) -> None:
                            rows=synthetic_rows, seed=0, malformed_rows=0, contrast=name != "synthetic_nocontrast")
         build_tfrecords.run(["--spec", os.path.join(ROOT, yaml_path), "--input", os.path.join(raw, "*.csv"),
                              "--output", tfrecords])
-        resolved = data.load_data_spec(tfrecords)
+        resolved = load_spec(tfrecords)
         for split in SPLITS:
             columns: dict[str, list] = {}
             for batch in data.read_split(tfrecords, split, 65536, spec=resolved).as_numpy_iterator():
@@ -84,11 +84,10 @@ def prepare(work: str, datasets: list[str], synthetic_rows: int) -> None:
 def load_arrays(work: str, name: str):
     import numpy as np
 
-    from zoo.spec import FeatureSpec
+    from zoo.spec import load_spec
 
     base = os.path.join(work, name)
-    with open(os.path.join(base, "spec.json")) as fh:
-        spec = FeatureSpec.from_dict(json.load(fh))
+    spec = load_spec(base)
     splits = {}
     for split in ("train", "valid", "test"):
         with np.load(os.path.join(base, f"{split}.npz")) as z:

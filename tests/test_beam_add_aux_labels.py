@@ -14,7 +14,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs import add_aux_labels, build_tfrecords, fileio
-from zoo.spec import SPLITS, example_class
+from zoo.spec import SPLITS, example_class, load_spec
 
 pytestmark = pytest.mark.tf_only
 
@@ -79,7 +79,7 @@ def test_add_aux_labels_cli_and_reader(tiny_case, tiny_data, tmp_path):
     info = add_aux_labels.run(["--data", tiny_data, "--output", out, "--dtype", "int64",
                                "--direct_running_mode=in_memory"])  # axis/head/tail from the spec's c2al
     assert fileio.is_complete(out)
-    spec = data.load_data_spec(out)
+    spec = load_spec(out)
     assert spec.aux_labels == {"axis": "value_band", "head": "high", "tail": "low", "dtype": "int64"}
     assert "aux/head" in spec.parse_spec("all") and "aux/head" not in spec.parse_spec("inputs")
     assert info["stats"]["rows"] == 12 and info["stats"]["aux_labels"]["splits"]["train"]["head"]["positives"] == 2

@@ -87,7 +87,7 @@ def test_criteo_layout_from_yaml_alone(tmp_path):
     assert min(stats["splits"][s]["rows"] for s in SPLITS) > 0
 
     # The resolved spec describes the encoded columns: int64 ids with vocab_size, float32 denses.
-    resolved = data.load_data_spec(out)
+    resolved = load_spec(out)
     assert [f.vocab_size for f in resolved.categorical] == [len(v) for v in vocabs]
     assert resolved.feature("C1").vocabulary.file == "vocab/C1.txt" and fileio.is_complete(out)
     assert {f.name: f.num_rows for f in resolved.categorical} == {f"C{k + 1}": len(v) + 1 for k, v in enumerate(vocabs)}

@@ -18,7 +18,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs import build_tfrecords, fileio
-from zoo.spec import SPLITS, FeatureSpec, hash_token
+from zoo.spec import SPLITS, FeatureSpec, hash_token, load_spec
 
 pytestmark = pytest.mark.tf_only
 
@@ -181,7 +181,7 @@ def test_cli_two_passes_round_trip_through_the_reader(raw, tmp_path):
     assert sorted(os.listdir(os.path.join(out, "vocab"))) == ["city.txt", "strict.txt", "vocabularies.json"]
 
     # The resolved spec describes the encoded columns: int ids with vocab_size, the file they came from.
-    resolved = data.load_data_spec(out)
+    resolved = load_spec(out)
     assert resolved.feature("city").vocab_size == 4 and resolved.feature("strict").vocab_size == 2
     assert resolved.to_dict()["features"][1]["vocabulary"] == {"min_count": 2, "splits": ["train"],
                                                                "file": "vocab/city.txt"}

@@ -14,6 +14,7 @@ from zoo import c2al as c2al_lib
 from zoo.c2al import AUX_HEAD, AUX_TAIL, DEFAULT_TAP, TAPS, build_c2al, c2al_options
 from zoo.model import PRIMARY, build, interaction_output, load_model_config, primary_model, shared_representation
 from zoo.registry import Backbone, backbone_names
+from zoo.spec import load_spec
 from zoo.train import compile_model
 
 from helpers import SPEC, batch, tiny_hparams  # noqa: E402  (tests/ is on sys.path under pytest)
@@ -261,7 +262,6 @@ def test_pipeline_labels_and_reweight_sample_weights():
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     from helpers import synthetic_rows, write_data_dir
-    from zoo.spec import load_spec
 
     path = str(tmp_path_factory.mktemp("data"))
     write_data_dir(load_spec(os.path.join(ROOT, "configs/datasets/synthetic.yaml")), synthetic_rows(1500, seed=2),
@@ -271,11 +271,10 @@ def data_dir(tmp_path_factory):
 
 @pytest.mark.tf_only
 def test_resolve_c2al_takes_a_whole_pair_in_either_form(data_dir):
-    from zoo import data
     from zoo.spec import SpecError
     from zoo.train import resolve_c2al
 
-    spec = data.load_data_spec(data_dir)
+    spec = load_spec(data_dir)
     pair = {"axis": "user_value", "head": "p75_95", "tail": "p05_25"}
     assert resolve_c2al(spec, pair) == {**pair, "lambda_head": 0.1, "lambda_tail": 0.1}
     quantile = {"axis": "user_value", "feature": "user_value", "head_min": 2.0, "tail_max": -1.0}
@@ -303,7 +302,7 @@ def test_train_records_the_ablation_and_serves_the_baseline(data_dir, tmp_path):
     assert code == 0
     summary = json.load(open(os.path.join(out, "metrics.json")))
     assert summary["c2al_ablation"] == "reweight" and summary["c2al_tap"] == DEFAULT_TAP
-    spec = data.load_data_spec(data_dir)
+    spec = load_spec(data_dir)
     ids = np.concatenate([b["cohort/user_value"][:, 0] for b in
                           data.read_split(data_dir, "train", 512, spec=spec).as_numpy_iterator()])
     axis = spec.axis("user_value")

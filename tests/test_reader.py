@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from beam_jobs import build_tfrecords
 from zoo import data
-from zoo.spec import SPLITS
+from zoo.spec import SPLITS, load_spec
 
 pytestmark = pytest.mark.tf_only
 
@@ -50,7 +50,7 @@ def _expected(rows: list[dict]) -> list[tuple]:
 
 def test_read_split_returns_what_was_written(tiny_case, tiny_data):
     spec = tiny_case.spec
-    assert data.load_data_spec(tiny_data).to_dict() == spec.to_dict()
+    assert load_spec(tiny_data).to_dict() == spec.to_dict()
     assert data.load_stats(tiny_data) == tiny_case.expected_stats
     for split in SPLITS:
         got = []

@@ -256,3 +256,54 @@ def test_encode_example_is_deterministic_across_processes():
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2)}
     assert len(outs) == 1  # map keys are serialized sorted, not in hash-table order
+
+
+# ----- load_spec: every form of spec path ------------------------------------------------------------
+def test_load_spec_reads_a_yaml_a_spec_json_and_a_data_directory(tmp_path):
+    import json
+
+    from zoo.spec import locate_spec_file
+
+    from_yaml = load_spec("configs/datasets/synthetic.yaml")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "spec.json").write_text(from_yaml.to_json())
+    assert load_spec(data_dir / "spec.json") == from_yaml
+    assert load_spec(str(data_dir)) == from_yaml
+    assert locate_spec_file(data_dir) == str(data_dir / "spec.json")
+    (tmp_path / "bad.json").write_text(json.dumps({**from_yaml.to_dict(), "features": []}))
+    with pytest.raises(SpecError, match=r"bad\.json: spec: 'features' is empty"):
+        load_spec(tmp_path / "bad.json")
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(SpecError, match=r"broken\.json: not valid JSON"):
+        load_spec(tmp_path / "broken.json")
+
+
+def test_load_spec_names_the_path_it_cannot_read(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"empty: data directory has no spec\.json"):
+        load_spec(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match=r"nope\.yaml: no such spec file or data directory"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_load_spec_reads_remote_paths_through_beam_filesystems(monkeypatch):
+    import io
+
+    from apache_beam.io import filesystems
+
+    spec = load_spec("configs/datasets/synthetic.yaml")
+    store = {"mem://bucket/data/spec.json": spec.to_json().encode("utf-8"),
+             "mem://bucket/synthetic.yaml": open("configs/datasets/synthetic.yaml", "rb").read()}
+
+    class InMemoryFileSystems:  # the three FileSystems calls load_spec makes on a remote path
+        exists = staticmethod(store.__contains__)
+        join = staticmethod(lambda base, name: f"{base.rstrip('/')}/{name}")
+        open = staticmethod(lambda path: io.BytesIO(store[path]))
+
+    monkeypatch.setattr(filesystems, "FileSystems", InMemoryFileSystems)
+    assert load_spec("mem://bucket/synthetic.yaml") == spec
+    assert load_spec("mem://bucket/data/spec.json") == spec
+    assert load_spec("mem://bucket/data") == spec
+    with pytest.raises(FileNotFoundError, match="mem://bucket/other: no spec file there, and no spec.json"):
+        load_spec("mem://bucket/other")

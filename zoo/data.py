@@ -22,15 +22,9 @@ from typing import Any, Mapping, Sequence
 
 import tensorflow as tf
 
-from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec, SPLITS
+from zoo.spec import COHORT_KEY_PREFIX, SPLITS, FeatureSpec, load_spec
 
 SHARD_SUFFIX = ".tfrecord.gz"
-
-
-def load_data_spec(data_dir: str) -> FeatureSpec:
-    """The resolved spec the shards were written with."""
-    with tf.io.gfile.GFile(os.path.join(data_dir, "spec.json")) as fh:
-        return FeatureSpec.from_dict(json.load(fh))
 
 
 def load_stats(data_dir: str) -> dict[str, Any]:
@@ -62,7 +56,7 @@ def read_split(data_dir: str, split: str, batch_size: int, *, spec: FeatureSpec 
       repeat: repeat forever (use with ``steps_per_epoch``).
       drop_remainder: drop the last partial batch.
     """
-    spec = spec or load_data_spec(data_dir)
+    spec = spec or load_spec(data_dir)
     files = tf.io.gfile.glob(shard_pattern(data_dir, split))
     if not files:
         raise FileNotFoundError(f"no shards match {shard_pattern(data_dir, split)}")

@@ -1,0 +1,126 @@
+"""The feature spec: one dataset YAML from which every other view is derived.
+
+A spec declares each feature once. From it, with no second copy anywhere:
+
+* the Beam writer's raw-row parsing and ``tf.train.Example`` encoding
+  (:meth:`FeatureSpec.parse_raw_row`, :meth:`FeatureSpec.encode_example`),
+* the reader's ``tf.io.parse_example`` spec (:meth:`FeatureSpec.parse_spec`),
+* the model's named ``keras.Input``s and embedding tables
+  (:meth:`FeatureSpec.keras_inputs`, :attr:`FeatureSpec.categorical`),
+* the serving signature (:meth:`FeatureSpec.serving_signature`).
+
+Feature kinds
+-------------
+``categorical``
+    One int64 id per row. Either ``vocab_size: V`` (ids ``0..V-1`` are valid;
+    any other id is out of vocabulary and maps to the explicit OOV row ``V``,
+    so the table has ``V + 1`` rows) or ``hash_buckets: H`` (the row is
+    ``id mod H``; the table has ``H`` rows and nothing is out of range).
+``dense``
+    One float32 per row. ``default`` fills a blank raw value; without a
+    default a blank is a malformed row.
+``sequence``
+    Up to ``max_length`` int64 ids, padded with ``PAD_ID`` (-1) to exactly
+    ``max_length``. Ids come from ``vocab_size`` / ``hash_buckets`` of their
+    own or from the table named by ``share_embedding``. Longer raw sequences
+    are handled by ``truncation``: ``keep_last`` (default) or ``keep_first``
+    (both counted by the Beam job), or ``error`` (the row is dead-lettered).
+
+Every feature has ``input: true`` by default; ``input: false`` carries a
+column in the records (for cohort axes, say) without making it a model or
+serving input.
+
+Cohort axes
+-----------
+An axis maps one feature to a small set of named cohorts:
+
+* ordinal: ``boundaries: [b0, b1, ...]`` (strictly increasing) and
+  ``cohorts`` with ``len(boundaries) + 1`` names; a value ``v`` falls in
+  cohort ``i`` where ``b_{i-1} <= v < b_i``.
+* categorical: ``values: {cohort_name: [id, ...], ...}``; ids not listed fall
+  in the cohort named by ``other`` (default ``"other"``), which is reported
+  like any other cohort.
+
+Raw column types, vocabularies and transforms
+---------------------------------------------
+The model only ever sees int64 ids and float32 dense values; these keys say how
+a raw text column becomes one (all optional, applied by the Beam writer):
+
+``raw_type`` (categorical and sequence features)
+    ``int`` (default: the text is the id), ``string`` (any text token) or
+    ``hex`` (a hexadecimal token, e.g. Criteo's ``68fd1e64``; validated and
+    lower-cased). String and hex tokens are stripped; a blank token is the
+    token ``""`` (its own category). They need ``hash_buckets: H`` (the id is
+    :func:`hash_token` ``(token) mod H``) or ``vocabulary``.
+``vocabulary: {min_count: 1, max_size: null, splits: [train]}``
+    The vocabulary is built from the data by the Beam job's first pass (tokens
+    of the rows in ``splits`` seen at least ``min_count`` times, at most
+    ``max_size`` of them, most frequent first, ties by token) and written to
+    ``<output>/vocab/<table>.txt`` (one token per line, line number = id). The
+    resolved ``spec.json`` records ``vocab_size`` (ids ``0..V-1``; every other
+    token gets the OOV id ``V``) and ``vocabulary.file`` (relative to the data
+    directory). A table shared through ``share_embedding`` has one vocabulary
+    counted over all its features. ``int`` ids may have a vocabulary too (it
+    maps sparse raw ids to dense ones).
+``unknown``
+    ``oov`` (default: tokens outside the vocabulary get the OOV id, int ids
+    outside ``vocab_size`` are stored as given; both are counted in
+    ``stats.json``) or ``error`` (such a row is dead-lettered with reason
+    ``unknown_category``).
+``transforms`` (dense features)
+    An ordered list applied after the ``default`` fill: ``log1p`` and
+    ``{clip: [lo, hi]}`` (``null`` = unbounded). The stored value (the one the
+    model, the cohort axes and the statistics see) is the transformed one; a
+    non-finite result is a ``bad_number`` dead letter.
+
+Top level: ``split_by: line`` splits rows by a stable hash of the raw line
+(datasets without a user id, e.g. Criteo) instead of the user id;
+``format.type: libfm`` reads libFM/libSVM lines (``label idx:val ...``, one
+token per feature in column order: categorical features take ``idx``, dense
+features ``val``; label ``-1`` means 0); ``aux_labels: {axis, head, tail,
+dtype}`` is recorded by :mod:`beam_jobs.add_aux_labels` for shards that carry
+``aux/head`` and ``aux/tail``.
+
+Errors in a spec raise :class:`SpecError` naming the feature (or axis) and
+the problem.
+
+Modules
+-------
+:mod:`zoo.spec.schema` (the parts of a spec and its constants), :mod:`zoo.spec.validation` (a
+mapping checked into those parts), :mod:`zoo.spec.feature_spec` (:class:`FeatureSpec` and its
+views), :mod:`zoo.spec.rows` (raw-row parsing), :mod:`zoo.spec.hashing` (stable hashes and splits),
+:mod:`zoo.spec.example_codec` (the ``tf.train.Example`` wire format without TensorFlow) and
+:mod:`zoo.spec.loader` (:func:`load_spec`). None of them imports TensorFlow or Keras at import time.
+"""
+
+from zoo.spec.example_codec import decode_examples, example_class
+from zoo.spec.feature_spec import FeatureSpec
+from zoo.spec.hashing import hash_token, hash_tokens, stable_hash, stable_hash_array
+from zoo.spec.loader import load_spec, locate_spec_file
+from zoo.spec.rows import RowError, apply_transforms, parse_token
+from zoo.spec.schema import (AUX_KEY_PREFIX, COHORT_KEY_PREFIX, PAD_ID, SPLITS, CohortAxis, Feature, RawFormat,
+                             SpecError, Vocabulary)
+
+__all__ = [
+    "AUX_KEY_PREFIX",
+    "COHORT_KEY_PREFIX",
+    "PAD_ID",
+    "SPLITS",
+    "CohortAxis",
+    "Feature",
+    "FeatureSpec",
+    "RawFormat",
+    "RowError",
+    "SpecError",
+    "Vocabulary",
+    "apply_transforms",
+    "decode_examples",
+    "example_class",
+    "hash_token",
+    "hash_tokens",
+    "load_spec",
+    "locate_spec_file",
+    "parse_token",
+    "stable_hash",
+    "stable_hash_array",
+]

@@ -1,0 +1,205 @@
+"""Raw rows: one CSV/TSV/libFM line of a dataset as the typed values a spec declares.
+
+:func:`split_line` cuts a line into column texts, :func:`parse_raw_row` turns them into the label,
+every feature's value and the split column, and :func:`to_id` maps a raw value to its stored id
+(hash bucket or vocabulary id). A row that cannot be parsed raises :class:`RowError` whose
+``reason`` is a short stable counter key (the Beam job's dead-letter reason).
+:meth:`zoo.spec.FeatureSpec.parse_raw_row` and friends delegate here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from zoo.spec.hashing import hash_token
+from zoo.spec.schema import PAD_ID, SPLITS, Feature, SpecError
+
+if TYPE_CHECKING:
+    from zoo.spec.feature_spec import FeatureSpec
+
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_FLOAT32_MAX = 3.4028234663852886e38
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_LIBFM_LABELS = {"-1": "0", "+1": "1"}
+
+
+class RowError(ValueError):
+    """A raw row cannot be parsed. ``reason`` is a short stable counter key."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def split_line(spec: FeatureSpec, line: str) -> list[str]:
+    """One raw line as column texts: split by ``format.delimiter``, or libFM tokens.
+
+    For ``format.type: libfm`` the texts are the label (``-1`` becomes ``0``,
+    ``+1`` ``1``) and, per feature column, ``idx`` (categorical) or ``val``
+    (dense) of its ``idx:val`` token; raises :class:`RowError` for a token
+    without ``:``.
+    """
+    fmt = spec.raw_format
+    if fmt.type == "delimited":
+        return line.split(fmt.delimiter)
+    tokens = line.split()
+    if len(tokens) != len(fmt.columns):
+        return tokens  # parse_raw_row reports wrong_column_count
+    out = [_LIBFM_LABELS.get(tokens[0], tokens[0])]
+    for name, token in zip(fmt.columns[1:], tokens[1:]):
+        idx, sep, val = token.partition(":")
+        if not sep:
+            raise RowError("bad_number", f"column '{name}': libFM token {token!r} is not idx:val")
+        out.append(val if spec.feature_kinds[name] == "dense" else idx)
+    return out
+
+
+def parse_raw_row(spec: FeatureSpec, fields: Sequence[str],
+                  vocabularies: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
+    """Parses one split raw row into typed values; raises :class:`RowError`.
+
+    Returns a dict with the label (float), every feature (int, float or
+    list of ints, before OOV mapping) and ``"__split__"`` when the format
+    has a split column. Dense values are filled (``default``) and
+    transformed (``transforms``); string and hex tokens are hashed
+    (``hash_buckets``) or looked up in ``vocabularies`` (``{table: {token:
+    id}}``; tokens outside it get the OOV id ``vocab_size``). Without
+    ``vocabularies``, features with a vocabulary keep their normalized
+    tokens (``str``; ``str(id)`` for int ids), as the vocabulary pass counts
+    them.
+    """
+    cols = spec.raw_format.columns
+    if len(fields) != len(cols):
+        raise RowError(
+            "wrong_column_count",
+            f"expected {len(cols)} columns ({', '.join(cols)}), got {len(fields)}",
+        )
+    raw = dict(zip(cols, fields))
+    row: dict[str, Any] = {}
+    label_text = raw[spec.label].strip()
+    try:
+        label = float(label_text)
+    except ValueError:
+        raise RowError("bad_label", f"label '{spec.label}': cannot parse {label_text!r}") from None
+    if label not in (0.0, 1.0):
+        raise RowError("bad_label", f"label '{spec.label}': {label_text!r} is not 0 or 1")
+    row[spec.label] = label
+    for f in spec.features:
+        text = raw[f.name].strip()
+        if f.kind == "dense":
+            value = parse_float(f, text)
+            row[f.name] = apply_transforms(f, value) if f.transforms else value
+        elif f.kind == "categorical":
+            row[f.name] = to_id(f, parse_token(f, text), vocabularies)
+        else:
+            if f.tokens:
+                items = [t.strip() for t in text.split(spec.raw_format.sequence_delimiter)] if text else []
+                items = [t for t in items if t]
+            else:
+                items = [t for t in text.split(spec.raw_format.sequence_delimiter) if t] if text else []
+            row[f.name] = [to_id(f, parse_token(f, t), vocabularies) for t in items]
+            if len(items) > f.max_length and f.truncation == "error":
+                raise RowError(
+                    "sequence_too_long",
+                    f"feature '{f.name}': {len(items)} ids exceed max_length {f.max_length}",
+                )
+    if spec.raw_format.split_column:
+        split = raw[spec.raw_format.split_column].strip()
+        if split not in SPLITS:
+            raise RowError("bad_split", f"column '{spec.raw_format.split_column}': {split!r} is not one of {SPLITS}")
+        row["__split__"] = split
+    return row
+
+
+def to_id(f: Feature, value: int | str,
+          vocabularies: Mapping[str, Mapping[str, int]] | None = None) -> int | str:
+    """The stored id of a parsed raw value (:func:`parse_token`) of feature ``f``.
+
+    Raises :class:`RowError` ``unknown_category`` for a value outside the
+    vocabulary when ``f.unknown == "error"``.
+    """
+    if f.vocabulary is not None:
+        token = value if f.tokens else str(value)
+        if vocabularies is None:
+            return token
+        try:
+            vocab = vocabularies[f.table]
+        except KeyError:
+            raise SpecError(f"feature '{f.name}': vocabulary of table '{f.table}' is not loaded") from None
+        got = vocab.get(token)
+        if got is None:
+            if f.unknown == "error":
+                raise RowError("unknown_category",
+                               f"feature '{f.name}': {token!r} is not in the vocabulary "
+                               f"of table '{f.table}' ({f.vocab_size} tokens)")
+            return f.vocab_size
+        return got
+    if f.tokens:
+        return hash_token(value) % f.hash_buckets
+    if f.unknown == "error" and f.is_out_of_vocab(value):
+        raise RowError("unknown_category",
+                       f"feature '{f.name}': id {value} is outside vocab_size {f.vocab_size}")
+    return value
+
+
+def parse_token(f: Feature, text: str) -> int | str:
+    """A stripped raw text of an id feature as its raw value: an int id, or a normalized token.
+
+    ``hex`` tokens must be hexadecimal digits (or blank) and are lower-cased; raises :class:`RowError`.
+    """
+    if f.raw_type == "string":
+        return text
+    if f.raw_type == "hex":
+        if not _HEX_DIGITS.issuperset(text):
+            raise RowError("bad_number", f"feature '{f.name}': {text!r} is not hexadecimal")
+        return text.lower()
+    return parse_int(f, text)
+
+
+def apply_transforms(f: Feature, value: float) -> float:
+    """A dense feature's ``transforms`` applied in order; raises :class:`RowError` on a non-finite result."""
+    for t in f.transforms:
+        if t[0] == "clip":
+            lo, hi = t[1], t[2]
+            if lo is not None and value < lo:
+                value = lo
+            if hi is not None and value > hi:
+                value = hi
+        else:  # log1p
+            if value <= -1.0:
+                raise RowError("bad_number", f"feature '{f.name}': log1p({value!r}) is not finite")
+            value = math.log1p(value)
+    return float(value)
+
+
+def parse_float(f: Feature, text: str) -> float:
+    """A stripped dense text as a finite float32-range value (blank: the default); raises :class:`RowError`."""
+    if text == "":
+        if f.default is None:
+            raise RowError("missing_value", f"feature '{f.name}': blank value and no default")
+        return f.default
+    try:
+        value = float(text)
+    except ValueError:
+        raise RowError("bad_number", f"feature '{f.name}': cannot parse {text!r} as a float") from None
+    if not math.isfinite(value):
+        raise RowError("bad_number", f"feature '{f.name}': {text!r} is not finite")
+    if abs(value) > _FLOAT32_MAX:
+        raise RowError("bad_number", f"feature '{f.name}': {text!r} overflows float32")
+    return value
+
+
+def parse_int(f: Feature, text: str) -> int:
+    """A stripped int id text as an int64 (``PAD_ID`` is not allowed in a sequence); raises :class:`RowError`."""
+    if text == "":
+        raise RowError("missing_value", f"feature '{f.name}': blank id")
+    try:
+        value = int(text)
+    except ValueError:
+        raise RowError("bad_number", f"feature '{f.name}': cannot parse {text!r} as an integer id") from None
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise RowError("bad_number", f"feature '{f.name}': id {text} is outside int64")
+    if value == PAD_ID and f.kind == "sequence":
+        raise RowError("bad_number", f"feature '{f.name}': id {PAD_ID} is reserved for sequence padding")
+    return value

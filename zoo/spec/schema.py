@@ -1,0 +1,210 @@
+"""The parts of a dataset spec: features, cohort axes and the raw format, and the spec's constants.
+
+These frozen dataclasses are what a validated spec is made of (:mod:`zoo.spec.validation` builds
+them from a YAML mapping; :class:`zoo.spec.FeatureSpec` holds them). Each knows its own
+``to_dict``, the declaration that parses back to it. The spec format itself is described in
+:mod:`zoo.spec`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+PAD_ID = -1
+COHORT_KEY_PREFIX = "cohort/"
+SPLITS = ("train", "valid", "test")
+
+AUX_KEY_PREFIX = "aux/"
+
+
+class SpecError(ValueError):
+    """A dataset spec is malformed; the message names the feature and problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+    """How a vocabulary is built from the data (``file`` is set once it is built)."""
+
+    min_count: int = 1
+    max_size: int | None = None
+    splits: tuple[str, ...] = ("train",)
+    file: str | None = None  # relative to the data directory, e.g. "vocab/C1.txt"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"min_count": self.min_count}
+        if self.max_size is not None:
+            out["max_size"] = self.max_size
+        out["splits"] = list(self.splits)
+        if self.file is not None:
+            out["file"] = self.file
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    """One declared feature. Build through :func:`FeatureSpec.from_dict`."""
+
+    name: str
+    kind: str
+    vocab_size: int | None = None
+    hash_buckets: int | None = None
+    embedding_dim: int | None = None
+    share_embedding: str | None = None
+    max_length: int | None = None
+    truncation: str = "keep_last"
+    default: float | None = None
+    input: bool = True
+    raw_type: str | None = None  # categorical/sequence: None (= "int"), "string" or "hex"
+    vocabulary: Vocabulary | None = None
+    unknown: str | None = None  # None (= "oov") or "error"
+    transforms: tuple[tuple, ...] | None = None  # dense: (("clip", lo, hi), ("log1p",), ...)
+
+    @property
+    def table(self) -> str:
+        """Name of the embedding table this feature looks up (itself or shared)."""
+        return self.share_embedding or self.name
+
+    @property
+    def tokens(self) -> bool:
+        """True when raw values are text tokens (``string``/``hex``) rather than int ids."""
+        return self.raw_type in ("string", "hex")
+
+    @property
+    def vocabulary_built(self) -> bool:
+        """False while a declared vocabulary still has to be built from the data."""
+        return self.vocabulary is None or self.vocab_size is not None
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of this feature's own table: ``V + 1`` (OOV row) or ``H``."""
+        if self.vocab_size is not None:
+            return self.vocab_size + 1
+        if self.hash_buckets is None:
+            raise SpecError(f"feature '{self.name}': its vocabulary is not built yet "
+                            "(run beam_jobs.build_tfrecords and use the spec.json it writes)")
+        return int(self.hash_buckets)
+
+    @property
+    def oov_row(self) -> int | None:
+        return self.vocab_size if self.vocab_size is not None else None
+
+    def is_out_of_vocab(self, value: int) -> bool:
+        """True for an id that maps to the OOV row (never for hashed features)."""
+        if self.vocab_size is None:
+            return False
+        return value < 0 or value >= self.vocab_size
+
+    def to_dict(self) -> dict[str, Any]:
+        """The declaration that :func:`FeatureSpec.from_dict` parses back to this feature."""
+        out = {"name": self.name, "kind": self.kind}
+        skip = {"truncation"} if self.kind != "sequence" else set()
+        if self.share_embedding:  # size, width and id mapping come from the owner of the table
+            skip |= _SHARED_KEYS
+        for field in dataclasses.fields(self)[2:]:
+            value = getattr(self, field.name)
+            if value is not None and field.name not in skip:
+                if field.name == "vocabulary":
+                    value = value.to_dict()
+                elif field.name == "transforms":
+                    value = [_transform_to_yaml(t) for t in value]
+                out[field.name] = value
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CohortAxis:
+    """A named partition of rows into cohorts by one feature."""
+
+    name: str
+    feature: str
+    cohorts: tuple[str, ...]
+    boundaries: tuple[float, ...] | None = None
+    values: Mapping[str, tuple[int, ...]] | None = None
+    other: str | None = None
+
+    @property
+    def ordinal(self) -> bool:
+        return self.boundaries is not None
+
+    def cohort_id(self, value: float | int) -> int:
+        """Index into ``cohorts`` of the cohort a raw value falls in."""
+        if self.boundaries is not None:
+            lo, hi = 0, len(self.boundaries)
+            while lo < hi:  # bisect_right
+                mid = (lo + hi) // 2
+                if value < self.boundaries[mid]:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            return lo
+        return self._value_to_id.get(int(value), len(self.cohorts) - 1)
+
+    @property
+    def _value_to_id(self) -> dict[int, int]:
+        cache = self.__dict__.get("_cache")
+        if cache is None:
+            cache = {
+                v: i for i, name in enumerate(self.cohorts[:-1])
+                for v in self.values[name]
+            }
+            object.__setattr__(self, "_cache", cache)
+        return cache
+
+    def index(self, cohort: str) -> int:
+        try:
+            return self.cohorts.index(cohort)
+        except ValueError:
+            raise SpecError(
+                f"cohort axis '{self.name}': no cohort named '{cohort}'; "
+                f"known cohorts are {list(self.cohorts)}"
+            ) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "feature": self.feature}
+        if self.boundaries is not None:
+            out["boundaries"] = list(self.boundaries)
+            out["cohorts"] = list(self.cohorts)
+        else:
+            out["values"] = {k: list(v) for k, v in self.values.items()}
+            out["other"] = self.other
+        return out
+
+
+def find_axis(axes: Sequence[CohortAxis], name: str, spec_name: str) -> CohortAxis:
+    """The axis called ``name``; raises :class:`SpecError` naming the spec and its axes."""
+    for a in axes:
+        if a.name == name:
+            return a
+    raise SpecError(
+        f"cohort axis '{name}': not declared in spec '{spec_name}' "
+        f"(axes: {[a.name for a in axes]})"
+    )
+
+
+# Keys a feature sharing another's table takes from the owner (and may not repeat).
+_SHARED_KEYS = frozenset({"vocab_size", "hash_buckets", "embedding_dim", "raw_type", "vocabulary", "unknown"})
+
+
+def _transform_to_yaml(t: tuple) -> Any:
+    return t[0] if len(t) == 1 else {t[0]: list(t[1:])}
+
+
+@dataclasses.dataclass(frozen=True)
+class RawFormat:
+    """How the Beam writer reads raw text rows."""
+
+    columns: tuple[str, ...]
+    delimiter: str = ","
+    header: bool = True
+    sequence_delimiter: str = " "
+    split_column: str | None = None  # a column holding train/valid/test
+    type: str = "delimited"  # or "libfm"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self) | {"columns": list(self.columns)}
+        if self.type == "delimited":
+            del out["type"]
+        return out
+
+
