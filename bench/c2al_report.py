@@ -37,12 +37,17 @@ DATASETS = {  # name -> (dataset YAML, source folder relative to ../shared/data 
     "synthetic": ("configs/datasets/synthetic.yaml", None),
     "movielens100k": ("configs/datasets/movielens100k.yaml", "ml-100k"),
     "frappe_x1": ("configs/datasets/frappe_x1.yaml", "frappe_x1"),
-    # The synthetic data without its planted head/tail behaviour: discovery only (dcnv2, seed 0),
-    # to show how small the top divergence is when there is no contrast to find.
+    # The synthetic data without its planted head/tail behaviour: discovery only (the reference
+    # backbone, seed 0), to show how small the top divergence is when there is no contrast to find.
     "synthetic_nocontrast": ("configs/datasets/synthetic.yaml", None),
 }
 DISCOVERY_ONLY = {"synthetic_nocontrast"}
-BACKBONES = ("dlrm", "dcnv2", "autoint", "dhen", "wukong", "ple")
+MODEL_CONFIGS = os.path.join(ROOT, "configs", "models")
+# The main job's model (zoo.pipeline's default --model). Its backbone is the reference backbone: the only
+# one that writes the discovery artefacts discovery_<dataset>/ (one writer per dataset, so parallel jobs
+# never write the same files, and they are comparable with the main job's discovery) and the only one
+# that runs the discovery-only datasets.
+REFERENCE_MODEL = os.path.join(MODEL_CONFIGS, "dcnv2.yaml")
 SEEDS = (0, 1, 2, 3, 4)
 TRAINING = {"batch_size": 2048, "epochs": 4, "learning_rate": 1e-3, "early_stopping_patience": 1}
 DISCOVERY = {"metric": "js", "bins": 20, "min_fraction": 0.01}
@@ -113,6 +118,34 @@ def targets(y, arrays, spec, pair):
     return {"primary": y, "aux_head": y * head, "aux_tail": y * tail}
 
 
+def model_config_path(backbone: str) -> str:
+    return os.path.join(MODEL_CONFIGS, f"{backbone}.yaml")
+
+
+def reference_backbone() -> str:
+    """The backbone named by the main job's model YAML (:data:`REFERENCE_MODEL`)."""
+    import yaml
+
+    with open(REFERENCE_MODEL) as fh:
+        return yaml.safe_load(fh)["backbone"]
+
+
+def selected_backbones(requested: str) -> list[str]:
+    """``--backbones`` (comma-separated; empty = every registered backbone), checked against the registry
+    and against the model YAMLs: each must have ``configs/models/<name>.yaml``."""
+    from zoo.registry import backbone_names
+
+    registered = backbone_names()
+    names = [b for b in requested.split(",") if b] or registered
+    unknown = [b for b in names if b not in registered]
+    if unknown:
+        raise SystemExit(f"--backbones: unknown {unknown}; registered: {registered}")
+    for name in names:
+        if not os.path.exists(model_config_path(name)):
+            raise SystemExit(f"backbone {name}: model YAML {os.path.relpath(model_config_path(name), ROOT)} not found")
+    return names
+
+
 def train_variant(backbone: str, spec, splits, seed: int, pair=None, lambdas=(0.1, 0.1)):
     """Trains baseline (pair None) or C2AL; returns (model, test probabilities, epochs run)."""
     import keras
@@ -120,7 +153,7 @@ def train_variant(backbone: str, spec, splits, seed: int, pair=None, lambdas=(0.
     from zoo import c2al as c2al_lib
     from zoo.model import PRIMARY, build, load_model_config
 
-    cfg = load_model_config(os.path.join(ROOT, "configs", "models", f"{backbone}.yaml"))
+    cfg = load_model_config(model_config_path(backbone))
     names = [f.name for f in spec.inputs]
     x = {s: {n: splits[s][n] for n in names} for s in splits}
     y = {s: splits[s][spec.label].astype("float32") for s in splits}
@@ -177,7 +210,7 @@ def run_job(work: str, dataset: str, backbone: str, seeds: list[int], out_dir: s
             result["pair"] = found.c2al_config()
             result["configured_pair"] = {"head": spec.c2al["head"], "tail": spec.c2al["tail"]}
             result["discovery"] = found.to_dict()
-            if backbone == "dcnv2":
+            if backbone == reference_backbone():
                 found.save(os.path.join(out_dir, f"discovery_{dataset}"))
         if dataset in DISCOVERY_ONLY:
             result["seconds"] = round(time.time() - start, 1)
@@ -246,7 +279,7 @@ def headline(jobs: list[dict]) -> list[str]:
         out.append(f"| {dataset} | {js:.3f} | " + " | ".join(f"{m:+.3f}%" for m in means) + f" | {'; '.join(cells)} |")
     control = [j for j in jobs if j["dataset"] in DISCOVERY_ONLY]
     if control:
-        out += ["", f"No-contrast control (synthetic without the planted cohorts, dcnv2): top JS "
+        out += ["", f"No-contrast control (synthetic without the planted cohorts, {control[0]['backbone']}): top JS "
                 f"{control[0]['discovery']['divergence']:.3f}. A discovered pair whose divergence is at or below "
                 "the control's has no more contrast than sampling noise plus the shared user-value effect."]
     return out
@@ -311,7 +344,8 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default=os.path.join(ROOT, "runs", "c2al_report"))
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "c2al"))
     parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--backbones", default=",".join(BACKBONES))
+    parser.add_argument("--backbones", default="", help="comma-separated; default: every registered backbone "
+                        "(zoo.registry.backbone_names()), each with its configs/models/<name>.yaml")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--synthetic-rows", type=int, default=200_000)
     parser.add_argument("--jobs", type=int, default=1, help="(dataset, backbone) jobs at a time, one process each")
@@ -319,7 +353,8 @@ def main(argv=None) -> int:
     parser.add_argument("--job", help=argparse.SUPPRESS)  # worker: dataset:backbone
     args = parser.parse_args(argv)
     datasets = [d for d in args.datasets.split(",") if d]
-    backbones = [b for b in args.backbones.split(",") if b]
+    # checked before the (long) prepare step; a worker (--job) was given its backbone by this check
+    backbones = [] if args.job or args.step == "prepare" else selected_backbones(args.backbones)
     seeds = [int(s) for s in args.seeds.split(",")]
     TRAINING["epochs"] = args.epochs
     os.makedirs(args.out, exist_ok=True)
@@ -342,8 +377,9 @@ def main(argv=None) -> int:
             done = json.load(fh)
         return "pair" in done and (job.split(":")[0] in DISCOVERY_ONLY or {str(s) for s in seeds} <= set(done["seeds"]))
 
+    reference = reference_backbone()
     pending = [f"{d}:{b}" for d in datasets for b in backbones
-               if (d not in DISCOVERY_ONLY or b == "dcnv2") and not finished(f"{d}:{b}")]
+               if (d not in DISCOVERY_ONLY or b == reference) and not finished(f"{d}:{b}")]
     from workers import run_workers
 
     for failure in run_workers({job: [sys.executable, __file__, "--job", job, "--work", args.work, "--out", args.out,

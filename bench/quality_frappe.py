@@ -12,6 +12,13 @@ test set evaluated once). Writes the per-seed runs, mean +/- std, the published 
 difference, and the environment (versions, CPU, accelerator, backend, wall time) to ``--out``
 (JSON) and the same table as markdown next to it, and prints the table.
 
+Models: by default every registered backbone (``zoo.registry.backbone_names()``, each from its
+``configs/models/<name>.yaml``), or the YAML's ``default_models`` list where it has one; ``--models``
+selects a subset. The YAML's ``models`` section holds each model's BARS settings (hyper-parameter
+overrides, embedding L2, published numbers) and may add variants of a backbone (``model_config``). A
+backbone without an entry there trains with the YAML's shared ``defaults`` under the same protocol,
+and the table marks it "no BARS config".
+
 ``--jobs N`` trains N models at a time, each in its own process (on one GPU the small models leave
 it mostly idle, so this shortens the wall time); the default is one process, in order.
 """
@@ -43,13 +50,53 @@ def load_config(path: str = CONFIG) -> dict:
         return yaml.safe_load(fh)
 
 
+NO_BARS_CONFIG = "no BARS config"
+
+
+def model_entry(name: str, config: dict) -> dict:
+    """A model's entry in the YAML's ``models`` section, or the shared ``defaults`` when it has none."""
+    if name in config["models"]:
+        return config["models"][name]
+    return {**(config.get("defaults") or {}), "source": NO_BARS_CONFIG, "published": None}
+
+
+def default_models(config: dict) -> list[str]:
+    """The YAML's ``default_models``, else every registered backbone."""
+    if config.get("default_models"):
+        return list(config["default_models"])
+    from zoo.registry import backbone_names
+
+    return backbone_names()
+
+
+def check_models(names: list[str], config: dict, config_path: str) -> None:
+    """Every name is a registered backbone or an entry of the YAML's ``models``, and has its model YAML."""
+    from zoo.registry import backbone_names
+
+    registered = backbone_names()
+    unknown = [n for n in names if n not in registered and n not in config["models"]]
+    if unknown:
+        raise SystemExit(f"--models: unknown {unknown}; registered backbones: {registered}; "
+                         f"other entries of {os.path.relpath(config_path, ROOT)}: "
+                         f"{sorted(set(config['models']) - set(registered))}")
+    for name in names:
+        path = model_config_path(name, config)
+        if not os.path.exists(path):
+            raise SystemExit(f"model {name}: model YAML {os.path.relpath(path, ROOT)} not found")
+
+
+def model_config_path(name: str, config: dict) -> str:
+    return os.path.join(MODEL_CONFIGS, f"{model_entry(name, config).get('model_config', name)}.yaml")
+
+
 def model_settings(name: str, config: dict) -> dict:
-    """The backbone, hparams and embedding options of one model: the model YAML, then the overrides."""
+    """The backbone, hparams and embedding options of one model: the model YAML, then the overrides
+    (the model's BARS entry, or the YAML's shared ``defaults``)."""
     from zoo.model import load_model_config
 
-    entry = config["models"][name]
+    entry = model_entry(name, config)
     protocol = config["protocol"]
-    base = load_model_config(os.path.join(MODEL_CONFIGS, f"{entry.get('model_config', name)}.yaml"))
+    base = load_model_config(model_config_path(name, config))
     return {
         "backbone": base["backbone"],
         "hparams": {**base["hparams"], **(entry.get("hparams") or {})},
@@ -189,8 +236,8 @@ def summarize(runs: dict, config: dict) -> dict:
             "auc_std": round(statistics.stdev(aucs), 6) if len(aucs) > 1 else 0.0,
             "logloss_mean": round(statistics.fmean(losses), 6),
             "logloss_std": round(statistics.stdev(losses), 6) if len(losses) > 1 else 0.0,
-            "published": config["models"][name].get("published"),
-            "source": config["models"][name].get("source"),
+            "published": model_entry(name, config).get("published"),
+            "source": model_entry(name, config).get("source"),
         }
         if row["published"]:
             row["auc_minus_published"] = round(row["auc_mean"] - row["published"]["auc"], 6)
@@ -210,7 +257,8 @@ def format_table(table: dict, tolerance: float) -> str:
             f"{row['logloss_std']:.4f} | " + (f"{pub['auc']:.4f} / {pub['logloss']:.4f} | "
                                                f"{row['auc_minus_published']:+.4f} | "
                                                f"{'yes' if row['auc_within_tolerance'] else 'NO'} |"
-                                               if pub else "none | | |"))
+                                               if pub else ("no BARS config | | |" if row["source"] == NO_BARS_CONFIG
+                                                            else "none | | |")))
     return "\n".join(lines)
 
 
@@ -221,7 +269,8 @@ def main(argv=None) -> int:
     config_path = pre.parse_known_args(argv)[0].config
     config = load_config(config_path)
     parser.add_argument("--config", default=CONFIG, help="protocol and per-model settings (YAML)")
-    parser.add_argument("--models", default=",".join(config["models"]))
+    parser.add_argument("--models", default="", help="comma-separated; default: the YAML's default_models, "
+                        "else every registered backbone (zoo.registry.backbone_names())")
     parser.add_argument("--seeds", default=",".join(map(str, config["protocol"]["seeds"])))
     parser.add_argument("--source", default=DEFAULT_SOURCE, help="the frappe_x1 folder")
     parser.add_argument("--jobs", type=int, default=1, help="models trained at a time, one process each")
@@ -234,10 +283,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.max_epochs:
         config["protocol"]["max_epochs"] = args.max_epochs
-    names = [n for n in args.models.split(",") if n]
-    unknown = sorted(set(names) - set(config["models"]))
-    if unknown:
-        parser.error(f"--models: {unknown} not in {config_path}; known: {sorted(config['models'])}")
+    names = [n for n in args.models.split(",") if n] or default_models(config)
+    check_models(names, config, config_path)
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.part_out:
         run_models(names, seeds, args.source, config, args.verbose, part=args.part_out)
