@@ -119,7 +119,8 @@ def train_variant(backbone: str, spec, splits, seed: int, pair=None, lambdas=(0.
     import keras
 
     from zoo import c2al as c2al_lib
-    from zoo.model import PRIMARY, build, load_model_config
+    from zoo.config import load_model_config
+    from zoo.model import PRIMARY, build
 
     cfg = load_model_config(os.path.join(ROOT, "configs", "models", f"{backbone}.yaml"))
     names = [f.name for f in spec.inputs]

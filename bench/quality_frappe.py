@@ -45,7 +45,7 @@ def load_config(path: str = CONFIG) -> dict:
 
 def model_settings(name: str, config: dict) -> dict:
     """The backbone, hparams and embedding options of one model: the model YAML, then the overrides."""
-    from zoo.model import load_model_config
+    from zoo.config import load_model_config
 
     entry = config["models"][name]
     protocol = config["protocol"]

@@ -12,7 +12,7 @@ from zoo.c2al import AUX_HEAD, AUX_TAIL, C2AL
 from zoo.model import PRIMARY, build, fold_embeddings, primary_model, shared_representation
 from zoo.registry import backbone_names
 from zoo.spec import FeatureSpec
-from zoo.train import compile_model
+from zoo.c2al import compile_model
 
 from helpers import SPEC, batch, spec_with  # noqa: E402  (tests/ is on sys.path under pytest)
 

@@ -12,7 +12,7 @@ from zoo.c2al import C2AL
 from zoo.model import PRIMARY, build, fold_embeddings, primary_model, shared_representation
 from zoo.registry import backbone_names, get_backbone
 from zoo.spec import FeatureSpec
-from zoo.train import compile_model
+from zoo.c2al import compile_model
 
 from helpers import DHEN_HP, SPEC, UNIFORM, WUKONG_HP, batch  # noqa: E402  (tests/ is on sys.path under pytest)
 
