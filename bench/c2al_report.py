@@ -1,8 +1,8 @@
 """C2AL experiment runner: baseline vs C2AL for every backbone x dataset x seed, with a report.
 
-    python bench/c2al_report.py prepare [--work runs/c2al_report]           # Beam -> TFRecords -> arrays (TF)
-    python bench/c2al_report.py run [--jobs 8] [--out bench/results/c2al]   # training + report (Keras only)
-    python bench/c2al_report.py                                             # both
+    python bench/c2al_report.py prepare [--work runs/c2al_report]              # Beam -> TFRecords -> arrays (TF)
+    python bench/c2al_report.py run [--jobs 8] [--output bench/results/c2al]   # training + report (Keras only)
+    python bench/c2al_report.py                                                # both
 
 ``prepare`` runs each dataset through the same path as the main job (adapter -> Beam job ->
 TFRecords, read back with ``zoo.data.read_split``) and caches every split as NumPy arrays (model
@@ -311,7 +311,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("step", nargs="?", choices=("prepare", "run", "all"), default="all")
     parser.add_argument("--work", default=os.path.join(ROOT, "runs", "c2al_report"))
-    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "c2al"))
+    parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results", "c2al"))
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--backbones", default=",".join(BACKBONES))
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
@@ -324,12 +324,12 @@ def main(argv=None) -> int:
     backbones = [b for b in args.backbones.split(",") if b]
     seeds = [int(s) for s in args.seeds.split(",")]
     TRAINING["epochs"] = args.epochs
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(args.output, exist_ok=True)
     parts = os.path.join(args.work, "parts")
     if args.job:
         dataset, backbone = args.job.split(":")
         os.makedirs(parts, exist_ok=True)
-        run_job(args.work, dataset, backbone, seeds, args.out, part=os.path.join(parts, f"{dataset}__{backbone}.json"))
+        run_job(args.work, dataset, backbone, seeds, args.output, part=os.path.join(parts, f"{dataset}__{backbone}.json"))
         return 0
     if args.step in ("prepare", "all"):
         prepare(args.work, datasets, args.synthetic_rows)
@@ -348,8 +348,9 @@ def main(argv=None) -> int:
                if (d not in DISCOVERY_ONLY or b == "dcnv2") and not finished(f"{d}:{b}")]
     from workers import run_workers
 
-    for failure in run_workers({job: [sys.executable, __file__, "--job", job, "--work", args.work, "--out", args.out,
-                                      "--seeds", args.seeds, "--epochs", str(args.epochs)] for job in pending},
+    for failure in run_workers({job: [sys.executable, __file__, "--job", job, "--work", args.work,
+                                      "--output", args.output, "--seeds", args.seeds, "--epochs", str(args.epochs)]
+                                for job in pending},
                                args.jobs):
         print(f"job {failure} failed; its finished seeds are kept and resumed by the next run", flush=True)
     wall = time.time() - start
@@ -365,8 +366,8 @@ def main(argv=None) -> int:
     from environment import environment
 
     env_info = {**environment(), "wall_seconds": round(wall, 1), "parallel_jobs": args.jobs}
-    report = write_report(jobs, args.out, wall, env_info)
-    with open(os.path.join(args.out, "results.json"), "w") as fh:
+    report = write_report(jobs, args.output, wall, env_info)
+    with open(os.path.join(args.output, "results.json"), "w") as fh:
         json.dump({"environment": env_info, "training": TRAINING, "discovery": DISCOVERY, "jobs": jobs}, fh, indent=1)
     print(open(report).read())
     return 0
