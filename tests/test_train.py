@@ -105,3 +105,12 @@ def test_discovery_picks_the_pair_that_c2al_then_trains_on(data_dir, tmp_path):
     assert least["discovery"]["strategy"] == "least"
     with pytest.raises(ValueError, match="discover: needs variants"):
         train.run(data_dir, "configs/models/dcnv2_test.yaml", str(tmp_path / "x"), ["c2al"], discover={})
+
+
+def test_unknown_flags_and_bad_overrides_are_errors_naming_them(data_dir, tmp_path, capsys):
+    for flag in ("--out", "--epoch"):  # the old spelling and an abbreviation are not accepted
+        with pytest.raises(SystemExit):
+            train.main(["--data", data_dir, "--output", str(tmp_path), flag, "x"])
+        assert f"unrecognized arguments: {flag}" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="training.epochs: must be a positive int, got 0"):
+        train.run(data_dir, "configs/models/dcnv2_test.yaml", str(tmp_path), epochs=0)

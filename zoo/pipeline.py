@@ -54,7 +54,13 @@ def beam_job_args(spec_path: str, raw_pattern: str, data_dir: str, extra: Sequen
                   prog: str = "zoo.pipeline") -> list[str]:
     """The argv of ``beam_jobs.build_tfrecords``; ``extra`` (this command's unknown flags) checked first.
 
-    ``extra`` may hold the Beam job's own options and Beam pipeline options; anything else raises.
+    Args:
+      spec_path: the dataset YAML.
+      raw_pattern: the raw files' glob.
+      data_dir: the job's output directory.
+      extra: the flags ``zoo.pipeline`` does not know: the Beam job's own options and Beam pipeline
+        options, passed through unchanged.
+      prog: the command named in the error.
 
     Raises:
       SystemExit: (status 2, one line on stderr) naming the first flag neither accepts.
@@ -73,7 +79,8 @@ def beam_job_args(spec_path: str, raw_pattern: str, data_dir: str, extra: Sequen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    parser = argparse.ArgumentParser(prog="python -m zoo.pipeline", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--dataset", default="configs/datasets/synthetic.yaml", help="dataset YAML")
     parser.add_argument("--source", default=None, help="path of the raw dataset (real-data adapters)")
     parser.add_argument("--rows", type=int, default=200_000, help="synthetic rows")

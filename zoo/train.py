@@ -189,8 +189,8 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
     return model, result
 
 
-def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, variants: Sequence[str] = VARIANTS, seed: int = 0,
-        c2al_overrides: Mapping[str, Any] | None = None, export_root: str | None = None,
+def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, variants: Sequence[str] = VARIANTS,
+        seed: int = 0, c2al_overrides: Mapping[str, Any] | None = None, export_root: str | None = None,
         model_name: str | None = None, epochs: int | None = None, steps_per_epoch: int | None = None,
         verbose: Any = "auto", discover: Mapping[str, Any] | None = None,
         diagnostics_every: int | None = None) -> dict[str, Any]:
@@ -213,8 +213,8 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
     if bad or not variants:
         raise ValueError(f"variants: must be a non-empty subset of {VARIANTS}, got {list(variants)}")
     spec = data.load_data_spec(data_dir)
-    model_cfg = (load_model_config(model_config) if isinstance(model_config, str)
-                 else copy.deepcopy(dict(model_config)))
+    model_cfg = (copy.deepcopy(dict(model_config)) if isinstance(model_config, Mapping)
+                 else load_model_config(model_config))
     if epochs is not None:
         model_cfg["training"] = training_options({**model_cfg["training"], "epochs": epochs},
                                                  where="epochs override: training")
@@ -359,8 +359,8 @@ def discovery_options(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m zoo.train", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="output directory of beam_jobs.build_tfrecords")
     parser.add_argument("--model", default="configs/models/dcnv2.yaml", help="model YAML")
     parser.add_argument("--output", required=True, help="run directory for models, logs and metrics.json")
