@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "beam_runner_modes.json"))
+    parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results", "beam_runner_modes.json"))
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="beam_modes_")
@@ -67,10 +67,10 @@ def main() -> None:
         "environment": {"cpu_count": os.cpu_count(), "machine": platform.machine(),
                         "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")},
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fh:
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as fh:
         json.dump(result, fh, indent=2)
-    print(f"\nfaster: {result['faster']}; recorded in {args.out}")
+    print(f"\nfaster: {result['faster']}; recorded in {args.output}")
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "beam_throughput.json"))
+    parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results", "beam_throughput.json"))
     parser.add_argument("--naive", nargs=3, metavar=("SPEC", "INPUT", "OUTPUT"), help=argparse.SUPPRESS)
     args, beam_args = parser.parse_known_args()
     if args.naive:
@@ -199,10 +199,10 @@ def main() -> None:
                         "load_average_after": [round(x, 2) for x in os.getloadavg()],
                         "date": time.strftime("%Y-%m-%d")},
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fh:
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as fh:
         json.dump(result, fh, indent=2)
-    print(f"\nrecorded in {args.out}")
+    print(f"\nrecorded in {args.output}")
 
 
 if __name__ == "__main__":

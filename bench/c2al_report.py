@@ -1,8 +1,8 @@
 """C2AL experiment runner: baseline vs C2AL for every backbone x dataset x seed, with a report.
 
-    python bench/c2al_report.py prepare [--work runs/c2al_report]           # Beam -> TFRecords -> arrays (TF)
-    python bench/c2al_report.py run [--jobs 8] [--out bench/results/c2al]   # training + report (Keras only)
-    python bench/c2al_report.py                                             # both
+    python bench/c2al_report.py prepare [--work runs/c2al_report]              # Beam -> TFRecords -> arrays (TF)
+    python bench/c2al_report.py run [--jobs 8] [--output bench/results/c2al]   # training + report (Keras only)
+    python bench/c2al_report.py                                                # both
 
 ``prepare`` runs each dataset through the same path as the main job (adapter -> Beam job ->
 TFRecords, read back with ``zoo.data.read_split``) and caches every split as NumPy arrays (model
@@ -151,7 +151,8 @@ def train_variant(backbone: str, spec, splits, seed: int, pair=None, lambdas=(0.
     import keras
 
     from zoo import c2al as c2al_lib
-    from zoo.model import PRIMARY, build, load_model_config
+    from zoo.config import load_model_config
+    from zoo.model import PRIMARY, build
 
     cfg = load_model_config(model_config_path(backbone))
     names = [f.name for f in spec.inputs]
@@ -342,7 +343,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("step", nargs="?", choices=("prepare", "run", "all"), default="all")
     parser.add_argument("--work", default=os.path.join(ROOT, "runs", "c2al_report"))
-    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "c2al"))
+    parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results", "c2al"))
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--backbones", default="", help="comma-separated; default: every registered backbone "
                         "(zoo.registry.backbone_names()), each with its configs/models/<name>.yaml")
@@ -357,12 +358,12 @@ def main(argv=None) -> int:
     backbones = [] if args.job or args.step == "prepare" else selected_backbones(args.backbones)
     seeds = [int(s) for s in args.seeds.split(",")]
     TRAINING["epochs"] = args.epochs
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(args.output, exist_ok=True)
     parts = os.path.join(args.work, "parts")
     if args.job:
         dataset, backbone = args.job.split(":")
         os.makedirs(parts, exist_ok=True)
-        run_job(args.work, dataset, backbone, seeds, args.out, part=os.path.join(parts, f"{dataset}__{backbone}.json"))
+        run_job(args.work, dataset, backbone, seeds, args.output, part=os.path.join(parts, f"{dataset}__{backbone}.json"))
         return 0
     if args.step in ("prepare", "all"):
         prepare(args.work, datasets, args.synthetic_rows)
@@ -382,8 +383,9 @@ def main(argv=None) -> int:
                if (d not in DISCOVERY_ONLY or b == reference) and not finished(f"{d}:{b}")]
     from workers import run_workers
 
-    for failure in run_workers({job: [sys.executable, __file__, "--job", job, "--work", args.work, "--out", args.out,
-                                      "--seeds", args.seeds, "--epochs", str(args.epochs)] for job in pending},
+    for failure in run_workers({job: [sys.executable, __file__, "--job", job, "--work", args.work,
+                                      "--output", args.output, "--seeds", args.seeds, "--epochs", str(args.epochs)]
+                                for job in pending},
                                args.jobs):
         print(f"job {failure} failed; its finished seeds are kept and resumed by the next run", flush=True)
     wall = time.time() - start
@@ -399,8 +401,8 @@ def main(argv=None) -> int:
     from environment import environment
 
     env_info = {**environment(), "wall_seconds": round(wall, 1), "parallel_jobs": args.jobs}
-    report = write_report(jobs, args.out, wall, env_info)
-    with open(os.path.join(args.out, "results.json"), "w") as fh:
+    report = write_report(jobs, args.output, wall, env_info)
+    with open(os.path.join(args.output, "results.json"), "w") as fh:
         json.dump({"environment": env_info, "training": TRAINING, "discovery": DISCOVERY, "jobs": jobs}, fh, indent=1)
     print(open(report).read())
     return 0

@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "fused_embedding.json"))
+    parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results", "fused_embedding.json"))
     args = parser.parse_args()
 
     if args.worker:
@@ -232,10 +232,10 @@ def main() -> None:
                                 "variants keeps the ratios steadier, but they still move between runs, so "
                                 "read the direction, not the second decimal"},
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fh:
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as fh:
         json.dump(result, fh, indent=2)
-    print(f"\nrecorded in {args.out}")
+    print(f"\nrecorded in {args.output}")
 
 
 if __name__ == "__main__":

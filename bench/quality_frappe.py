@@ -1,7 +1,7 @@
 """Test AUC / log loss of each backbone on Frappe_x1 under the published BARS protocol, 5 seeds.
 
     python bench/quality_frappe.py [--models deepfm,dcnv2] [--seeds 0,1,2,3,4] [--jobs 4]
-        [--source ../shared/data/frappe_x1] [--out bench/results/quality_frappe.json]
+        [--source ../shared/data/frappe_x1] [--output bench/results/quality_frappe.json]
 
 Every model trains from the NumPy arrays of ``zoo.datasets.frappe.load_arrays`` (the same local ids
 the Beam job writes; no TensorFlow needed, so it runs under JAX on a GPU machine too) with
@@ -9,7 +9,7 @@ the Beam job writes; no TensorFlow needed, so it runs under JAX on a GPU machine
 (BARS: embedding 10, batch 4096, Adam 1e-3, exact validation AUC after every epoch with
 reduce-on-plateau x0.1 and early stopping after 2 epochs without gain, best weights restored, the
 test set evaluated once). Writes the per-seed runs, mean +/- std, the published numbers and the
-difference, and the environment (versions, CPU, accelerator, backend, wall time) to ``--out``
+difference, and the environment (versions, CPU, accelerator, backend, wall time) to ``--output``
 (JSON) and the same table as markdown next to it, and prints the table.
 
 Models: by default every registered backbone (``zoo.registry.backbone_names()``, each from its
@@ -92,7 +92,7 @@ def model_config_path(name: str, config: dict) -> str:
 def model_settings(name: str, config: dict) -> dict:
     """The backbone, hparams and embedding options of one model: the model YAML, then the overrides
     (the model's BARS entry, or the YAML's shared ``defaults``)."""
-    from zoo.model import load_model_config
+    from zoo.config import load_model_config
 
     entry = model_entry(name, config)
     protocol = config["protocol"]
@@ -274,7 +274,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default=",".join(map(str, config["protocol"]["seeds"])))
     parser.add_argument("--source", default=DEFAULT_SOURCE, help="the frappe_x1 folder")
     parser.add_argument("--jobs", type=int, default=1, help="models trained at a time, one process each")
-    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--output", default=DEFAULT_OUT)
     parser.add_argument("--parts-dir", help="with --jobs: where each model's runs are kept as they finish "
                         "(runs found there are not repeated); default: a temporary folder")
     parser.add_argument("--part-out", help=argparse.SUPPRESS)  # worker mode: runs only, as JSON
@@ -310,18 +310,18 @@ def main(argv=None) -> int:
         "hyper_parameters": {name: model_settings(name, config) for name in names},
         "environment": {**environment(), "wall_seconds": round(wall, 1), "parallel_jobs": args.jobs},
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as fh:
         json.dump(result, fh, indent=2)
     markdown = format_table(table, tolerance)
     env = result["environment"]
-    with open(os.path.splitext(args.out)[0] + ".md", "w") as fh:
+    with open(os.path.splitext(args.output)[0] + ".md", "w") as fh:
         fh.write(f"# Frappe_x1 quality (seeds {seeds})\n\n{markdown}\n\n"
                  f"Backend {env['backend']}, Keras {env['keras']}, accelerators {env['accelerators'] or 'none'}, "
                  f"CPU {env['cpu']} x{env['cpu_count']}, {args.jobs} job(s), wall {wall / 60:.1f} min, "
-                 f"{env['date']}. Raw runs and hyper-parameters: {os.path.basename(args.out)}.\n")
+                 f"{env['date']}. Raw runs and hyper-parameters: {os.path.basename(args.output)}.\n")
     print(markdown)
-    print(f"wall {wall:.0f} s; wrote {args.out}")
+    print(f"wall {wall:.0f} s; wrote {args.output}")
     return 0
 
 

@@ -86,7 +86,7 @@ def tiny_hparams(name: str) -> dict:
 
     Raises FileNotFoundError naming the file and what to do when a registered backbone has none.
     """
-    from zoo.model import load_model_config
+    from zoo.config import load_model_config
 
     path = tiny_config_path(name)
     if not os.path.exists(path):

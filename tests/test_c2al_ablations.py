@@ -11,11 +11,12 @@ import pytest
 import yaml
 
 from zoo import c2al as c2al_lib
-from zoo.c2al import AUX_HEAD, AUX_TAIL, DEFAULT_TAP, TAPS, build_c2al, c2al_options
-from zoo.model import PRIMARY, build, interaction_output, load_model_config, primary_model, shared_representation
-from zoo.registry import Backbone, backbone_names
+from zoo.c2al import AUX_HEAD, AUX_TAIL, DEFAULT_TAP, TAPS, build_c2al, c2al_options, compile_model
+from zoo.config import load_model_config
+from zoo.model import PRIMARY, build, interaction_output, primary_model, shared_representation
+from zoo.backbone import Backbone
+from zoo.registry import backbone_names
 from zoo.spec import load_spec
-from zoo.train import compile_model
 
 from helpers import SPEC, batch, tiny_hparams  # noqa: E402  (tests/ is on sys.path under pytest)
 from helpers import UNIFORM as USPEC  # noqa: E402  (every id width 4: every backbone builds on it)
@@ -298,7 +299,7 @@ def test_train_records_the_ablation_and_serves_the_baseline(data_dir, tmp_path):
 
     out = str(tmp_path / "reweight")
     code = train.main(["--data", data_dir, "--model", os.path.join(ROOT, "configs/models/dcnv2_test.yaml"),
-                       "--out", out, "--variants", "c2al", "--c2al-ablation", "reweight", "--epochs", "1"])
+                       "--output", out, "--variants", "c2al", "--c2al-ablation", "reweight", "--epochs", "1"])
     assert code == 0
     summary = json.load(open(os.path.join(out, "metrics.json")))
     assert summary["c2al_ablation"] == "reweight" and summary["c2al_tap"] == DEFAULT_TAP

@@ -331,7 +331,8 @@ def _train_baseline(spec, data_dir):
     import keras
 
     from zoo import data
-    from zoo.model import build, load_model_config
+    from zoo.config import load_model_config
+    from zoo.model import build
 
     cfg = load_model_config("configs/models/dcnv2_test.yaml")
     names = [f.name for f in spec.inputs]

@@ -10,7 +10,7 @@ from layers import MLETEmbedding, MultiEmbedding, MultiFieldEmbedding
 from zoo.c2al import C2AL
 from zoo.encoder import embedding_options
 from zoo.model import PRIMARY, build, fold_embeddings
-from zoo.train import compile_model
+from zoo.c2al import compile_model
 
 from helpers import HP, SPEC, batch  # noqa: E402  (tests/ is on sys.path under pytest)
 

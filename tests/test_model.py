@@ -11,7 +11,7 @@ from zoo.encoder import FeatureEncoder
 from zoo.model import PRIMARY, build, primary_model, shared_representation
 from zoo.registry import backbone_names, get_backbone
 from zoo.spec import PAD_ID, FeatureSpec
-from zoo.train import compile_model
+from zoo.c2al import compile_model
 
 pytestmark = pytest.mark.multi_backend
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import yaml
 
 import layers  # noqa: F401  (registers the shipped layers for deserialization)
-from zoo.encoder import embedding_options
 from zoo.folding import fold_mlet
 from zoo.registry import backbone_names, get_backbone
 from zoo.spec import FeatureSpec
@@ -46,24 +44,6 @@ def primary_head(h):
     """The primary head on ``h``: ``sigmoid(Dense(1))`` (layers ``primary_logit`` and ``primary``)."""
     logit = keras.layers.Dense(1, name=PRIMARY_LOGIT)(h)
     return keras.layers.Activation("sigmoid", dtype="float32", name=PRIMARY)(logit)
-
-
-def load_model_config(path: str) -> dict[str, Any]:
-    """A model YAML (backbone, embedding, hparams, training, c2al) with defaults filled in and checked."""
-    with open(path) as fh:
-        cfg = yaml.safe_load(fh)
-    unknown = set(cfg) - {"backbone", "embedding", "hparams", "training", "c2al"}
-    if unknown or "backbone" not in cfg:
-        raise ValueError(f"{path}: needs 'backbone' and only backbone/embedding/hparams/training/c2al keys; "
-                         f"got {sorted(cfg)}")
-    cfg.setdefault("hparams", {})
-    cfg["embedding"] = embedding_options(cfg.get("embedding"))
-    cfg["training"] = {"batch_size": 1024, "epochs": 3, "learning_rate": 1e-3,
-                       "early_stopping_patience": 1, **(cfg.get("training") or {})}
-    from zoo.c2al import c2al_options  # zoo.c2al imports this module
-
-    cfg["c2al"] = c2al_options(cfg.get("c2al"), where=f"{path}: c2al")
-    return cfg
 
 
 def _backbone_node_output(model: keras.Model):

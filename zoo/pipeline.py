@@ -4,18 +4,20 @@
     python -m zoo.pipeline --dataset configs/datasets/movielens100k.yaml --source ../shared/data/ml-100k
 
 Steps:
-  1. the dataset's adapter writes raw CSV rows (``<work>/raw``);
+  1. the dataset's adapter writes raw CSV rows (``<output>/raw``);
   2. ``beam_jobs.build_tfrecords`` parses them, counts dead letters, computes cohort ids and the
-     user-hash split, and writes GZIP TFRecord shards, ``spec.json`` and ``stats.json`` (``<work>/data``);
+     user-hash split, and writes GZIP TFRecord shards, ``spec.json`` and ``stats.json`` (``<output>/data``);
   3. ``zoo.train`` trains the baseline; cohort discovery (``zoo.cohorts``) streams the validation
      split through it and picks the most contrasting (head, tail) pair of the spec's C2AL axis
-     (``<work>/train/discovery/cohort_divergence.{json,png}``; ``--no-discover`` keeps the spec's
+     (``<output>/train/discovery/cohort_divergence.{json,png}``; ``--no-discover`` keeps the spec's
      pair); the C2AL variant trains on that pair; both are evaluated (AUC, log loss, NE overall and
-     per cohort: ``<work>/train/metrics.json``, TensorBoard logs);
+     per cohort: ``<output>/train/metrics.json``, TensorBoard logs);
   4. the served model (C2AL's primary path) is exported to ``<export_root>/<model_name>/<version>``.
 
-Flags this command does not know are passed to the Beam job unchanged (e.g.
-``--direct_running_mode=in_memory``).
+Apache Beam pipeline options (any flag of Beam's ``PipelineOptions``, e.g. ``--runner``,
+``--direct_running_mode=in_memory``, ``--temp_location``) and the Beam job's own options
+(``--num_shards``, ``--chunk_bytes``, ...) are passed to ``beam_jobs.build_tfrecords`` unchanged; any
+other flag is an error naming it.
 """
 
 from __future__ import annotations
@@ -29,11 +31,56 @@ import time
 from typing import Sequence
 
 from zoo import datasets, train
+from zoo.config import load_model_config
 from zoo.spec import load_spec
 
 
+def unknown_beam_flags(args: Sequence[str]) -> list[str]:
+    """The items of ``args`` that no Apache Beam pipeline option (of any ``PipelineOptions`` class) parses.
+
+    Beam's own parser is taken from the public ``PipelineOptions.get_all_options`` hook
+    ``add_extra_args_fn`` (it receives the parser holding every registered option class's flags), so
+    runner options Beam adds in later versions are known without a list here.
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    parsers: list[argparse.ArgumentParser] = []
+    PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append, retain_unknown_options=True)
+    _, unknown = parsers[0].parse_known_args(list(args))
+    return unknown
+
+
+def beam_job_args(spec_path: str, raw_pattern: str, data_dir: str, extra: Sequence[str],
+                  prog: str = "zoo.pipeline") -> list[str]:
+    """The argv of ``beam_jobs.build_tfrecords``; ``extra`` (this command's unknown flags) checked first.
+
+    Args:
+      spec_path: the dataset YAML.
+      raw_pattern: the raw files' glob.
+      data_dir: the job's output directory.
+      extra: the flags ``zoo.pipeline`` does not know: the Beam job's own options and Beam pipeline
+        options, passed through unchanged.
+      prog: the command named in the error.
+
+    Raises:
+      SystemExit: (status 2, one line on stderr) naming the first flag neither accepts.
+    """
+    from beam_jobs import build_tfrecords
+
+    argv = ["--spec", spec_path, "--input", raw_pattern, "--output", data_dir, *extra]
+    _, pipeline_args = build_tfrecords.parse_args(argv)  # the job's flags, the rest for Beam
+    unknown = unknown_beam_flags(pipeline_args)
+    if unknown:
+        flag = next((item for item in unknown if item.startswith("-")), unknown[0]).split("=", 1)[0]
+        sys.stderr.write(f"{prog}: error: unknown flag '{flag}': not an option of {prog}, "
+                         "beam_jobs.build_tfrecords nor Apache Beam (see --help)\n")
+        raise SystemExit(2)
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m zoo.pipeline", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--dataset", default="configs/datasets/synthetic.yaml", help="dataset YAML")
     parser.add_argument("--source", default=None, help="path of the raw dataset (real-data adapters)")
     parser.add_argument("--rows", type=int, default=200_000, help="synthetic rows")
@@ -43,17 +90,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variants", default="baseline,c2al")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="override the model YAML's epochs")
-    parser.add_argument("--work", default=None, help="work directory (default runs/<dataset name>)")
+    parser.add_argument("--output", default=None,
+                        help="directory of the raw rows, TFRecords and training run (default runs/<dataset name>)")
     parser.add_argument("--export-root", default="saved_models")
     train.add_discovery_arguments(parser, default=True)
-    args, beam_args = parser.parse_known_args(argv)  # anything else is a Beam pipeline option
+    args, beam_args = parser.parse_known_args(argv)  # the Beam job's and Beam's options, checked below
 
     from beam_jobs import build_tfrecords
 
     start = time.time()
     spec = load_spec(args.dataset)
-    work = args.work or os.path.join("runs", spec.name)
-    raw_dir, data_dir, train_dir = (os.path.join(work, d) for d in ("raw", "data", "train"))
+    model_cfg = load_model_config(args.model)  # checked before the Beam job, then reused
+    output = args.output or os.path.join("runs", spec.name)
+    raw_dir, data_dir, train_dir = (os.path.join(output, d) for d in ("raw", "data", "train"))
+    beam_argv = beam_job_args(args.dataset, os.path.join(raw_dir, "*.csv"), data_dir, beam_args)
     for stale in glob.glob(os.path.join(raw_dir, "*.csv")):
         os.remove(stale)
 
@@ -61,10 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = datasets.write_raw(spec, args.source, raw_dir, rows=args.rows, seed=args.seed,
                              malformed_rows=args.malformed_rows)
     print(f"[2/4] Beam: {', '.join(raw)} -> {data_dir}", flush=True)
-    build_tfrecords.run(["--spec", args.dataset, "--input", os.path.join(raw_dir, "*.csv"),
-                         "--output", data_dir, *beam_args])
+    build_tfrecords.run(beam_argv)
     print(f"[3/4] training {args.variants} with {args.model}", flush=True)
-    summary = train.run(data_dir, args.model, train_dir, [v.strip() for v in args.variants.split(",")],
+    summary = train.run(data_dir, model_cfg, train_dir, [v.strip() for v in args.variants.split(",")],
                         seed=args.seed, export_root=args.export_root, epochs=args.epochs,
                         discover=train.discovery_options(args) if args.variants.replace(" ", "") == "baseline,c2al"
                         else None)

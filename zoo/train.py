@@ -1,15 +1,15 @@
 """Training CLI: baseline and/or C2AL on the Beam job's TFRecords, per-cohort evaluation, export.
 
     python -m zoo.train --data runs/synthetic/data --model configs/models/dcnv2.yaml \\
-        --variants baseline,c2al --out runs/synthetic/train
+        --variants baseline,c2al --output runs/synthetic/train
 
 Both variants use the same data, seed and initial weights of the shared path. Each is trained with
-``model.fit`` (Keras progress bars, TensorBoard logs under ``<out>/<variant>/tensorboard``, early
+``model.fit`` (Keras progress bars, TensorBoard logs under ``<output>/<variant>/tensorboard``, early
 stopping on the primary head's validation AUC), evaluated on the test split (AUC, log loss, NE
-overall and per cohort on every axis) and saved as ``<out>/<variant>/model.keras``.
-``<out>/metrics.json`` gathers the results and NE_diff (%) of C2AL against the baseline. With
-``--export`` the C2AL model (else the baseline) is exported, primary path only, to
-``<export_root>/<model_name>/<version>/``.
+overall and per cohort on every axis) and saved as ``<output>/<variant>/model.keras``.
+``<output>/metrics.json`` gathers the results and NE_diff (%) of C2AL against the baseline. With
+``--export-root DIR`` the C2AL model (else the baseline) is exported, primary path only, to
+``DIR/<model_name>/<version>/``. The model YAML is read once by :func:`zoo.config.load_model_config`.
 
 The ``c2al`` variant is C2AL as published or one of its ablations (:data:`zoo.c2al.ABLATIONS`:
 ``reweight``, ``membership``, ``single_head``, ``single_tail``, ``ple_towers``), chosen by the model
@@ -23,6 +23,7 @@ or, from Python, by a whole pair passed to :func:`run` (``{axis, head, tail}`` o
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -34,10 +35,11 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import c2al as c2al_lib
-from zoo.c2al import compile_model  # noqa: F401  (re-exported: the training loss and metrics live with C2AL)
+from zoo.c2al import compile_model
 from zoo import data, metrics
-from zoo.model import PRIMARY, build, load_model_config, primary_model  # noqa: F401  (load_model_config: re-exported)
-from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec
+from zoo.config import load_model_config, training_options
+from zoo.model import PRIMARY, build, primary_model
+from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec, load_spec
 
 VARIANTS = ("baseline", "c2al")
 COHORT_KEYS, QUANTILE_KEYS = data.COHORT_KEYS, data.QUANTILE_KEYS
@@ -187,12 +189,15 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
     return model, result
 
 
-def run(data_dir: str, model_config: str, out_dir: str, variants: Sequence[str] = VARIANTS, seed: int = 0,
-        c2al_overrides: Mapping[str, Any] | None = None, export_root: str | None = None,
+def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, variants: Sequence[str] = VARIANTS,
+        seed: int = 0, c2al_overrides: Mapping[str, Any] | None = None, export_root: str | None = None,
         model_name: str | None = None, epochs: int | None = None, steps_per_epoch: int | None = None,
         verbose: Any = "auto", discover: Mapping[str, Any] | None = None,
         diagnostics_every: int | None = None) -> dict[str, Any]:
     """Trains the requested variants and writes ``<out_dir>/metrics.json``; returns its contents.
+
+    ``model_config``: a model YAML's path, or the result of :func:`zoo.config.load_model_config`
+    (a caller that checked it before a long step, e.g. ``zoo.pipeline``; it is not modified).
 
     ``discover`` (needs both variants): after the baseline, :func:`zoo.cohorts.discover` runs on it
     with these keyword arguments (``axis`` defaults to the spec's ``c2al.axis``; e.g. ``split``,
@@ -207,10 +212,12 @@ def run(data_dir: str, model_config: str, out_dir: str, variants: Sequence[str] 
     bad = [v for v in variants if v not in VARIANTS]
     if bad or not variants:
         raise ValueError(f"variants: must be a non-empty subset of {VARIANTS}, got {list(variants)}")
-    spec = data.load_data_spec(data_dir)
-    model_cfg = load_model_config(model_config)
+    spec = load_spec(data_dir)
+    model_cfg = (copy.deepcopy(dict(model_config)) if isinstance(model_config, Mapping)
+                 else load_model_config(model_config))
     if epochs is not None:
-        model_cfg["training"]["epochs"] = epochs
+        model_cfg["training"] = training_options({**model_cfg["training"], "epochs": epochs},
+                                                 where="epochs override: training")
     overrides = {k: v for k, v in (c2al_overrides or {}).items() if v is not None}
     options = {k: overrides.pop(k) for k in c2al_lib.OPTION_KEYS if k in overrides}
     model_cfg["c2al"] = c2al_lib.c2al_options({**model_cfg["c2al"], **options})
@@ -352,11 +359,11 @@ def discovery_options(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m zoo.train", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="output directory of beam_jobs.build_tfrecords")
     parser.add_argument("--model", default="configs/models/dcnv2.yaml", help="model YAML")
-    parser.add_argument("--out", required=True, help="run directory for models, logs and metrics.json")
+    parser.add_argument("--output", required=True, help="run directory for models, logs and metrics.json")
     parser.add_argument("--variants", default="baseline,c2al", help="comma-separated: baseline, c2al")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="override training.epochs")
@@ -380,12 +387,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model-name", default=None, help="export directory name (default <backbone>_<dataset>)")
     args = parser.parse_args(argv)
     overrides = {k: getattr(args, k) for k in PAIR_KEYS + LAMBDA_KEYS + ("ablation", "tap")}
-    summary = run(args.data, args.model, args.out, [v.strip() for v in args.variants.split(",") if v.strip()],
+    summary = run(args.data, args.model, args.output, [v.strip() for v in args.variants.split(",") if v.strip()],
                   seed=args.seed, c2al_overrides=overrides, export_root=args.export_root,
                   model_name=args.model_name, epochs=args.epochs, discover=discovery_options(args),
                   diagnostics_every=args.diagnostics_every or None)
     print("\n" + format_report(summary))
-    print(f"\nmetrics: {os.path.join(os.path.abspath(args.out), 'metrics.json')}")
+    print(f"\nmetrics: {os.path.join(os.path.abspath(args.output), 'metrics.json')}")
     if "export" in summary:
         print(f"exported ({summary['export']['variant']}, primary head only): {os.path.abspath(summary['export']['path'])}")
     return 0

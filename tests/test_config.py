@@ -1,0 +1,114 @@
+"""Model YAMLs (zoo.config): bases merged key by key, every block's unknown keys and bad values named."""
+
+import glob
+import os
+
+import pytest
+import yaml
+
+from zoo.config import TRAINING_DEFAULTS, ConfigError, load_model_config, training_options
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = os.path.join(ROOT, "configs", "models")
+
+
+def write(directory, name, cfg):
+    path = os.path.join(directory, name)
+    with open(path, "w") as fh:
+        yaml.safe_dump(cfg, fh)
+    return path
+
+
+def test_dcnv2_resolves_to_its_values_before_the_bases():
+    assert load_model_config(os.path.join(MODELS, "dcnv2.yaml")) == {
+        "backbone": "dcnv2",
+        "embedding": {"type": "plain"},
+        "hparams": {"num_cross_layers": 3, "projection_dim": None, "structure": "stacked",
+                    "deep_units": [256, 128, 64], "dropout": 0.0, "norm": None},
+        "training": {"batch_size": 1024, "epochs": 6, "learning_rate": 0.001, "early_stopping_patience": 1},
+        "c2al": {"head_units": [], "tap": "primary_head_input", "ablation": "none"},
+    }
+    tiny = load_model_config(os.path.join(MODELS, "dcnv2_test.yaml"))
+    assert tiny["training"] == {"batch_size": 256, "epochs": 1, "learning_rate": 0.003, "early_stopping_patience": 0}
+    assert tiny["hparams"] == {"num_cross_layers": 2, "projection_dim": 4, "structure": "stacked",
+                               "deep_units": [16, 8]}
+
+
+@pytest.mark.parametrize("path", sorted(p for p in glob.glob(os.path.join(MODELS, "*.yaml"))
+                                        if not os.path.basename(p).startswith("_")))
+def test_every_shipped_model_yaml_loads_from_a_base(path):
+    cfg = load_model_config(path)
+    assert set(cfg) == {"backbone", "embedding", "hparams", "training", "c2al"} and cfg["hparams"]
+    with open(path) as fh:
+        own = yaml.safe_load(fh)
+    assert "base" in own and "training" not in own  # nothing repeated: the shared blocks live in the base
+
+
+def test_a_child_overrides_single_keys_through_a_chain(tmp_path):
+    os.makedirs(tmp_path / "bases")
+    write(tmp_path / "bases", "root.yaml", {"training": {"epochs": 5, "batch_size": 64},
+                                            "c2al": {"tap": "interaction_output"}, "hparams": {"a": 1, "b": 2}})
+    write(tmp_path, "mid.yaml", {"base": "bases/root.yaml", "backbone": "dcnv2", "hparams": {"b": 3}})
+    path = write(tmp_path, "child.yaml", {"base": "mid.yaml", "training": {"epochs": 1}, "hparams": {"c": 4}})
+    cfg = load_model_config(path)
+    assert cfg["backbone"] == "dcnv2"
+    assert cfg["training"] == {**TRAINING_DEFAULTS, "epochs": 1, "batch_size": 64}
+    assert cfg["hparams"] == {"a": 1, "b": 3, "c": 4}
+    assert cfg["c2al"]["tap"] == "interaction_output"
+
+
+def test_an_embedding_of_another_type_replaces_the_base_block(tmp_path):
+    write(tmp_path, "base.yaml", {"backbone": "dcnv2", "embedding": {"type": "multi", "num_sets": 2, "l2": 0.1}})
+    path = write(tmp_path, "m.yaml", {"base": "base.yaml", "embedding": {"type": "mlet", "inner_dim": 8}})
+    assert load_model_config(path)["embedding"] == {"type": "mlet", "inner_dim": 8}
+
+
+@pytest.mark.parametrize("cfg, key", [
+    ({"backbone": "dcnv2", "trainning": {}}, "'trainning'"),
+    ({"backbone": "dcnv2", "training": {"epoch": 1}}, "training: unknown key 'epoch'"),
+    ({"backbone": "dcnv2", "c2al": {"taps": "interaction_output"}}, "c2al: unknown key 'taps'"),
+    ({"backbone": "dcnv2", "embedding": {"type": "plain", "dim": 8}}, "'dim'"),
+])
+def test_an_unknown_key_in_any_block_names_the_key_and_the_file(cfg, key, tmp_path):
+    path = write(tmp_path, "typo.yaml", cfg)
+    with pytest.raises(ConfigError, match=key) as err:
+        load_model_config(path)
+    assert "typo.yaml" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_typo_in_a_base_names_the_base(tmp_path):
+    write(tmp_path, "_base.yaml", {"training": {"epoks": 1}})
+    path = write(tmp_path, "m.yaml", {"base": "_base.yaml", "backbone": "dcnv2"})
+    with pytest.raises(ConfigError, match=r"_base\.yaml: training: unknown key 'epoks'"):
+        load_model_config(path)
+
+
+@pytest.mark.parametrize("block, key", [
+    ({"epochs": 0}, "training.epochs"),
+    ({"epochs": 1.5}, "training.epochs"),
+    ({"batch_size": "256"}, "training.batch_size"),
+    ({"batch_size": True}, "training.batch_size"),
+    ({"learning_rate": 0}, "training.learning_rate"),
+    ({"learning_rate": -1e-3}, "training.learning_rate"),
+    ({"early_stopping_patience": -1}, "training.early_stopping_patience"),
+])
+def test_training_values_are_type_checked(block, key, tmp_path):
+    with pytest.raises(ConfigError, match=key):
+        training_options(block)
+    path = write(tmp_path, "bad.yaml", {"backbone": "dcnv2", "training": block})
+    with pytest.raises(ConfigError, match=f"bad.yaml: {key}"):
+        load_model_config(path)
+    assert training_options({"learning_rate": 1, "early_stopping_patience": 0}) == {
+        **TRAINING_DEFAULTS, "learning_rate": 1.0, "early_stopping_patience": 0}
+
+
+def test_missing_and_circular_bases_name_the_file(tmp_path):
+    path = write(tmp_path, "m.yaml", {"base": "nowhere.yaml", "backbone": "dcnv2"})
+    with pytest.raises(ConfigError, match=r"m\.yaml: base .*nowhere\.yaml. does not exist"):
+        load_model_config(path)
+    write(tmp_path, "a.yaml", {"base": "b.yaml", "backbone": "dcnv2"})
+    write(tmp_path, "b.yaml", {"base": "a.yaml"})
+    with pytest.raises(ConfigError, match=r"a\.yaml: circular base chain"):
+        load_model_config(os.path.join(tmp_path, "a.yaml"))
+    with pytest.raises(ConfigError, match="'backbone' is not set"):
+        load_model_config(write(tmp_path, "no_backbone.yaml", {"hparams": {"a": 1}}))

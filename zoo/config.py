@@ -1,0 +1,156 @@
+"""Model YAMLs: loaded once, bases merged, every block checked; the result is reused as is.
+
+A model YAML has the blocks ``backbone`` (a registered name), ``embedding``
+(:func:`zoo.encoder.embedding_options`), ``hparams`` (the backbone's hyper-parameters, checked by
+the backbone itself), ``training`` (:data:`TRAINING_DEFAULTS`) and ``c2al``
+(:func:`zoo.c2al.c2al_options`), and optionally ``base``: the path of another model YAML, relative
+to this one, whose blocks it starts from. Bases chain; a child overrides its base key by key inside
+each block (``training: {epochs: 1}`` changes only the epochs; ``hparams`` likewise), except that an
+``embedding`` block naming a different ``type`` replaces the base's whole block. Files whose name
+starts with ``_`` (``configs/models/_base.yaml``) are bases only, not models.
+
+Every error is one line naming the file and the key: an unknown key in any block, a training value
+of the wrong type, a missing or circular base.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import yaml
+
+from zoo.c2al import OPTION_KEYS as C2AL_KEYS, c2al_options
+from zoo.encoder import embedding_options
+
+BLOCKS = ("embedding", "hparams", "training", "c2al")
+MODEL_KEYS = ("base", "backbone") + BLOCKS
+# The training block's defaults, the one place they live.
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "batch_size": 1024,
+    "epochs": 3,
+    "learning_rate": 1e-3,
+    "early_stopping_patience": 1,  # epochs without a better validation AUC of the primary head; 0 = off
+}
+
+
+class ConfigError(ValueError):
+    """A model YAML that cannot be used; the message names the file and the key."""
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _non_negative_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+_TRAINING_CHECKS = {
+    "batch_size": (_positive_int, "a positive int"),
+    "epochs": (_positive_int, "a positive int"),
+    "learning_rate": (_positive_number, "a positive number"),
+    "early_stopping_patience": (_non_negative_int, "an int >= 0"),
+}
+
+
+def training_options(block: Mapping[str, Any] | None, where: str = "training") -> dict[str, Any]:
+    """The ``training`` block with :data:`TRAINING_DEFAULTS` filled in and every value checked.
+
+    Args:
+      block: the YAML's ``training`` mapping (None: all defaults).
+      where: prefix of error messages, e.g. ``"configs/models/dcnv2.yaml: training"``.
+
+    Raises:
+      ConfigError: naming an unknown key or a value of the wrong type.
+    """
+    block = dict(block or {})
+    _check_keys(block, TRAINING_DEFAULTS, where)
+    options = {**TRAINING_DEFAULTS, **block}
+    for key, (valid, expected) in _TRAINING_CHECKS.items():
+        if not valid(options[key]):
+            raise ConfigError(f"{where}.{key}: must be {expected}, got {options[key]!r}")
+    options["learning_rate"] = float(options["learning_rate"])
+    return options
+
+
+def load_model_config(path: str) -> dict[str, Any]:
+    """Loads a model YAML with its bases merged, defaults filled in and every block checked.
+
+    Args:
+      path: the model YAML.
+
+    Returns:
+      ``{"backbone", "embedding", "hparams", "training", "c2al"}``; ``hparams`` as written (the
+      backbone checks them when it is built), the other blocks complete.
+
+    Raises:
+      ConfigError: naming the file and the key (unknown key, bad value, missing or circular base).
+    """
+    cfg = _merged(path, ())
+    if "backbone" not in cfg:
+        raise ConfigError(f"{path}: 'backbone' is not set (nor in its bases)")
+    try:
+        embedding = embedding_options(cfg["embedding"])
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    try:
+        c2al = c2al_options(cfg["c2al"], where=f"{path}: c2al")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return {"backbone": cfg["backbone"], "embedding": embedding, "hparams": cfg["hparams"],
+            "training": training_options(cfg["training"], where=f"{path}: training"), "c2al": c2al}
+
+
+def _check_keys(block: Mapping[str, Any], allowed: Any, where: str) -> None:
+    unknown = [key for key in block if key not in allowed]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}'; keys are {list(allowed)}")
+
+
+def _read(path: str) -> dict[str, Any]:
+    """One YAML file's own mapping, its top-level keys and its training/c2al keys checked."""
+    with open(path) as fh:
+        cfg = yaml.safe_load(fh)
+    if cfg is None:
+        cfg = {}
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{path}: must be a mapping of {list(MODEL_KEYS)}, got {type(cfg).__name__}")
+    _check_keys(cfg, MODEL_KEYS, path)
+    for block in BLOCKS:
+        value = cfg.get(block)
+        if value is not None and not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: {block}: must be a mapping, got {value!r}")
+    # Checked in the file that has the typo (the merged result would lose which file it was).
+    _check_keys(cfg.get("training") or {}, TRAINING_DEFAULTS, f"{path}: training")
+    _check_keys(cfg.get("c2al") or {}, C2AL_KEYS, f"{path}: c2al")
+    return dict(cfg)
+
+
+def _merged(path: str, chain: tuple[str, ...]) -> dict[str, Any]:
+    """``path``'s blocks over its bases' (key by key), ``base`` resolved; ``chain``: the files below it."""
+    real = os.path.realpath(path)
+    if real in chain:
+        raise ConfigError(f"{path}: circular base chain {' -> '.join(chain + (real,))}")
+    if not os.path.isfile(path):
+        where = f"{chain[-1]}: base" if chain else "model config"
+        raise ConfigError(f"{where} '{path}' does not exist")
+    own = _read(path)
+    merged: dict[str, Any] = {block: {} for block in BLOCKS}
+    base = own.pop("base", None)
+    if base is not None:
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"{path}: base: must be a file path, got {base!r}")
+        merged = _merged(os.path.join(os.path.dirname(path), base), chain + (real,))
+    for key, value in own.items():
+        if key not in BLOCKS:
+            merged[key] = value
+        elif key == "embedding" and value and value.get("type", "plain") != merged[key].get("type", "plain"):
+            merged[key] = dict(value)  # another embedding type: the base's options do not apply
+        else:
+            merged[key] = {**merged[key], **(value or {})}
+    return merged
