@@ -173,3 +173,189 @@ class TinyCase:
 @pytest.fixture(scope="session")
 def tiny_case(tmp_path_factory):
     return TinyCase(tmp_path_factory.mktemp("tiny_raw"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# SavedModel export session fixtures (tests/test_export.py, tests/test_serving.py): synthetic evaluation
+# data, one C2AL model exported by the CLI (with a clean-room process and saved_model_cli started in the
+# background) and a JAX training + export process, each built once per session.
+# ---------------------------------------------------------------------------------------------------
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def eval_data(tmp_path_factory):
+    """Synthetic rows written as the Beam job lays them out; the test split has >= 1000 rows."""
+    from helpers import MIN_EVAL_ROWS, SYNTHETIC_SPEC_PATH, synthetic_rows, write_data_dir
+    from zoo.spec import load_spec
+
+    spec = load_spec(SYNTHETIC_SPEC_PATH)
+    data_dir = str(tmp_path_factory.mktemp("export_data"))
+    counts = write_data_dir(spec, synthetic_rows(11_000, seed=3), data_dir)
+    assert counts["test"] >= MIN_EVAL_ROWS
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def exported(request, tmp_path_factory, eval_data):
+    """A C2AL model saved as .keras and exported by the CLI (spec.json + eval rows for warm-up).
+
+    Starts the clean-room process and ``saved_model_cli show --all`` on the export in the background.
+    """
+    import keras
+
+    from helpers import EXPORT_HP, Background, clean_env, eval_batch, inputs_of, keras_primary, raw_records
+    from zoo import export
+    from zoo.c2al import C2AL
+    from zoo.model import build
+    from zoo.spec import load_spec
+
+    spec = load_spec(eval_data)
+    keras.utils.set_random_seed(0)
+    base = build("dcnv2", spec, **EXPORT_HP)
+    model = C2AL(base)
+    work = tmp_path_factory.mktemp("exported")
+    keras_path = str(work / "model.keras")
+    model.save(keras_path)
+    root = str(work / "saved_models")
+    assert export.main(["--model", keras_path, "--spec", eval_data, "--eval-data", eval_data,
+                        "--export-root", root, "--model-name", "dcnv2_synthetic", "--warmup-rows", "5",
+                        "--write-model-config"]) == 0
+    path = os.path.join(root, "dcnv2_synthetic", "1")
+    script = work / "clean_room.py"
+    script.write_text(CLEAN_ROOM)
+    clean_room = Background("clean_room", [sys.executable, str(script), path, eval_data, str(work / "clean_room.json")],
+                            cwd=str(work), env=clean_env())
+    saved_model_cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    cli = Background("saved_model_cli", [saved_model_cli, "show", "--dir", path, "--all"],
+                     cwd=str(work), env=clean_env())
+    batch = eval_batch(spec, eval_data)
+    features = inputs_of(spec, batch)
+    request.addfinalizer(clean_room.stop)
+    request.addfinalizer(cli.stop)
+    return {"spec": spec, "model": model, "base": base, "root": root, "name": "dcnv2_synthetic", "path": path,
+            "features": features, "expected": keras_primary(model, features), "records": raw_records(eval_data),
+            "clean_room": clean_room, "clean_room_json": work / "clean_room.json", "saved_model_cli": cli}
+
+
+@pytest.fixture(scope="session")
+def jax_run(request, tmp_path_factory, eval_data):
+    """Starts the JAX training + export process in the background (collected by the JAX test)."""
+    import numpy as np
+
+    from helpers import ROOT, Background, clean_env, eval_batch, inputs_of
+    from zoo.spec import load_spec
+
+    spec = load_spec(eval_data)
+    work = tmp_path_factory.mktemp("jax")
+    batch = eval_batch(spec, eval_data)
+    np.savez(work / "inputs.npz", __label__=batch[spec.label], **inputs_of(spec, batch))
+    (work / "jax_train.py").write_text(JAX_TRAIN)
+    run = Background("jax_train", [sys.executable, str(work / "jax_train.py"), os.path.join(eval_data, "spec.json"),
+                      str(work / "inputs.npz"), eval_data, str(work / "saved_models"), str(work / "out.json")],
+                     cwd=str(work), env=clean_env(KERAS_BACKEND="jax", PYTHONPATH=ROOT))
+    run.work = work
+    request.addfinalizer(run.stop)
+    return run
+
+
+CLEAN_ROOM = textwrap.dedent("""
+    # Runs in a fresh interpreter; must not import anything of the project.
+    import glob, json, sys
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    export_dir, data_dir, out_json = sys.argv[1:4]
+    loaded = tf.saved_model.load(export_dir)
+    default = loaded.signatures["serving_default"]
+    on_examples = loaded.signatures["predict_examples"]
+    _, inputs = default.structured_input_signature
+    _, example_inputs = on_examples.structured_input_signature
+
+    # The evaluation rows as stored (label and cohort ids included), parsed with nothing but the
+    # serving signature: one fixed-length feature per named input.
+    files = sorted(glob.glob(data_dir + "/test/*.tfrecord.gz"))
+    records = tf.constant([r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")])
+    feats = tf.io.parse_example(records, {k: tf.io.FixedLenFeature(s.shape[1:], s.dtype) for k, s in inputs.items()})
+    pred = default(**feats)["probability"].numpy()
+    pred_examples = on_examples(examples=records)["probability"].numpy()
+
+    # Replay the warm-up file the way TF Serving does when it loads the model.
+    warmup = []
+    for raw in tf.data.TFRecordDataset(export_dir + "/assets.extra/tf_serving_warmup_requests"):
+        log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
+        request = log.predict_log.request
+        arrays = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        out = loaded.signatures[request.model_spec.signature_name](**{k: tf.constant(v) for k, v in arrays.items()})
+        warmup.append({"log_type": log.WhichOneof("log_type"), "model": request.model_spec.name,
+                       "signature": request.model_spec.signature_name,
+                       "inputs": {k: [tf.as_dtype(v.dtype).name, list(v.shape)] for k, v in arrays.items()},
+                       "rows": int(out["probability"].shape[0])})
+
+    # Bad requests: the error must name the feature.
+    numpy_feats = {k: v.numpy() for k, v in feats.items()}
+    def error_of(call):
+        try:
+            call()
+        except Exception as e:
+            return type(e).__name__ + ": " + str(e)
+    first = records.numpy()[0]
+    example = tf.train.Example.FromString(first)
+    del example.features.feature["price"]
+    wrong = tf.train.Example.FromString(first)
+    wrong.features.feature["item_id"].Clear()
+    wrong.features.feature["item_id"].float_list.value.append(3.0)
+    errors = {
+        "missing": error_of(lambda: default(**{k: v for k, v in feats.items() if k != "price"})),
+        "mistyped": error_of(lambda: default(**{**numpy_feats,
+                                                "item_id": tf.constant(numpy_feats["item_id"], tf.float32)})),
+        "wrong_shape": error_of(lambda: default(**{**numpy_feats,
+                                                   "recent_categories": numpy_feats["recent_categories"][:, :3]})),
+        "example_missing": error_of(lambda: on_examples(examples=tf.constant([first, example.SerializeToString()]))),
+        "example_mistyped": error_of(lambda: on_examples(examples=tf.constant([wrong.SerializeToString()]))),
+    }
+    banned = [m for m in sys.modules if m.split(".")[0] in ("zoo", "layers", "beam_jobs", "helpers")]
+    json.dump({
+        "signatures": sorted(loaded.signatures),
+        "pred": pred.ravel().tolist(),
+        "pred_examples": pred_examples.ravel().tolist(),
+        "inputs": {k: [s.dtype.name, list(s.shape)] for k, s in inputs.items()},
+        "example_inputs": {k: [s.dtype.name, list(s.shape)] for k, s in example_inputs.items()},
+        "outputs": {name: {k: [s.dtype.name, list(s.shape)] for k, s in fn.structured_outputs.items()}
+                    for name, fn in loaded.signatures.items()},
+        "params": int(sum(np.prod(v.shape) for v in loaded.variables)),
+        "warmup": warmup,
+        "errors": errors,
+        "project_modules": banned,
+    }, open(out_json, "w"))
+""")
+
+
+JAX_TRAIN = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import keras
+    from zoo.c2al import C2AL
+    from zoo.export import export_saved_model
+    from zoo.model import PRIMARY, build
+    from zoo.spec import load_spec
+
+    spec_path, inputs_npz, data_dir, export_root, out_json = sys.argv[1:6]
+    spec = load_spec(spec_path)
+    arrays = dict(np.load(inputs_npz))
+    x = {f.name: arrays[f.name] for f in spec.inputs}
+    y = arrays["__label__"]
+    keras.utils.set_random_seed(0)
+    model = C2AL(build("dcnv2", spec, num_cross_layers=1, dnn_units=[8]))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy")
+    n = len(y) // 512 * 512  # whole batches: one compiled train step
+    history = model.fit({k: v[:n] for k, v in x.items()}, {PRIMARY: y[:n], "aux_head": y[:n] * 0, "aux_tail": y[:n]},
+                        epochs=1, batch_size=512, verbose=0)
+    pred = np.asarray(model.predict(x, batch_size=len(y), verbose=0)[PRIMARY]).ravel()
+    path = export_saved_model(model, spec, export_root, "jax_trained", eval_data=data_dir)
+    json.dump({"backend": keras.backend.backend(), "path": path, "pred": pred.tolist(),
+               "loss": history.history["loss"]},
+              open(out_json, "w"))
+""")

@@ -1,10 +1,11 @@
-"""Shared test helpers: the tiny model spec and batch every model test uses, and small TFRecord data
-directories written straight from the spec (no Beam). Test modules import from here, never from
+"""Shared test helpers: the tiny model spec and batch every model test uses, small TFRecord data
+directories written straight from the spec (no Beam), and the export tests' helpers. Test modules import from here, never from
 each other."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 
 import numpy as np
 
@@ -125,3 +126,73 @@ def write_data_dir(spec: FeatureSpec, rows: list[dict], data_dir: str) -> dict[s
                 writer.write(spec.encode_example(r))
         counts[split] = len(selected)
     return counts
+
+
+# ---------------------------------------------------------------------------------------------------
+# SavedModel export (tests/test_export.py, tests/test_serving.py; the session fixtures that use these
+# live in tests/conftest.py)
+# ---------------------------------------------------------------------------------------------------
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SYNTHETIC_SPEC_PATH = os.path.join(ROOT, "configs", "datasets", "synthetic.yaml")
+EXPORT_HP = dict(num_cross_layers=2, dnn_units=[16, 8])  # the exported DCNv2
+MIN_EVAL_ROWS = 1000
+
+
+def clean_env(**extra):
+    """``os.environ`` without PYTHONPATH (a process that must not see the project), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    return env
+
+
+class Background:
+    """A subprocess started by a fixture and collected by a later test: the suite runs on few cores,
+    and the TensorFlow imports of the clean-room, saved_model_cli and JAX processes overlap the
+    in-process tests instead of adding to them. Output goes to files (a full pipe would stall it)."""
+
+    def __init__(self, name, args, cwd, **kwargs):
+        self.out_path, self.err_path = (os.path.join(cwd, f"{name}.{s}.txt") for s in ("stdout", "stderr"))
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=err, cwd=cwd, text=True, **kwargs)
+
+    def result(self, timeout=300):
+        """(returncode, stdout, stderr), waiting for the process to end."""
+        self.proc.wait(timeout=timeout)
+        with open(self.out_path) as out, open(self.err_path) as err:
+            return self.proc.returncode, out.read(), err.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def eval_batch(spec, data_dir, split="test"):
+    """Every row of a split as numpy, in file order (one shard)."""
+    from zoo import data
+
+    batches = list(data.read_split(data_dir, split, 4096, spec=spec).as_numpy_iterator())
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def raw_records(data_dir, split="test"):
+    """The serialized records of a split, in file order."""
+    import tensorflow as tf
+
+    from zoo import data
+
+    files = sorted(tf.io.gfile.glob(data.shard_pattern(data_dir, split)))
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def keras_primary(model, features):
+    """The model's primary probability as a flat array."""
+    from zoo.model import PRIMARY
+
+    out = model.predict(features, batch_size=1024, verbose=0)
+    return np.asarray(out[PRIMARY] if isinstance(out, dict) else out).ravel()
+
+
+def inputs_of(spec, batch):
+    """The spec's input features of a batch."""
+    return {f.name: batch[f.name] for f in spec.inputs}

@@ -384,7 +384,7 @@ def test_known_answer_planted_pair_vs_no_contrast_control(tmp_path, capsys):
     planted_model.save(model_path)
     out = str(tmp_path / "cli")
     assert cohorts.main(["--data", planted_dir, "--model", model_path, "--axis", "user_value", "--bins", "20",
-                         "--out", out]) == 0
+                         "--output", out]) == 0
     printed = capsys.readouterr().out
     assert "chosen: head p95_100, tail p00_05" in printed and "cohort_divergence.png" in printed
     saved = DiscoveryResult.load(out)

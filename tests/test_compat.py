@@ -56,3 +56,33 @@ def test_compute_output_spec_traces_symbolically_and_builds():
     out = compat.compute_output_spec(lambda x: dense(x) * 2, keras.KerasTensor((None, 3)))
     assert isinstance(out, keras.KerasTensor) and tuple(out.shape) == (None, 5)
     assert dense.built and tuple(dense.kernel.shape) == (3, 5)
+
+
+def test_recording_calls_sees_each_result_of_the_layers_pass_and_restores_the_attribute():
+    from layers import MLP
+
+    mlp = MLP([3, 2], activation="relu", name="mlp")
+    x = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
+    expected = keras.ops.convert_to_numpy(mlp(x))
+    relu, outputs = mlp.activation, []
+    with compat.recording_calls(mlp, "activation", lambda out: outputs.append(keras.ops.convert_to_numpy(out))):
+        got = keras.ops.convert_to_numpy(mlp(x))
+    # One result per dense layer, in order, the last being the layer's output; the pass is unchanged.
+    assert [o.shape for o in outputs] == [(4, 3), (4, 2)]
+    np.testing.assert_allclose(outputs[-1], expected, rtol=1e-6)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert mlp.activation is relu and vars(mlp)["activation"] is relu
+    mlp(x)
+    assert len(outputs) == 2  # nothing is recorded after the block
+
+    # A method (a class attribute) is shadowed and then shows through again, also after an error.
+    dense = keras.layers.Dense(2)
+    seen = []
+    with pytest.raises(RuntimeError, match="stop"):
+        with compat.recording_calls(dense, "compute_output_shape", seen.append):
+            assert dense.compute_output_shape((None, 3)) == (None, 2) and seen == [(None, 2)]
+            raise RuntimeError("stop")
+    assert "compute_output_shape" not in vars(dense)
+    with pytest.raises(TypeError, match="'units' of Dense is not callable"):
+        with compat.recording_calls(dense, "units", seen.append):
+            pass

@@ -23,15 +23,15 @@ def test_dcnv2_resolves_to_its_values_before_the_bases():
     assert load_model_config(os.path.join(MODELS, "dcnv2.yaml")) == {
         "backbone": "dcnv2",
         "embedding": {"type": "plain"},
-        "hparams": {"num_cross_layers": 3, "projection_dim": None, "structure": "stacked",
-                    "deep_units": [256, 128, 64], "dropout": 0.0, "norm": None},
+        "hparams": {"num_cross_layers": 3, "cross_rank": None, "structure": "stacked",
+                    "dnn_units": [256, 128, 64], "dropout": 0.0, "norm": None},
         "training": {"batch_size": 1024, "epochs": 6, "learning_rate": 0.001, "early_stopping_patience": 1},
         "c2al": {"head_units": [], "tap": "primary_head_input", "ablation": "none"},
     }
     tiny = load_model_config(os.path.join(MODELS, "dcnv2_test.yaml"))
     assert tiny["training"] == {"batch_size": 256, "epochs": 1, "learning_rate": 0.003, "early_stopping_patience": 0}
-    assert tiny["hparams"] == {"num_cross_layers": 2, "projection_dim": 4, "structure": "stacked",
-                               "deep_units": [16, 8]}
+    assert tiny["hparams"] == {"num_cross_layers": 2, "cross_rank": 4, "structure": "stacked",
+                               "dnn_units": [16, 8]}
 
 
 @pytest.mark.parametrize("path", sorted(p for p in glob.glob(os.path.join(MODELS, "*.yaml"))

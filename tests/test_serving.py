@@ -5,18 +5,14 @@ import base64
 import json
 import os
 import re
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import ROOT, keras_primary  # the session fixture `exported` is in tests/conftest.py
 
-sys.path.insert(0, os.path.dirname(__file__))
-# Session fixtures shared with tests/test_export.py (built once per session; see `once` there).
-from test_export import ROOT, eval_data, exported, keras_primary  # noqa: E402,F401
-
-from zoo import export  # noqa: E402
-from zoo.spec import load_spec  # noqa: E402
+from zoo import export
+from zoo.spec import load_spec
 
 pytestmark = pytest.mark.tf_only
 

@@ -1,0 +1,45 @@
+"""The served graph: a model's primary path with its MLET tables folded, inputs checked against the spec."""
+
+from __future__ import annotations
+
+import keras
+
+from zoo.export.contract import FeatureError
+from zoo.folding import fold_mlet
+from zoo.model import PRIMARY, primary_model
+from zoo.spec import FeatureSpec
+
+
+def primary_path(model: keras.Model) -> keras.Model:
+    """The model's inputs to its primary output (a single-output model without a ``primary`` layer as is)."""
+    if any(layer.name == PRIMARY for layer in model.layers):
+        return primary_model(model)
+    if len(model.outputs) == 1:
+        return model
+    raise ValueError(f"export: model '{model.name}' has no layer '{PRIMARY}' and {len(model.outputs)} "
+                     f"outputs; cannot tell which one to serve")
+
+
+def serving_model(model: keras.Model, spec: FeatureSpec) -> keras.Model:
+    """The served graph: primary path only, MLET tables folded, inputs checked against the spec."""
+    served = fold_mlet(primary_path(model))
+    check_model_inputs(served, spec)
+    return served
+
+
+def check_model_inputs(model: keras.Model, spec: FeatureSpec) -> None:
+    """Raises FeatureError naming the first model input that disagrees with the spec."""
+    inputs = {t.name: t for t in model.inputs}
+    for f in spec.inputs:
+        t = inputs.pop(f.name, None)
+        if t is None:
+            raise FeatureError(f"feature '{f.name}': a spec input the model does not take "
+                               f"(model inputs: {sorted(x.name for x in model.inputs)})")
+        want = ((None,) + spec.input_shape(f), spec.input_dtype(f))
+        if (tuple(t.shape), str(t.dtype)) != want:
+            raise FeatureError(f"feature '{f.name}': model input is {str(t.dtype)} {tuple(t.shape)}, "
+                               f"the spec says {want[1]} {want[0]}")
+    if inputs:
+        name = sorted(inputs)[0]
+        raise FeatureError(f"feature '{name}': a model input that is not a spec input of '{spec.name}'")
+
