@@ -17,8 +17,10 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(PY) -m zoo.pipeline
 
-# The whole suite under TensorFlow, then the layer and model tests again under JAX.
+# The import contracts (.importlinter), the whole suite under TensorFlow, then the layer and model
+# tests again under JAX.
 test: $(VENV)/.installed
+	$(VENV)/bin/lint-imports --no-cache
 	KERAS_BACKEND=tensorflow $(PY) -m pytest tests -q
 	KERAS_BACKEND=jax $(PY) -m pytest tests -q -m multi_backend
 

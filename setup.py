@@ -22,6 +22,6 @@ setup(
     ],
     extras_require={
         "jax": ["jax[cpu]>=0.4.30"],
-        "dev": ["pytest>=8", "jax[cpu]>=0.4.30"],
+        "dev": ["pytest>=8", "jax[cpu]>=0.4.30", "import-linter>=2.17"],  # lint-imports: .importlinter
     },
 )

@@ -1,4 +1,4 @@
-"""C2AL taps, per-head architecture and the ablations of METHODS 1.8 (reweight, membership, single
+"""C2AL taps, per-head architecture and the ablations of docs/methods.md#ablations (reweight, membership, single
 head, PLE towers): every registered backbone, the data pipeline's labels and sample weights, the
 training CLI. Model tests run under TF and JAX; pipeline and CLI tests under TF only."""
 

@@ -56,7 +56,7 @@ def test_normalized_entropy():
     # Two equal non-zero entries out of 4: H = log 2, / log 4 = 1/2.
     assert D.normalized_entropy([0.0, 3.0, 0.0, -3.0]) == pytest.approx(0.5)
     assert D.normalized_entropy(np.zeros(6)) == 0.0
-    # axis=0 (METHODS' column-normalized variant): column 0 uniform (1), column 1 one-hot (0) -> 0.5.
+    # axis=0 (docs/methods.md#taps: column-normalized variant): column 0 uniform (1), column 1 one-hot (0) -> 0.5.
     y = np.array([[1.0, 0.0], [1.0, 5.0], [1.0, 0.0]])
     assert D.normalized_entropy(y, axis=0) == pytest.approx(0.5)
 
@@ -82,7 +82,7 @@ def test_participation_ratio():
     assert D.participation_ratio(one_hot) == pytest.approx(1 / 10)
     assert D.participation_ratio([2.0, -2.0, 0.0, 0.0, 0.0]) == pytest.approx(2 / 5)   # m equal of N
     y = np.array([1.0, 2.0, 0.0, -1.0])
-    # power 2: (1 + 4 + 1)^2 / (4 (1 + 16 + 1)) = 36 / 72; power 1 (METHODS): 4^2 / (4 * 6) = 2/3
+    # power 2: (1 + 4 + 1)^2 / (4 (1 + 16 + 1)) = 36 / 72; power 1 (docs/methods.md#diagnostics metric 4): 4^2 / (4 * 6) = 2/3
     assert D.participation_ratio(y) == pytest.approx(0.5)
     assert D.participation_ratio(y, power=1) == pytest.approx(2 / 3)
     assert D.participation_ratio(np.zeros(3)) == 0.0

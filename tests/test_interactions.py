@@ -204,7 +204,7 @@ def gradients_wrt_trainables(layer, inputs, loss_of_output):
 
 
 def test_attention_fm_gradient_wrt_y_is_s_transpose_times_dl_dg():
-    """METHODS 1.5: G = S Y is linear in Y, so dL/dY = sum_b S_b^T dL/dG_b with S_b = E_b E_b^T."""
+    """docs/methods.md#attention-fm: G = S Y is linear in Y, so dL/dY = sum_b S_b^T dL/dG_b with S_b = E_b E_b^T."""
     e = field_embeddings(6, scale=0.5)
     layer = AttentionFM(k=2, flatten=False, kernel_initializer="zeros")
     layer(e)

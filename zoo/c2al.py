@@ -1,4 +1,4 @@
-"""C2AL: cohort-contrastive auxiliary heads on the shared representation (METHODS.md section 1).
+"""C2AL: cohort-contrastive auxiliary heads on the shared representation (docs/methods.md#c2al; arXiv 2510.02215).
 
 Two light heads read the same ``h`` that feeds the primary head and learn
 
@@ -19,9 +19,9 @@ Options (the model YAML's ``c2al:`` block, checked by :func:`c2al_options`):
   interaction output before its over-arch (for multi-embedding, the mean of the projected sets; see
   :class:`zoo.registry.Backbone`). Where the over-arch is the identity (AFM, AutoInt+, DeepFM,
   DCNv2 parallel, DHEN/Wukong without ``head_units``, DLRM without ``top_units``) ``z`` is ``h``
-  and both taps are the same. For PLE/MMoE ``z`` is the experts' input ``x_0``. (METHODS'
+  and both taps are the same. For PLE/MMoE ``z`` is the experts' input ``x_0``. (docs/methods.md#taps:
   ``over_arch_output`` is ``primary_head_input`` here: the primary head is one ``Dense(1)`` on ``h``.)
-* ``ablation`` (METHODS 1.8), one of :data:`ABLATIONS`:
+* ``ablation`` (docs/methods.md#ablations), one of :data:`ABLATIONS`:
 
   - ``none``: C2AL as published (both heads, labels ``y * 1[x in C]``).
   - ``reweight``: no auxiliary head; the primary BCE gets per-example sample weights

@@ -20,7 +20,7 @@ def embedding_options(embedding: Mapping[str, Any] | None) -> dict[str, Any]:
 
     ``{"type": "plain"}`` (default), ``{"type": "mlet", "inner_dim": k}`` (MLET: each table trained
     as rows x k times k x d, k larger than every width; folded to plain tables at export) or
-    ``{"type": "multi", "num_sets": M}`` (M independent embedding sets, METHODS section 5).
+    ``{"type": "multi", "num_sets": M}`` (M independent embedding sets, docs/methods.md#multi-embedding).
 
     Every type also takes ``l2`` (float >= 0, default 0): adds ``l2 * sum(E**2)`` over every whole
     table to the loss each step (``keras.regularizers.L2``; FuxiCTR's ``embedding_regularizer: lam``

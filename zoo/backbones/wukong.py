@@ -29,7 +29,7 @@ embedding option each set gets its own dense-token projection and layer stack; t
 shared over-arch.
 
 Defaults are the paper's as listed by the reference Keras implementation (clabrugere/
-wukong-recommendation; METHODS 7.2): 3 layers, ``n_F = n_L = 16``, ``k = 24``, FMB MLP 2 x 512, head
+wukong-recommendation; docs/methods.md#wukong; arXiv 2403.02545): 3 layers, ``n_F = n_L = 16``, ``k = 24``, FMB MLP 2 x 512, head
 MLP 2 x 512. ``configs/models/wukong.yaml`` scales them to the synthetic data (n = 8 tokens of d = 16):
 ``n_F = n_L = 8``, ``k = 16``, FMB MLP 2 x 256, head [256, 128].
 """

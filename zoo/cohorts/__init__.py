@@ -1,6 +1,6 @@
 """Cohort discovery for C2AL: which two cohorts does the baseline model see most differently?
 
-Stage 1 of C2AL (METHODS.md section 1.3): along one semantic cohort axis of the spec, take the
+Stage 1 of C2AL (docs/methods.md#cohort-discovery): along one semantic cohort axis of the spec, take the
 **baseline model's predicted probabilities** on held-out data, form one histogram per cohort, compute a
 pairwise divergence between the cohorts' histograms and pick the most contrasting pair as
 ``(C_head, C_tail)``. The full divergence matrix is kept so the choice can be audited.

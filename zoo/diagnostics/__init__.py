@@ -1,4 +1,4 @@
-"""C2AL training diagnostics: attention density, dead over-arch units and embedding collapse (METHODS 1.5-1.6, 5).
+"""C2AL training diagnostics: attention density, dead over-arch units and embedding collapse (docs/methods.md#attention-fm, #diagnostics, #information-abundance).
 
 The C2AL paper shows its mechanism (the FM attention weights ``Y`` of ``G = E E^T Y`` collapse into a
 sparse, light-tailed distribution under the single-task objective, and C2AL's auxiliary heads widen them)

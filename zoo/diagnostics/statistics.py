@@ -66,7 +66,7 @@ def near_zero_fraction(y, rel_eps: float = 1e-3) -> float:
 
         near_zero(y) = (1 / N) * #{ i : |y_i| <= rel_eps * max_j |y_j| }
 
-    over all ``N`` entries of ``y`` (any shape). METHODS 1.6 metric 1 (``near_zero_frac(Y,
+    over all ``N`` entries of ``y`` (any shape). docs/methods.md#diagnostics, metric 1 (``near_zero_frac(Y,
     eps = 1e-3 max|Y|)``). An all-zero ``y`` returns 1.0 (every entry is ``<= 0``).
 
     Args:
@@ -90,7 +90,7 @@ def normalized_entropy(y, axis: int | None = None) -> float:
 
     1 means uniform magnitudes, 0 means a single non-zero entry. With ``axis`` set, the same is
     computed for each 1-D slice along ``axis`` (e.g. ``axis=0`` of an ``(n, k)`` ``Y``: each column
-    normalized over the ``n`` fields, ``H / log n``, METHODS 1.6 metric 2) and averaged over the slices.
+    normalized over the ``n`` fields, ``H / log n``, docs/methods.md#diagnostics, metric 2) and averaged over the slices.
 
     Conventions: an all-zero slice (no mass) gives 0.0 (treated as fully collapsed); a single-entry
     slice gives 1.0 if non-zero.
@@ -112,7 +112,7 @@ def normalized_entropy(y, axis: int | None = None) -> float:
 
 
 def excess_kurtosis(y) -> float:
-    """Fisher's (excess) kurtosis of the entries of ``y``, a heavy-tail indicator (METHODS 1.6 metric 3).
+    """Fisher's (excess) kurtosis of the entries of ``y``, a heavy-tail indicator (docs/methods.md#diagnostics, metric 3).
 
     Over all ``N`` entries, with central moments ``m_r = (1/N) sum_i (y_i - mean(y))^r``::
 
@@ -142,7 +142,7 @@ def participation_ratio(y, power: float = 2.0) -> float:
     The default ``power=2`` is the physics (inverse participation ratio) definition
     ``PR = (sum y^2)^2 / (N sum y^4)``, which treats ``y_i^2`` as the weight of entry ``i``, so it is
     invariant to the sign and the scale of ``y`` and it matches "energy" rather than magnitude.
-    ``power=1`` gives METHODS 1.6 metric 4, ``(sum |y|)^2 / (N sum y^2)``. Either way PR is in
+    ``power=1`` gives docs/methods.md#diagnostics, metric 4, ``(sum |y|)^2 / (N sum y^2)``. Either way PR is in
     ``(0, 1]``: 1 when all ``|y_i|`` are equal, ``1/N`` when a single entry is non-zero, ``m/N`` for
     ``m`` equal non-zero entries. An all-zero ``y`` returns 0.0 (no entry participates).
 
@@ -159,7 +159,7 @@ def participation_ratio(y, power: float = 2.0) -> float:
 
 
 def dead_relu_fraction(activations, min_dead_fraction: float = 1.0) -> float:
-    """Fraction of units that are dead on a probe batch (METHODS 1.6 metric 5).
+    """Fraction of units that are dead on a probe batch (docs/methods.md#diagnostics, metric 5).
 
     ``activations`` is ``(B, U)`` (or ``(..., U)``, flattened to ``(B', U)``): the post-ReLU outputs
     of ``U`` units on ``B`` examples. Unit ``u`` is dead when it is inactive (``a_bu <= 0``) on at
@@ -169,7 +169,7 @@ def dead_relu_fraction(activations, min_dead_fraction: float = 1.0) -> float:
         fraction = (1/U) sum_u dead(u)
 
     With the default ``min_dead_fraction=1.0`` a unit is dead when it is ``<= 0`` for **every**
-    example; METHODS 1.6 suggests ``0.99``.
+    example; docs/methods.md#diagnostics gives ``0.99`` as a looser alternative.
 
     Args:
       activations: array of shape ``(B, U)`` or ``(..., U)``, ``B >= 1``.
@@ -189,7 +189,7 @@ def dead_relu_fraction(activations, min_dead_fraction: float = 1.0) -> float:
 
 
 def information_abundance(table) -> float:
-    """Information abundance of an embedding table (Guo et al., ICML 2024, Def. 1; METHODS 5).
+    """Information abundance of an embedding table (Guo et al., ICML 2024, arXiv 2310.04400, Def. 1; docs/methods.md#information-abundance).
 
     For ``E in R^{V x d}`` with singular values ``sigma_1 >= .. >= sigma_r``::
 

@@ -14,7 +14,7 @@ from zoo.export.contract import FeatureError
 from zoo.export.savedmodel import export_saved_model, tensorflow_env, version_path
 from zoo.export.serving_config import serving_readme, write_model_config
 from zoo.model import load_model
-from zoo.spec import FeatureSpec, load_spec
+from zoo.spec import load_spec
 
 DESCRIPTION = "SavedModel export for TF Serving, and the serving snippets of the README."
 
