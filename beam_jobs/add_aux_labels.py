@@ -40,8 +40,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import fileio
-from beam_jobs.build_tfrecords import (DEFAULT_COMPRESSION_LEVEL, OUTPUTS, SHARD_SUFFIX, _run_pipeline,
-                                       with_default_runner)
+from beam_jobs.build_tfrecords import DEFAULT_COMPRESSION_LEVEL, OUTPUTS, SHARD_SUFFIX, _run_pipeline
+from beam_jobs.options import parse_job_args
 from beam_jobs.tfrecord import ReadTFRecordBatches, frame
 from zoo.spec import AUX_KEY_PREFIX, COHORT_KEY_PREFIX, SPLITS, FeatureSpec, example_class, load_spec
 
@@ -134,7 +134,8 @@ def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, data_dir: str, ou
 
 
 def parse_args(argv: Sequence[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m beam_jobs.add_aux_labels", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--data", required=True, help="input data directory (local or gs://)")
     parser.add_argument("--output", required=True, help="output data directory (local or gs://)")
     parser.add_argument("--axis", default=None, help="cohort axis (default: the spec's c2al.axis)")
@@ -142,8 +143,7 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("--tail", default=None, help="tail cohort (default: c2al.tail)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "int64"))
     parser.add_argument("--compression_level", type=int, default=DEFAULT_COMPRESSION_LEVEL)
-    known, pipeline_args = parser.parse_known_args(argv)
-    return known, with_default_runner(pipeline_args)
+    return parse_job_args(parser, argv)
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -98,6 +98,7 @@ from apache_beam.runners.runner import PipelineState
 from apache_beam.utils import shared
 
 from beam_jobs import fileio
+from beam_jobs.options import parse_job_args
 from beam_jobs.columnar import BatchParser, StatsLayout
 from beam_jobs.tfrecord import frame_records, unframe
 from beam_jobs.vocabulary import (DEFAULT_VOCAB_SHARDS, VOCAB_DIR, VOCAB_SUMMARY, acquire_vocabularies,
@@ -115,19 +116,6 @@ DEAD_LETTER_FILE = "dead_letter/part-00000-of-00001.jsonl"
 # Every file the job owns in --output (relative glob patterns); earlier copies are replaced.
 OUTPUTS = ([f"{s}/part-*{SHARD_SUFFIX}" for s in SPLITS]
            + ["dead_letter/part-*.jsonl", f"{VOCAB_DIR}/*", "stats.json", "spec.json"])
-# Runner options that mean "the user chose how to run"; without any of them DEFAULT_RUNNER_ARGS apply.
-RUNNER_FLAGS = ("--runner", "--direct_running_mode", "--direct_num_workers")
-DEFAULT_RUNNER_ARGS = (
-    ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2",
-     "--default_sdk_harness_log_level=WARNING"]
-    if (os.cpu_count() or 1) >= 2 else ["--runner=DirectRunner", "--direct_running_mode=in_memory"])
-
-
-def with_default_runner(pipeline_args: list[str]) -> list[str]:
-    """``pipeline_args`` with :data:`DEFAULT_RUNNER_ARGS` in front unless they name a runner option."""
-    if any(a == flag or a.startswith(flag + "=") for a in pipeline_args for flag in RUNNER_FLAGS):
-        return pipeline_args
-    return DEFAULT_RUNNER_ARGS + pipeline_args
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -352,8 +340,10 @@ def summary_line(stats: Mapping[str, Any]) -> str:
             f"dead letters: {dead['total']}" + (f" ({reasons})" if reasons else ""))
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The job's own flags (everything else is Beam's)."""
+    parser = argparse.ArgumentParser(prog="python -m beam_jobs.build_tfrecords", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--spec", required=True, help="dataset YAML (or a resolved spec.json)")
     parser.add_argument("--input", required=True, help="raw file pattern, e.g. '/data/*.csv' or gs://...")
     parser.add_argument("--output", required=True, help="output directory (local or gs://...)")
@@ -365,8 +355,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
                         help="gzip level of the shards, 1 (fastest) .. 9 (default 6)")
     parser.add_argument("--vocab_shards", type=int, default=DEFAULT_VOCAB_SHARDS,
                         help="keys per vocabulary table in the counting pass (default 8)")
-    known, pipeline_args = parser.parse_known_args(argv)
-    return known, with_default_runner(pipeline_args)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """``(the job's flags, Beam's pipeline args)``; an argument that is neither is an error naming it."""
+    return parse_job_args(build_parser(), argv)
 
 
 def _run_pipeline(pipeline_args: Sequence[str], build: Callable[[beam.Pipeline], Any]):

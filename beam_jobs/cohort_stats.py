@@ -59,7 +59,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import fileio
-from beam_jobs.build_tfrecords import SHARD_SUFFIX, with_default_runner
+from beam_jobs.build_tfrecords import SHARD_SUFFIX
+from beam_jobs.options import parse_job_args
 from beam_jobs.tfrecord import ReadTFRecordBatches
 from zoo.spec import COHORT_KEY_PREFIX, PAD_ID, SPLITS, FeatureSpec, decode_examples, load_spec
 
@@ -371,7 +372,8 @@ def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, data_dir: str, ou
 
 
 def parse_args(argv: Sequence[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m beam_jobs.cohort_stats", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--data", required=True, help="data directory of beam_jobs.build_tfrecords (local or gs://)")
     parser.add_argument("--output", required=True, help="JSON file to write")
     parser.add_argument("--splits", default=",".join(SPLITS), help="splits to read (default all)")
@@ -381,8 +383,7 @@ def parse_args(argv: Sequence[str] | None = None):
                         help="comma-separated features for quantile cohorts besides the ordinal axes' features")
     parser.add_argument("--num_quantiles", type=int, default=1001, help="evenly spaced quantiles (min, max included)")
     parser.add_argument("--value_shards", type=int, default=8, help="keys per (axis, cohort, feature) id count")
-    known, pipeline_args = parser.parse_known_args(argv)
-    return known, with_default_runner(pipeline_args)
+    return parse_job_args(parser, argv)
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:

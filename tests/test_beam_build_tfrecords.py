@@ -14,7 +14,8 @@ import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_jobs import build_tfrecords
+from beam_jobs import add_aux_labels, build_tfrecords, cohort_stats
+from beam_jobs.options import DEFAULT_RUNNER_ARGS
 from zoo.datasets.synthetic import write_raw
 from zoo.spec import SPLITS, FeatureSpec, load_spec
 
@@ -159,11 +160,24 @@ def test_empty_split_and_given_split_column(tmp_path):
     assert sum(int(tf.shape(b["y"])[0]) for b in read_split(out, "train", batch_size=4)) == 2
 
 
+@pytest.mark.parametrize("job, argv", [
+    (build_tfrecords, ["--spec", "s.yaml", "--input", "i", "--output", "o"]),
+    (cohort_stats, ["--data", "d", "--output", "o.json"]),
+    (add_aux_labels, ["--data", "d", "--output", "o"]),
+], ids=["build_tfrecords", "cohort_stats", "add_aux_labels"])
+def test_a_flag_of_neither_the_job_nor_beam_is_an_error_naming_it(job, argv, capsys):
+    with pytest.raises(SystemExit) as raised:
+        job.parse_args(argv + ["--temp_location", "/tmp/x", "--num_shard=3"])  # a typo of --num_shards
+    assert raised.value.code == 2
+    assert "error: unknown flag '--num_shard': not an option of this job nor of Apache Beam" in capsys.readouterr().err
+    assert job.parse_args(argv + ["--temp_location", "/tmp/x"])[1][-2:] == ["--temp_location", "/tmp/x"]
+
+
 def test_runner_defaults_only_without_runner_options():
     base = ["--spec", "s.yaml", "--input", "i", "--output", "o"]
     args, rest = build_tfrecords.parse_args(base + ["--temp_location", "/tmp/x"])
     assert (args.spec, args.input, args.output, args.num_shards) == ("s.yaml", "i", "o", build_tfrecords.DEFAULT_NUM_SHARDS)
-    assert rest == build_tfrecords.DEFAULT_RUNNER_ARGS + ["--temp_location", "/tmp/x"]
+    assert rest == DEFAULT_RUNNER_ARGS + ["--temp_location", "/tmp/x"]
     for user in (["--runner", "DataflowRunner", "--project", "p"],
                  ["--direct_running_mode=in_memory"], ["--direct_num_workers", "4"]):
         assert build_tfrecords.parse_args(base + user)[1] == user

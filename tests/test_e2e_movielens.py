@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from beam_jobs.options import unknown_pipeline_flags
 from zoo import pipeline
 
 pytestmark = pytest.mark.tf_only
@@ -47,8 +48,8 @@ def test_pipeline_on_movielens(tmp_path, capsys):
     ["--num_shards", "3", "--compression_level=1"],  # the Beam job's own options
 ])
 def test_pipeline_passes_beam_and_beam_job_options_through(argv):
-    assert pipeline.unknown_beam_flags([a for a in argv if "shards" not in a and "compression" not in a
-                                        and a != "3"]) == []
+    assert unknown_pipeline_flags([a for a in argv if "shards" not in a and "compression" not in a
+                                   and a != "3"]) == []
     assert pipeline.beam_job_args("spec.yaml", "raw/*.csv", "data", argv)[6:] == argv
 
 

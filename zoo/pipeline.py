@@ -35,21 +35,6 @@ from zoo.config import load_model_config
 from zoo.spec import load_spec
 
 
-def unknown_beam_flags(args: Sequence[str]) -> list[str]:
-    """The items of ``args`` that no Apache Beam pipeline option (of any ``PipelineOptions`` class) parses.
-
-    Beam's own parser is taken from the public ``PipelineOptions.get_all_options`` hook
-    ``add_extra_args_fn`` (it receives the parser holding every registered option class's flags), so
-    runner options Beam adds in later versions are known without a list here.
-    """
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    parsers: list[argparse.ArgumentParser] = []
-    PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append, retain_unknown_options=True)
-    _, unknown = parsers[0].parse_known_args(list(args))
-    return unknown
-
-
 def beam_job_args(spec_path: str, raw_pattern: str, data_dir: str, extra: Sequence[str],
                   prog: str = "zoo.pipeline") -> list[str]:
     """The argv of ``beam_jobs.build_tfrecords``; ``extra`` (this command's unknown flags) checked first.
@@ -66,13 +51,13 @@ def beam_job_args(spec_path: str, raw_pattern: str, data_dir: str, extra: Sequen
       SystemExit: (status 2, one line on stderr) naming the first flag neither accepts.
     """
     from beam_jobs import build_tfrecords
+    from beam_jobs.options import first_flag, unknown_pipeline_flags
 
     argv = ["--spec", spec_path, "--input", raw_pattern, "--output", data_dir, *extra]
-    _, pipeline_args = build_tfrecords.parse_args(argv)  # the job's flags, the rest for Beam
-    unknown = unknown_beam_flags(pipeline_args)
+    _, unknown = build_tfrecords.build_parser().parse_known_args(argv)  # the job's flags, the rest for Beam
+    unknown = unknown_pipeline_flags(unknown)
     if unknown:
-        flag = next((item for item in unknown if item.startswith("-")), unknown[0]).split("=", 1)[0]
-        sys.stderr.write(f"{prog}: error: unknown flag '{flag}': not an option of {prog}, "
+        sys.stderr.write(f"{prog}: error: unknown flag '{first_flag(unknown)}': not an option of {prog}, "
                          "beam_jobs.build_tfrecords nor Apache Beam (see --help)\n")
         raise SystemExit(2)
     return argv
@@ -97,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, beam_args = parser.parse_known_args(argv)  # the Beam job's and Beam's options, checked below
 
     from beam_jobs import build_tfrecords
+    from beam_jobs.options import first_flag, unknown_pipeline_flags
 
     start = time.time()
     spec = load_spec(args.dataset)

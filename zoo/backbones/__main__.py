@@ -29,7 +29,7 @@ def describe(name: str) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zoo.backbones", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m zoo.backbones", description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("names", nargs="*", help="backbones to describe in full (default: list them all)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)

@@ -15,7 +15,7 @@ DESCRIPTION = "Cohort discovery for C2AL: which two cohorts does the baseline mo
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs cohort discovery from the command line; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m zoo.cohorts", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--data", required=True, help="output directory of beam_jobs.build_tfrecords")
     parser.add_argument("--model", required=True, help="the baseline model (.keras)")
     parser.add_argument("--axis", required=True, help="cohort axis of the data's spec")

@@ -22,7 +22,7 @@ DESCRIPTION = "SavedModel export for TF Serving, and the serving snippets of the
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m zoo.export", description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--model", help="a saved .keras model (baseline, C2AL or MLET)")
     parser.add_argument("--spec", help="dataset YAML, spec.json, or the data directory holding spec.json "
                                        "(default: --eval-data's spec.json)")

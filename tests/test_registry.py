@@ -1,0 +1,59 @@
+"""The backbone registry: registration checks, lookup errors and the listing ``python -m zoo.backbones``."""
+
+import dataclasses
+import json
+
+import pytest
+
+from zoo.backbone import Backbone, HyperParameters
+from zoo.backbones import __main__ as listing
+from zoo.registry import backbone_names, get_backbone, register_backbone
+
+pytestmark = pytest.mark.multi_backend
+
+
+def test_lookup_of_an_unknown_backbone_lists_the_registered_ones():
+    with pytest.raises(KeyError, match=r"backbone 'finalmlp': unknown; registered backbones are \['afm', "):
+        get_backbone("finalmlp")
+
+
+def test_registration_needs_a_backbone_with_a_hyper_parameter_dataclass():
+    with pytest.raises(TypeError, match=r"^backbone 'x': .* is not a zoo.backbone.Backbone subclass"):
+        register_backbone("x")(dict)
+
+    class NoDataclass(Backbone):
+        Hyperparameters = dict
+
+    with pytest.raises(TypeError, match=r"NoDataclass.Hyperparameters must be a dataclass subclassing"):
+        register_backbone("x")(NoDataclass)
+
+
+def test_a_name_is_registered_once():
+    @dataclasses.dataclass(frozen=True)
+    class Params(HyperParameters):
+        pass
+
+    class Other(Backbone):
+        Hyperparameters = Params
+
+    with pytest.raises(ValueError, match=r"^backbone 'dcnv2': already registered by DCNv2$"):
+        register_backbone("dcnv2")(Other)
+    assert get_backbone("dcnv2").__name__ == "DCNv2"
+
+
+def test_listing_names_every_backbone_and_its_hyper_parameters(capsys):
+    assert listing.main([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == backbone_names()
+    assert listing.main(["dcnv2", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["class"] == "zoo.backbones.dcnv2.DCNv2" and row["tiny_yaml"].endswith("configs/models/dcnv2_test.yaml")
+    assert row["hyperparameters"] == get_backbone("dcnv2").Hyperparameters.defaults()
+    assert row["hyperparameters"]["cross_rank"] is None and row["hyperparameters"]["dnn_units"] == [256, 128, 64]
+
+
+def test_listing_refuses_an_unknown_name(capsys):
+    with pytest.raises(SystemExit) as raised:
+        listing.main(["dcnv3"])
+    assert raised.value.code == 2
+    assert "unknown backbone 'dcnv3'; registered backbones are" in capsys.readouterr().err
