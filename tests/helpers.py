@@ -56,6 +56,15 @@ DHEN_HP = dict(num_layers=2, fm_rank=3, attention_units=[6], cross_rank=3, head_
 WUKONG_HP = dict(num_layers=2, num_fmb_tokens=2, num_lcb_tokens=2, fm_rank=3, fmb_units=[6], head_units=[8, 4])
 
 
+def mlp_params(fan_in: int, units) -> int:
+    """Parameters of a stack of Dense layers (kernel + bias) of widths ``units`` on ``fan_in`` inputs."""
+    total = 0
+    for width in units:
+        total += fan_in * width + width
+        fan_in = width
+    return total
+
+
 def batch(n: int = 64, seed: int = 0) -> tuple[dict, np.ndarray]:
     """A seeded batch for :data:`SPEC` (and :data:`UNIFORM`) with OOV and negative ids and padding."""
     rng = np.random.default_rng(seed)

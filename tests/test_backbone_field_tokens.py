@@ -11,7 +11,7 @@ from layers import MultiEmbedding
 from zoo.c2al import C2AL
 from zoo.model import PRIMARY, build, shared_representation
 
-from helpers import SPEC, batch, spec_with  # noqa: E402  (tests/ is on sys.path under pytest)
+from helpers import SPEC, batch, mlp_params, spec_with  # noqa: E402  (tests/ is on sys.path under pytest)
 
 pytestmark = pytest.mark.multi_backend
 
@@ -32,14 +32,6 @@ HP = {
 BACKBONES = sorted(HP)
 
 
-def _mlp(widths, fan_in):
-    total = 0
-    for w in widths:
-        total += fan_in * w + w
-        fan_in = w
-    return total
-
-
 # (h width, backbone parameters without the embedding tables, parameters of the shared over-arch)
 n_vectors = N_IDS + 1  # DLRM: z and the id embeddings
 DLRM_INTERACTION = D + n_vectors * (n_vectors - 1) // 2
@@ -47,11 +39,11 @@ FIRST_ORDER = N_FIELDS * D
 DENSE_TOKENS = N_DENSE * D
 HEADS = 2 * 3
 EXPECTED = {
-    "dlrm": (4, _mlp([8, D], 1) + _mlp([8, 4], DLRM_INTERACTION), _mlp([8, 4], DLRM_INTERACTION)),
-    "deepfm": (1 + 4, DENSE_TOKENS + FIRST_ORDER + _mlp([8, 4], N_FIELDS * D), 0),
+    "dlrm": (4, mlp_params(1, [8, D]) + mlp_params(DLRM_INTERACTION, [8, 4]), mlp_params(DLRM_INTERACTION, [8, 4])),
+    "deepfm": (1 + 4, DENSE_TOKENS + FIRST_ORDER + mlp_params(N_FIELDS * D, [8, 4]), 0),
     "afm": (D + 1, DENSE_TOKENS + (D * 4 + 4 + 4) + FIRST_ORDER, 0),
     "autoint": (N_FIELDS * HEADS + 4,
-                DENSE_TOKENS + (3 * D * HEADS + D * HEADS) + 3 * HEADS * HEADS + _mlp([8, 4], N_FIELDS * D), 0),
+                DENSE_TOKENS + (3 * D * HEADS + D * HEADS) + 3 * HEADS * HEADS + mlp_params(N_FIELDS * D, [8, 4]), 0),
 }
 
 
@@ -110,4 +102,4 @@ def test_dlrm_cat_interaction_is_the_top_mlp_on_concatenated_vectors():
     np.testing.assert_allclose(h, expected, rtol=1e-5, atol=1e-6)
     # Parameters: bottom MLP [8, d], top MLP on (1 + m) * d inputs; no dot interaction layer.
     assert backbone.interactions[0]["dot"] is None
-    assert model.count_params() == EMBEDDINGS + _mlp([8, D], 1) + _mlp([6], (N_IDS + 1) * D) + 6 + 1
+    assert model.count_params() == EMBEDDINGS + mlp_params(1, [8, D]) + mlp_params((N_IDS + 1) * D, [6]) + 6 + 1

@@ -14,6 +14,7 @@ from layers.experts import PLE, CGCLevel, MMoE
 
 sys.path.insert(0, os.path.dirname(__file__))
 import layer_checks  # noqa: E402
+from helpers import mlp_params  # noqa: E402
 
 pytestmark = pytest.mark.multi_backend
 
@@ -210,14 +211,6 @@ def test_one_training_step_updates_every_expert_and_gate():
 
 
 # ------------------------------------------------------------------ parameter counts
-def mlp_params(d_in, units):
-    total = 0
-    for u in units:
-        total += d_in * u + u
-        d_in = u
-    return total
-
-
 def gate_params(d_in, hidden, n_out):
     return mlp_params(d_in, hidden) + (hidden[-1] if hidden else d_in) * n_out + n_out
 
