@@ -76,6 +76,14 @@ def test_an_unknown_hyper_parameter_is_named(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_every_hyper_parameter_is_checked(name):
+    """A value of no valid kind for any hyper-parameter is a ValueError that starts with its name."""
+    for key in get_backbone(name).Hyperparameters.names():
+        with pytest.raises(ValueError, match=rf"^{key}: "):
+            make(name, **{key: object()})
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_shapes_round_trip_and_c2al_serves_the_baseline(name, tmp_path):
     keras.utils.set_random_seed(1)
     model = make(name)

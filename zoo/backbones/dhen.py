@@ -62,7 +62,11 @@ ATTENTION_NORMALIZATIONS = (None, "softmax")
 
 
 def _modules(value, name: str) -> list[str]:
-    modules = [value] if isinstance(value, str) else list(value or [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name}: must be a non-empty subset of {MODULES} without repeats, got {value!r}")
+    modules = list(value)
     if not modules or any(m not in MODULES for m in modules) or len(set(modules)) != len(modules):
         raise ValueError(f"{name}: must be a non-empty subset of {MODULES} without repeats, got {modules}")
     return [m for m in MODULES if m in modules]
