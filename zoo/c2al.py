@@ -47,7 +47,7 @@ from typing import Any, Mapping, Sequence
 
 import keras
 
-from layers import MLP
+from layers import MLP, validation
 from zoo.model import BACKBONE_LAYER, PRIMARY, build, interaction_output, primary_head, shared_representation
 from zoo.registry import get_backbone
 
@@ -77,21 +77,14 @@ def _check_ablation(ablation: str) -> None:
         raise ValueError(f"c2al ablation: must be one of {ABLATIONS}, got {ablation!r}")
 
 
-def _widths(value: Any, where: str) -> list[int]:
-    if not isinstance(value, (list, tuple)) or not all(
-            isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in value):
-        raise ValueError(f"{where}: must be a list of positive ints, got {value!r}")
-    return [int(w) for w in value]
-
-
 def head_units_of(head_units: Any, role: str, where: str = "head_units") -> list[int]:
     """The hidden widths of the ``role`` (``"head"`` or ``"tail"``) auxiliary head."""
     if isinstance(head_units, Mapping):
         unknown = sorted(set(head_units) - set(ROLES))
         if unknown:
             raise ValueError(f"{where}: unknown key '{unknown[0]}'; keys are {sorted(ROLES)}")
-        return _widths(head_units.get(role, []), f"{where}.{role}")
-    return _widths(head_units, where)
+        return validation.widths(head_units.get(role, []), f"{where}.{role}")
+    return validation.widths(head_units, where)
 
 
 def c2al_options(block: Mapping[str, Any] | None, where: str = "c2al") -> dict[str, Any]:
