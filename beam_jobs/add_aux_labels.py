@@ -43,7 +43,7 @@ from beam_jobs import fileio
 from beam_jobs.build_tfrecords import DEFAULT_COMPRESSION_LEVEL, OUTPUTS, SHARD_SUFFIX, _run_pipeline
 from beam_jobs.options import parse_job_args
 from beam_jobs.tfrecord import ReadTFRecordBatches, frame
-from zoo.spec import AUX_KEY_PREFIX, COHORT_KEY_PREFIX, SPLITS, FeatureSpec, example_class, load_spec
+from zoo.spec import AUX_KEY_PREFIX, COHORT_KEY_PREFIX, SPLITS, FeatureSpec, example_class
 
 AUX_HEAD, AUX_TAIL = AUX_KEY_PREFIX + "head", AUX_KEY_PREFIX + "tail"
 
@@ -149,9 +149,7 @@ def parse_args(argv: Sequence[str] | None = None):
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the job; returns ``{"output", "spec", "stats"}``."""
     args, pipeline_args = parse_args(argv)
-    data_dir = args.data.rstrip("/")
-    fileio.require_complete(data_dir)
-    spec = load_spec(data_dir)
+    data_dir, spec = fileio.open_data_dir(args.data)
     c2al = spec.c2al or {}
     axis, head, tail = (args.axis or c2al.get("axis"), args.head or c2al.get("head"), args.tail or c2al.get("tail"))
     if not (axis and head and tail):

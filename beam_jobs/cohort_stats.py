@@ -62,7 +62,7 @@ from beam_jobs import fileio
 from beam_jobs.build_tfrecords import SHARD_SUFFIX
 from beam_jobs.options import parse_job_args
 from beam_jobs.tfrecord import ReadTFRecordBatches
-from zoo.spec import COHORT_KEY_PREFIX, PAD_ID, SPLITS, FeatureSpec, decode_examples, load_spec
+from zoo.spec import COHORT_KEY_PREFIX, PAD_ID, SPLITS, FeatureSpec, decode_examples
 
 DEFAULT_QS = (0.05, 0.1, 0.25)
 
@@ -389,9 +389,7 @@ def parse_args(argv: Sequence[str] | None = None):
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the job; returns the statistics and prints a per-cohort summary."""
     args, pipeline_args = parse_args(argv)
-    data_dir = args.data.rstrip("/")
-    fileio.require_complete(data_dir)
-    spec = load_spec(data_dir)
+    data_dir, spec = fileio.open_data_dir(args.data)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     extra = [s.strip() for s in args.numeric_features.split(",") if s.strip()]
     with beam.Pipeline(options=PipelineOptions(pipeline_args)) as p:

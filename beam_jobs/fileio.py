@@ -30,6 +30,8 @@ from apache_beam.io import filebasedsink, filebasedsource
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from zoo.spec import FeatureSpec, load_spec
+
 SUCCESS_MARKER = "_SUCCESS"
 STAGING_PREFIX = ".tmp-"
 DEFAULT_CHUNK_BYTES = 1 << 20
@@ -352,3 +354,10 @@ def require_complete(data_dir: str) -> None:
     """Raises FileNotFoundError naming ``data_dir`` unless a job finished writing it (``_SUCCESS``)."""
     if not is_complete(data_dir):
         raise FileNotFoundError(f"{data_dir}: no _SUCCESS marker; the ingest job has not finished there")
+
+
+def open_data_dir(path: str) -> tuple[str, FeatureSpec]:
+    """``(data_dir, spec)`` of a finished ingest job's output (FileNotFoundError naming it otherwise)."""
+    data_dir = path.rstrip("/")
+    require_complete(data_dir)
+    return data_dir, load_spec(data_dir)
