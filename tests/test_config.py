@@ -47,13 +47,14 @@ def test_every_shipped_model_yaml_loads_from_a_base(path):
 def test_a_child_overrides_single_keys_through_a_chain(tmp_path):
     os.makedirs(tmp_path / "bases")
     write(tmp_path / "bases", "root.yaml", {"training": {"epochs": 5, "batch_size": 64},
-                                            "c2al": {"tap": "interaction_output"}, "hparams": {"a": 1, "b": 2}})
-    write(tmp_path, "mid.yaml", {"base": "bases/root.yaml", "backbone": "dcnv2", "hparams": {"b": 3}})
-    path = write(tmp_path, "child.yaml", {"base": "mid.yaml", "training": {"epochs": 1}, "hparams": {"c": 4}})
+                                            "c2al": {"tap": "interaction_output"},
+                                            "hparams": {"num_cross_layers": 1, "dnn_units": [8]}})
+    write(tmp_path, "mid.yaml", {"base": "bases/root.yaml", "backbone": "dcnv2", "hparams": {"dnn_units": [4]}})
+    path = write(tmp_path, "child.yaml", {"base": "mid.yaml", "training": {"epochs": 1}, "hparams": {"cross_rank": 2}})
     cfg = load_model_config(path)
     assert cfg["backbone"] == "dcnv2"
     assert cfg["training"] == {**TRAINING_DEFAULTS, "epochs": 1, "batch_size": 64}
-    assert cfg["hparams"] == {"a": 1, "b": 3, "c": 4}
+    assert cfg["hparams"] == {"num_cross_layers": 1, "dnn_units": [4], "cross_rank": 2}
     assert cfg["c2al"]["tap"] == "interaction_output"
 
 
@@ -112,3 +113,20 @@ def test_missing_and_circular_bases_name_the_file(tmp_path):
         load_model_config(os.path.join(tmp_path, "a.yaml"))
     with pytest.raises(ConfigError, match="'backbone' is not set"):
         load_model_config(write(tmp_path, "no_backbone.yaml", {"hparams": {"a": 1}}))
+
+
+@pytest.mark.parametrize("hparams, message", [
+    ({"projction_dim": 4}, r"m.yaml: hparams.projction_dim: not a hyper-parameter of dcnv2; its hyper-parameters are \["),
+    ({"deep_units": [4]}, r"m.yaml: hparams.deep_units: dcnv2 calls this hyper-parameter 'dnn_units' now$"),
+    ({"num_cross_layers": 2.7}, r"m.yaml: hparams.num_cross_layers: must be an integer >= 1, got 2.7$"),
+])
+def test_hparams_are_checked_against_the_backbone_naming_the_file(tmp_path, hparams, message):
+    path = write(tmp_path, "m.yaml", {"backbone": "dcnv2", "hparams": hparams})
+    with pytest.raises(ConfigError, match=message):
+        load_model_config(path)
+
+
+def test_an_unknown_backbone_names_the_file(tmp_path):
+    path = write(tmp_path, "m.yaml", {"backbone": "dcnv3"})
+    with pytest.raises(ConfigError, match=r"m.yaml: backbone 'dcnv3': unknown; registered backbones are \["):
+        load_model_config(path)

@@ -1,8 +1,8 @@
 """Model YAMLs: loaded once, bases merged, every block checked; the result is reused as is.
 
 A model YAML has the blocks ``backbone`` (a registered name), ``embedding``
-(:func:`zoo.encoder.embedding_options`), ``hparams`` (the backbone's hyper-parameters, checked by
-the backbone itself), ``training`` (:data:`TRAINING_DEFAULTS`) and ``c2al``
+(:func:`zoo.encoder.embedding_options`), ``hparams`` (the backbone's hyper-parameters, checked
+against its :class:`~zoo.backbone.HyperParameters`), ``training`` (:data:`TRAINING_DEFAULTS`) and ``c2al``
 (:func:`zoo.c2al.c2al_options`), and optionally ``base``: the path of another model YAML, relative
 to this one, whose blocks it starts from. Bases chain; a child overrides its base key by key inside
 each block (``training: {epochs: 1}`` changes only the epochs; ``hparams`` likewise), except that an
@@ -22,6 +22,7 @@ import yaml
 
 from zoo.c2al import OPTION_KEYS as C2AL_KEYS, c2al_options
 from zoo.encoder import embedding_options
+from zoo.registry import get_backbone
 
 BLOCKS = ("embedding", "hparams", "training", "c2al")
 MODEL_KEYS = ("base", "backbone") + BLOCKS
@@ -85,8 +86,9 @@ def load_model_config(path: str) -> dict[str, Any]:
       path: the model YAML.
 
     Returns:
-      ``{"backbone", "embedding", "hparams", "training", "c2al"}``; ``hparams`` as written (the
-      backbone checks them when it is built), the other blocks complete.
+      ``{"backbone", "embedding", "hparams", "training", "c2al"}``; ``hparams`` as written (checked
+      against the backbone's ``Hyperparameters``; defaults are the backbone's), the other blocks
+      complete.
 
     Raises:
       ConfigError: naming the file and the key (unknown key, bad value, missing or circular base).
@@ -102,6 +104,14 @@ def load_model_config(path: str) -> dict[str, Any]:
         c2al = c2al_options(cfg["c2al"], where=f"{path}: c2al")
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    try:
+        backbone = get_backbone(cfg["backbone"])
+    except KeyError as err:
+        raise ConfigError(f"{path}: {err.args[0]}") from None
+    try:  # names and values checked here too, so the error names the file before anything is built
+        backbone.Hyperparameters.from_kwargs(cfg["hparams"], owner=cfg["backbone"])
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{path}: hparams.{err}") from None
     return {"backbone": cfg["backbone"], "embedding": embedding, "hparams": cfg["hparams"],
             "training": training_options(cfg["training"], where=f"{path}: training"), "c2al": c2al}
 
