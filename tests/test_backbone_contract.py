@@ -25,7 +25,7 @@ pytestmark = pytest.mark.multi_backend
 # UNIFORM: every id input at width 4 (user, item, wide, hist) plus one dense feature (price), so
 # every backbone builds on it, the field-stacking ones included.
 NAMES = backbone_names()
-OPTIONS = [{"type": "plain"}, {"type": "mlet", "inner_dim": 6}, {"type": "multi", "num_sets": 2}]
+OPTIONS = [{"type": "mlet", "inner_dim": 6}, {"type": "multi", "num_sets": 2}]  # plain: every other test
 
 
 def npy(x):
@@ -78,9 +78,10 @@ def test_an_unknown_hyper_parameter_is_named(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_every_hyper_parameter_is_checked(name):
     """A value of no valid kind for any hyper-parameter is a ValueError that starts with its name."""
-    for key in get_backbone(name).Hyperparameters.names():
+    cls = get_backbone(name)
+    for key in cls.Hyperparameters.names():
         with pytest.raises(ValueError, match=rf"^{key}: "):
-            make(name, **{key: object()})
+            cls(UNIFORM.to_dict(), **{**tiny_hparams(name), key: object()})
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -90,6 +91,7 @@ def test_shapes_round_trip_and_c2al_serves_the_baseline(name, tmp_path):
     x, _ = batch(16)
     out = npy(model(x)[PRIMARY])
     assert out.shape == (16, 1) and np.all((out > 0) & (out < 1))
+    assert all(type(e) is MultiFieldEmbedding for e in model.get_layer("backbone").encoder.embedders)  # plain
     h = shared_representation(model)
     assert len(h.shape) == 2 and h.shape[0] is None and h.shape[1] >= 1
     h_width = int(h.shape[1])
@@ -117,11 +119,16 @@ def test_shapes_round_trip_and_c2al_serves_the_baseline(name, tmp_path):
 def test_training_steps_lower_the_loss(name):
     keras.utils.set_random_seed(0)
     model = make(name)
+    backbone = model.get_layer("backbone")
+    # The attention matrices (or their MLPs) of backbones that expose them are trained too.
+    attention = [w for fm in getattr(backbone, "attention_fms", []) for w in fm.weights]
+    attention_before = [npy(w).copy() for w in attention]
     compile_model(model, 0.01, None)
     x, y = batch(512, seed=1)
     before = bce(y, model(x)[PRIMARY])  # eager calls: no evaluate() trace to compile
     model.fit(x, {PRIMARY: y}, epochs=4, batch_size=64, verbose=0)
     assert bce(y, model(x)[PRIMARY]) < before - 0.05
+    assert all(not np.allclose(a, npy(w)) for a, w in zip(attention_before, attention))
 
 
 @pytest.mark.parametrize("embedding", OPTIONS, ids=lambda o: o["type"])
@@ -130,7 +137,7 @@ def test_every_embedding_option(name, embedding):
     keras.utils.set_random_seed(2)
     model = make(name, embedding=embedding)
     backbone = model.get_layer("backbone")
-    layer_type = {"plain": MultiFieldEmbedding, "mlet": MLETEmbedding, "multi": MultiEmbedding}[embedding["type"]]
+    layer_type = {"mlet": MLETEmbedding, "multi": MultiEmbedding}[embedding["type"]]
     assert backbone.encoder.embedders and all(type(e) is layer_type for e in backbone.encoder.embedders)
     x, _ = batch(16)
     out = npy(model(x)[PRIMARY])

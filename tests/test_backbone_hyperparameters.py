@@ -1,13 +1,12 @@
 """Hyper-parameter checks of every backbone: a bad value, an unknown or renamed keyword each raise a
-one-line ValueError that starts with the argument's name. Run under TF and JAX."""
+one-line ValueError that starts with the argument's name. The checks are plain Python, raised before
+any tensor exists, so they run under the default backend only."""
 
 import pytest
 
 from zoo.model import build
 
 from helpers import SPEC, UNIFORM, tiny_hparams  # noqa: E402  (tests/ is on sys.path under pytest)
-
-pytestmark = pytest.mark.multi_backend
 
 # (backbone, spec, overrides of its tiny hyper-parameters, the argument the error must name)
 BAD = [

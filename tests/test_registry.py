@@ -1,4 +1,5 @@
-"""The backbone registry: registration checks, lookup errors and the listing ``python -m zoo.backbones``."""
+"""The backbone registry: registration checks, lookup errors and the listing ``python -m zoo.backbones``
+(plain Python: the default backend only)."""
 
 import dataclasses
 import json
@@ -8,9 +9,6 @@ import pytest
 from zoo.backbone import Backbone, HyperParameters
 from zoo.backbones import __main__ as listing
 from zoo.registry import backbone_names, get_backbone, register_backbone
-
-pytestmark = pytest.mark.multi_backend
-
 
 def test_lookup_of_an_unknown_backbone_lists_the_registered_ones():
     with pytest.raises(KeyError, match=r"backbone 'finalmlp': unknown; registered backbones are \['afm', "):
