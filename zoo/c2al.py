@@ -17,7 +17,7 @@ Options (the model YAML's ``c2al:`` block, checked by :func:`c2al_options`):
 * ``tap``: where the heads read from. ``primary_head_input`` (default, the paper's): ``h``, the
   backbone output that feeds the primary head. ``interaction_output``: ``z``, the backbone's
   interaction output before its over-arch (for multi-embedding, the mean of the projected sets; see
-  :class:`zoo.registry.Backbone`). Where the over-arch is the identity (AFM, AutoInt+, DeepFM,
+  :class:`zoo.backbone.Backbone`). Where the over-arch is the identity (AFM, AutoInt+, DeepFM,
   DCNv2 parallel, DHEN/Wukong without ``head_units``, DLRM without ``top_units``) ``z`` is ``h``
   and both taps are the same. For PLE/MMoE ``z`` is the experts' input ``x_0``. (docs/methods.md#taps:
   ``over_arch_output`` is ``primary_head_input`` here: the primary head is one ``Dense(1)`` on ``h``.)

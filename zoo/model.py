@@ -77,7 +77,7 @@ def primary_model(model: keras.Model) -> keras.Model:
     """The serving graph: the model's inputs to its primary output, nothing else.
 
     Auxiliary heads are dropped. A multi-task backbone (PLE/MMoE with ``num_tasks > 1``, e.g. C2AL's
-    ``ple_towers`` ablation) is replaced by its single-task :meth:`~zoo.registry.Backbone.serving_copy`
+    ``ple_towers`` ablation) is replaced by its single-task :meth:`~zoo.backbone.Backbone.serving_copy`
     when that computes the same ``h``: the served graph is then the single-task baseline's, layer for
     layer, with the trained primary-path weights.
     """

@@ -1,6 +1,6 @@
 """Collecting the diagnostics from a model: one inference pass of its backbone on a probe batch.
 
-How the pass is observed, with the backbone's public hooks (:class:`zoo.registry.Backbone`): the
+How the pass is observed, with the backbone's public hooks (:class:`zoo.backbone.Backbone`): the
 interaction output is ``z = backbone.compute_interaction(x, training=False)`` and the over-arch is
 ``backbone.over_arch(z, training=False)``, the two halves of ``backbone(x, training=False)``.
 
