@@ -26,6 +26,18 @@ def test_registration_needs_a_backbone_with_a_hyper_parameter_dataclass():
         register_backbone("x")(NoDataclass)
 
 
+def test_a_hyper_parameter_may_not_shadow_a_keras_layer_attribute():
+    @dataclasses.dataclass(frozen=True)
+    class Params(HyperParameters):
+        weights: int = 3
+
+    class Shadowing(Backbone):
+        Hyperparameters = Params
+
+    with pytest.raises(TypeError, match=r"^backbone 'x': hyper-parameter 'weights' is a Keras Layer attribute"):
+        register_backbone("x")(Shadowing)
+
+
 def test_a_name_is_registered_once():
     @dataclasses.dataclass(frozen=True)
     class Params(HyperParameters):

@@ -12,7 +12,7 @@ from typing import Callable
 import keras
 
 from layers.embeddings import PACKAGE
-from zoo.backbone import Backbone, HyperParameters
+from zoo.backbone import LAYER_ARGUMENTS, Backbone, HyperParameters
 
 _BACKBONES: dict[str, type] = {}
 BACKBONE_PACKAGE = f"{PACKAGE}.backbones"
@@ -56,6 +56,9 @@ def register_backbone(name: str) -> Callable[[type], type]:
         if not (dataclasses.is_dataclass(params) and issubclass(params, HyperParameters)):
             raise TypeError(f"backbone '{name}': {cls.__qualname__}.Hyperparameters must be a dataclass "
                             "subclassing zoo.backbone.HyperParameters")
+        clash = [field for field in params.names() if field in LAYER_ARGUMENTS or hasattr(keras.layers.Layer, field)]
+        if clash:  # each hyper-parameter becomes an attribute of the layer: it must not shadow Keras' own
+            raise TypeError(f"backbone '{name}': hyper-parameter '{clash[0]}' is a Keras Layer attribute; rename it")
         if name in _BACKBONES and _BACKBONES[name] is not cls:
             raise ValueError(f"backbone '{name}': already registered by {_BACKBONES[name].__qualname__}")
         _BACKBONES[name] = cls
