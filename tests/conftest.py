@@ -2,6 +2,8 @@
 marked `multi_backend` under JAX."""
 
 import os
+import sys
+import textwrap
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -180,10 +182,6 @@ def tiny_case(tmp_path_factory):
 # data, one C2AL model exported by the CLI (with a clean-room process and saved_model_cli started in the
 # background) and a JAX training + export process, each built once per session.
 # ---------------------------------------------------------------------------------------------------
-import sys  # noqa: E402
-import textwrap  # noqa: E402
-
-
 @pytest.fixture(scope="session")
 def eval_data(tmp_path_factory):
     """Synthetic rows written as the Beam job lays them out; the test split has >= 1000 rows."""

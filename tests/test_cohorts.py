@@ -120,7 +120,7 @@ def test_streamed_histograms_equal_one_shot_and_give_the_matrix():
 @pytest.mark.multi_backend
 def test_reservoir_sample_beyond_capacity_is_uniform_and_seeded():
     def thresholds(seed):
-        s = cohorts._QuantileSample(capacity=1000, seed=seed)
+        s = cohorts.QuantileSample(capacity=1000, seed=seed)
         for k in range(0, 10_000, 300):
             s.add(np.arange(k, min(k + 300, 10_000), dtype=np.float32))
         return s.thresholds(0.05, "v")
@@ -129,7 +129,7 @@ def test_reservoir_sample_beyond_capacity_is_uniform_and_seeded():
     assert t["sampled"] and t["sample_size"] == 1000 and t["values"] == 10_000
     assert t == thresholds(0)  # seeded
     assert abs(t["tail_max"] - 500) < 200 and abs(t["head_min"] - 9500) < 200  # exact: 499.95, 9499.05
-    small = cohorts._QuantileSample(capacity=1000, seed=0)
+    small = cohorts.QuantileSample(capacity=1000, seed=0)
     small.add(np.arange(101, dtype=np.float32))
     assert small.thresholds(0.05, "v") == {"head_min": 95.0, "tail_max": 5.0, "values": 101, "sampled": False,
                                            "sample_size": 101}

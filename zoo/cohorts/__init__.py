@@ -48,8 +48,6 @@ from zoo.cohorts.histograms import CohortHistograms, QuantileSample
 from zoo.cohorts.result import JSON_NAME, PNG_NAME, STRATEGIES, DiscoveryResult, choose_pair, from_histograms
 from zoo.cohorts.stream import MODES, QUANTILE_EXACT_ROWS, discover, predict_primary
 
-_QuantileSample = QuantileSample  # the name the tests and older callers use
-
 __all__ = [
     "DIVERGENCES", "JSON_NAME", "KL_EPS", "MODES", "PNG_NAME", "QUANTILE_EXACT_ROWS", "STRATEGIES",
     "CohortHistograms", "DiscoveryResult", "QuantileSample",

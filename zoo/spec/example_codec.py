@@ -16,12 +16,11 @@ bytes in every process. :class:`zoo.spec.FeatureSpec` exposes these as methods.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from zoo.spec.schema import COHORT_KEY_PREFIX, PAD_ID, Feature
+import numpy as np
 
-if TYPE_CHECKING:
-    from zoo.spec.feature_spec import FeatureSpec
+from zoo.spec.schema import COHORT_KEY_PREFIX, PAD_ID, Feature, SpecView
 
 _EXAMPLE_CLASS = None
 
@@ -66,7 +65,7 @@ def example_class():
     return _EXAMPLE_CLASS
 
 
-def example_values(spec: FeatureSpec, row: Mapping[str, Any]) -> dict[str, list]:
+def example_values(spec: SpecView, row: Mapping[str, Any]) -> dict[str, list]:
     """Feature key -> value list as stored in a ``tf.train.Example``.
 
     Stores label, every feature (ids as given: OOV mapping is the model's
@@ -94,7 +93,7 @@ def pad_sequence(feature: Feature, ids: Sequence[int]) -> tuple[list[int], bool]
     return list(ids) + [PAD_ID] * (n - len(ids)), truncated
 
 
-def encode_example(spec: FeatureSpec, row: Mapping[str, Any]) -> bytes:
+def encode_example(spec: SpecView, row: Mapping[str, Any]) -> bytes:
     """Serialized ``tf.train.Example`` of a parsed row (filled in place: no per-key protos).
 
     Serialization is deterministic (map keys sorted), so the same row gives the same bytes in
@@ -112,7 +111,7 @@ def encode_example(spec: FeatureSpec, row: Mapping[str, Any]) -> bytes:
     return example.SerializeToString(deterministic=True)
 
 
-def example_layout(spec: FeatureSpec) -> tuple[tuple[str, bool, int], ...]:
+def example_layout(spec: SpecView) -> tuple[tuple[str, bool, int], ...]:
     """``(key, is_float, values per row)`` of every stored key, in serialized (sorted) order.
 
     :attr:`FeatureSpec.example_layout` caches it; the encoders read it from there.
@@ -124,13 +123,11 @@ def example_layout(spec: FeatureSpec) -> tuple[tuple[str, bool, int], ...]:
     return tuple(sorted(keys, key=lambda k: k[0].encode("utf-8")))
 
 
-def example_columns(spec: FeatureSpec, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def example_columns(spec: SpecView, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Parsed rows as columns: key -> ``(N, values per row)`` array (float32 or int64).
 
     The values are :func:`example_values` of each row; the input of :func:`encode_examples`.
     """
-    import numpy as np
-
     values = [example_values(spec, r) for r in rows]
     out = {}
     for key, is_float, width in spec.example_layout:
@@ -139,7 +136,7 @@ def example_columns(spec: FeatureSpec, rows: Sequence[Mapping[str, Any]]) -> dic
     return out
 
 
-def encode_examples(spec: FeatureSpec, columns: Mapping[str, Any]) -> list[bytes]:
+def encode_examples(spec: SpecView, columns: Mapping[str, Any]) -> list[bytes]:
     """Serialized Examples of a batch of rows given as columns (see :func:`example_columns`).
 
     Byte-identical to ``[encode_example(row) for row in rows]``; built with array operations
@@ -154,10 +151,8 @@ def encode_examples(spec: FeatureSpec, columns: Mapping[str, Any]) -> list[bytes
     return out
 
 
-def encode_examples_flat(spec: FeatureSpec, columns: Mapping[str, Any]):
+def encode_examples_flat(spec: SpecView, columns: Mapping[str, Any]):
     """:func:`encode_examples` as one ``uint8`` buffer of all records back to back and their lengths."""
-    import numpy as np
-
     n = int(np.shape(columns[spec.label])[0])
     if n == 0:
         return np.zeros(0, np.uint8), np.zeros(0, np.int64)
@@ -196,15 +191,13 @@ def encode_examples_flat(spec: FeatureSpec, columns: Mapping[str, Any]):
     return _assemble(segments, n)
 
 
-def decode_examples(spec: FeatureSpec, records: Sequence[bytes], keys: Sequence[str] | None = None
+def decode_examples(spec: SpecView, records: Sequence[bytes], keys: Sequence[str] | None = None
                     ) -> dict[str, np.ndarray]:
     """Serialized Examples written with ``spec`` as columns: key -> ``(N, values per row)`` array.
 
     float32 for float keys, int64 for int keys (the layout of :func:`example_columns`);
     ``keys`` restricts the decoding to some keys. Uses the Example wire schema (no TensorFlow).
     """
-    import numpy as np
-
     layout = [(k, is_float, w) for k, is_float, w in spec.example_layout if keys is None or k in keys]
     missing = set(keys or ()) - {k for k, _, _ in layout}
     if missing:
@@ -242,8 +235,6 @@ def _varint(value: int) -> bytes:
 
 def _varint_size(values):
     """Bytes of the varint of each non-negative length (array in, array out)."""
-    import numpy as np
-
     size = np.ones(np.shape(values), dtype=np.int64)
     for k in range(1, 5):
         size += np.asarray(values) >= (1 << (7 * k))
@@ -255,8 +246,6 @@ def _varint_columns(col):
 
     Negative values are 10-byte two's-complement varints, as protobuf writes int64.
     """
-    import numpy as np
-
     n, k = col.shape
     u = np.ascontiguousarray(col, dtype=np.int64).view(np.uint64)
     sizes = np.ones(u.shape, dtype=np.int64)
@@ -277,8 +266,6 @@ def _varint_columns(col):
 
 def _varint_segment(values):
     """A per-row length as an assembly segment: constant bytes, or a varint matrix and mask."""
-    import numpy as np
-
     values = np.asarray(values, dtype=np.int64)
     if values.ndim == 0:
         return _varint(int(values))
@@ -290,8 +277,6 @@ def _varint_segment(values):
 
 def _assemble(segments, n: int):
     """Concatenates per-row segments into one buffer: ``(flat uint8, lengths)``."""
-    import numpy as np
-
     mats, masks, const = [], [], b""
     for seg in segments + [None]:
         if isinstance(seg, bytes):

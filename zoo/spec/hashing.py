@@ -11,6 +11,8 @@ from __future__ import annotations
 import zlib
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from zoo.spec.schema import SPLITS
 
 
@@ -37,8 +39,6 @@ def hash_token(token: str) -> int:
 
 def stable_hash_array(values):
     """:func:`stable_hash` of every element of a ``uint64`` array."""
-    import numpy as np
-
     with np.errstate(over="ignore"):
         z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -48,8 +48,6 @@ def stable_hash_array(values):
 
 def hash_tokens(tokens: Sequence[str]):
     """:func:`hash_token` of every token, as a ``uint64`` array (vectorized)."""
-    import numpy as np
-
     if not tokens:
         return np.zeros(0, np.uint64)
     encoded = "\x00".join(tokens).encode("utf-8").split(b"\x00") if not any("\x00" in t for t in tokens) \

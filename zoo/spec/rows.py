@@ -10,13 +10,10 @@ every feature's value and the split column, and :func:`to_id` maps a raw value t
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from zoo.spec.hashing import hash_token
-from zoo.spec.schema import PAD_ID, SPLITS, Feature, SpecError
-
-if TYPE_CHECKING:
-    from zoo.spec.feature_spec import FeatureSpec
+from zoo.spec.schema import PAD_ID, SPLITS, Feature, SpecError, SpecView
 
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _FLOAT32_MAX = 3.4028234663852886e38
@@ -32,7 +29,7 @@ class RowError(ValueError):
         self.reason = reason
 
 
-def split_line(spec: FeatureSpec, line: str) -> list[str]:
+def split_line(spec: SpecView, line: str) -> list[str]:
     """One raw line as column texts: split by ``format.delimiter``, or libFM tokens.
 
     For ``format.type: libfm`` the texts are the label (``-1`` becomes ``0``,
@@ -55,7 +52,7 @@ def split_line(spec: FeatureSpec, line: str) -> list[str]:
     return out
 
 
-def parse_raw_row(spec: FeatureSpec, fields: Sequence[str],
+def parse_raw_row(spec: SpecView, fields: Sequence[str],
                   vocabularies: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
     """Parses one split raw row into typed values; raises :class:`RowError`.
 

@@ -9,7 +9,7 @@ them from a YAML mapping; :class:`zoo.spec.FeatureSpec` holds them). Each knows 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 PAD_ID = -1
 COHORT_KEY_PREFIX = "cohort/"
@@ -208,3 +208,28 @@ class RawFormat:
         return out
 
 
+
+
+class SpecView(Protocol):
+    """What the row parser (:mod:`zoo.spec.rows`) and the Example codec (:mod:`zoo.spec.example_codec`)
+    read of a spec. :class:`zoo.spec.FeatureSpec` is the one implementation; naming this protocol
+    instead of the class keeps those modules free of an import of ``feature_spec`` (which imports
+    them to delegate its methods), so the three have no import cycle.
+    """
+
+    name: str
+    label: str
+    features: tuple[Feature, ...]
+    cohort_axes: tuple[CohortAxis, ...]
+    raw_format: RawFormat
+
+    @property
+    def feature_kinds(self) -> dict[str, str]: ...
+
+    @property
+    def float_keys(self) -> frozenset[str]: ...
+
+    @property
+    def example_layout(self) -> tuple[tuple[str, bool, int], ...]: ...
+
+    def cohort_ids(self, row: Mapping[str, Any]) -> dict[str, int]: ...
