@@ -4,6 +4,8 @@ each other."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import subprocess
 
@@ -92,17 +94,22 @@ def tiny_config_path(name: str) -> str:
 
 
 def tiny_hparams(name: str) -> dict:
-    """The backbone's tiny test hyper-parameters (its ``configs/models/<name>_test.yaml``).
+    """The backbone's tiny test hyper-parameters (its ``configs/models/<name>_test.yaml``; a fresh copy).
 
     Raises FileNotFoundError naming the file and what to do when a registered backbone has none.
     """
-    from zoo.config import load_model_config
-
     path = tiny_config_path(name)
     if not os.path.exists(path):
         raise FileNotFoundError(f"backbone '{name}' has no tiny config {os.path.relpath(path, ROOT)}: every "
                                 "registered backbone needs one (README, 'Adding a backbone')")
-    return dict(load_model_config(path)["hparams"])
+    return copy.deepcopy(_load_hparams(path))
+
+
+@functools.lru_cache(maxsize=None)
+def _load_hparams(path: str) -> dict:
+    from zoo.config import load_model_config
+
+    return load_model_config(path)["hparams"]
 
 
 # ---------------------------------------------------------------------------------------------------
