@@ -105,32 +105,13 @@ def model_settings(name: str, config: dict) -> dict:
     }
 
 
-class ExactValidation:
-    """Keras callback factory: exact validation AUC / log loss into the epoch logs (before the
-    callbacks that read them). Built lazily so this module imports without Keras."""
-
-    @staticmethod
-    def make(x, y, batch_size: int):
-        import keras
-
-        from zoo import metrics
-
-        class _ExactValidation(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                p = self.model.predict(x, batch_size=batch_size, verbose=0)["primary"].ravel()
-                logs["val_auc_exact"] = metrics.auc(y.ravel(), p)
-                logs["val_logloss"] = metrics.log_loss(y.ravel(), p)
-                logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-
-        return _ExactValidation()
-
-
 def train_one(name: str, seed: int, config: dict, splits: dict, spec, verbose: int = 0) -> dict:
     """Trains one model with one seed under the protocol; returns its test metrics."""
     import keras
 
     from zoo import metrics
     from zoo.model import PRIMARY, build
+    from zoo.protocol import Protocol, fit
 
     protocol = config["protocol"]
     settings = model_settings(name, config)
@@ -144,31 +125,19 @@ def train_one(name: str, seed: int, config: dict, splits: dict, spec, verbose: i
         loss={PRIMARY: keras.losses.BinaryCrossentropy()},
     )
     batch = int(protocol["batch_size"])
-    monitor = dict(monitor="val_auc_exact", mode="max", min_delta=protocol["min_delta"])
-    stopper = keras.callbacks.EarlyStopping(patience=protocol["early_stopping_patience"],
-                                            restore_best_weights=True, **monitor)
-    callbacks = [
-        ExactValidation.make(x_valid, y_valid, 4 * batch),
-        keras.callbacks.ReduceLROnPlateau(factor=protocol["reduce_lr_factor"], patience=1,
-                                          min_lr=protocol["min_learning_rate"], **monitor),
-        stopper,
-    ]
-    start = time.time()
-    history = model.fit(x_train, {PRIMARY: y_train}, batch_size=batch, epochs=int(protocol["max_epochs"]),
-                        shuffle=True, callbacks=callbacks, verbose=verbose)
-    seconds = time.time() - start
-    valid_auc = history.history["val_auc_exact"]
-    if stopper.best_weights is not None:  # restore_best_weights also when max_epochs ends the run
-        model.set_weights(stopper.best_weights)
+    fitted = fit(model, x_train, {PRIMARY: y_train}, validation=(x_valid, y_valid),
+                 protocol=Protocol.from_mapping(protocol, "protocol"), batch_size=batch, shuffle=True,
+                 verbose=verbose)
     p = model.predict(x_test, batch_size=4 * batch, verbose=0)[PRIMARY].ravel()
     return {
         "seed": seed,
         "test_auc": round(metrics.auc(y_test.ravel(), p), 6),
         "test_logloss": round(metrics.log_loss(y_test.ravel(), p), 6),
-        "best_valid_auc": round(max(valid_auc), 6),
-        "best_epoch": int(valid_auc.index(max(valid_auc))) + 1,
-        "epochs_run": len(valid_auc),
-        "train_seconds": round(seconds, 1),
+        "best_valid_auc": round(fitted.best_value, 6),
+        "best_epoch": fitted.best_epoch,
+        "epochs_run": fitted.epochs_run,
+        "hit_cap": fitted.hit_cap,
+        "train_seconds": round(fitted.seconds, 1),
         "params": int(model.count_params()),
     }
 

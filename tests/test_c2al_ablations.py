@@ -299,7 +299,7 @@ def test_train_records_the_ablation_and_serves_the_baseline(data_dir, tmp_path):
 
     out = str(tmp_path / "reweight")
     code = train.main(["--data", data_dir, "--model", os.path.join(ROOT, "configs/models/dcnv2_test.yaml"),
-                       "--output", out, "--variants", "c2al", "--c2al-ablation", "reweight", "--epochs", "1"])
+                       "--output", out, "--variants", "c2al", "--c2al-ablation", "reweight", "--max-epochs", "1"])
     assert code == 0
     summary = json.load(open(os.path.join(out, "metrics.json")))
     assert summary["c2al_ablation"] == "reweight" and summary["c2al_tap"] == DEFAULT_TAP
@@ -319,7 +319,7 @@ def test_train_records_the_ablation_and_serves_the_baseline(data_dir, tmp_path):
     overrides = {"feature": "user_value", "head_min": 1.0, "tail_max": -1.0, "ablation": "single_head",
                  "tap": "interaction_output", "lambda_tail": None}
     summary = train.run(data_dir, os.path.join(ROOT, "configs/models/dcnv2_test.yaml"), out,
-                        ["baseline", "c2al"], c2al_overrides=overrides, epochs=1, steps_per_epoch=2, verbose=0)
+                        ["baseline", "c2al"], c2al_overrides=overrides, max_epochs=1, steps_per_epoch=2, verbose=0)
     assert summary["c2al_ablation"] == "single_head" and summary["c2al_tap"] == "interaction_output"
     assert summary["c2al"]["feature"] == "user_value" and "head" not in summary["c2al"]
     assert summary["variants"]["c2al"]["params"]["served"] == summary["variants"]["baseline"]["params"]["total"]

@@ -25,11 +25,14 @@ def test_dcnv2_resolves_to_its_values_before_the_bases():
         "embedding": {"type": "plain"},
         "hparams": {"num_cross_layers": 3, "cross_rank": None, "structure": "stacked",
                     "dnn_units": [256, 128, 64], "dropout": 0.0, "norm": None},
-        "training": {"batch_size": 1024, "epochs": 6, "learning_rate": 0.001, "early_stopping_patience": 1},
+        "training": {"batch_size": 1024, "learning_rate": 0.001, "max_epochs": 30, "early_stopping_patience": 2,
+                     "reduce_lr_factor": 0.1, "reduce_lr_patience": 1, "min_learning_rate": 1e-6,
+                     "min_delta": 1e-6, "monitor": "logloss"},
         "c2al": {"head_units": [], "tap": "primary_head_input", "ablation": "none"},
     }
     tiny = load_model_config(os.path.join(MODELS, "dcnv2_test.yaml"))
-    assert tiny["training"] == {"batch_size": 256, "epochs": 1, "learning_rate": 0.003, "early_stopping_patience": 0}
+    assert tiny["training"] == {**TRAINING_DEFAULTS, "batch_size": 256, "max_epochs": 1, "learning_rate": 0.003,
+                                "early_stopping_patience": 0}
     assert tiny["hparams"] == {"num_cross_layers": 2, "cross_rank": 4, "structure": "stacked",
                                "dnn_units": [16, 8]}
 
@@ -46,14 +49,14 @@ def test_every_shipped_model_yaml_loads_from_a_base(path):
 
 def test_a_child_overrides_single_keys_through_a_chain(tmp_path):
     os.makedirs(tmp_path / "bases")
-    write(tmp_path / "bases", "root.yaml", {"training": {"epochs": 5, "batch_size": 64},
+    write(tmp_path / "bases", "root.yaml", {"training": {"max_epochs": 5, "batch_size": 64},
                                             "c2al": {"tap": "interaction_output"},
                                             "hparams": {"num_cross_layers": 1, "dnn_units": [8]}})
     write(tmp_path, "mid.yaml", {"base": "bases/root.yaml", "backbone": "dcnv2", "hparams": {"dnn_units": [4]}})
-    path = write(tmp_path, "child.yaml", {"base": "mid.yaml", "training": {"epochs": 1}, "hparams": {"cross_rank": 2}})
+    path = write(tmp_path, "child.yaml", {"base": "mid.yaml", "training": {"max_epochs": 1}, "hparams": {"cross_rank": 2}})
     cfg = load_model_config(path)
     assert cfg["backbone"] == "dcnv2"
-    assert cfg["training"] == {**TRAINING_DEFAULTS, "epochs": 1, "batch_size": 64}
+    assert cfg["training"] == {**TRAINING_DEFAULTS, "max_epochs": 1, "batch_size": 64}
     assert cfg["hparams"] == {"num_cross_layers": 1, "dnn_units": [4], "cross_rank": 2}
     assert cfg["c2al"]["tap"] == "interaction_output"
 
@@ -85,8 +88,11 @@ def test_a_typo_in_a_base_names_the_base(tmp_path):
 
 
 @pytest.mark.parametrize("block, key", [
-    ({"epochs": 0}, "training.epochs"),
-    ({"epochs": 1.5}, "training.epochs"),
+    ({"max_epochs": 0}, "training.max_epochs"),
+    ({"max_epochs": 1.5}, "training.max_epochs"),
+    ({"monitor": "auc_roc"}, "training.monitor"),
+    ({"reduce_lr_factor": 0}, "training.reduce_lr_factor"),
+    ({"min_learning_rate": "1e-6"}, "training.min_learning_rate"),
     ({"batch_size": "256"}, "training.batch_size"),
     ({"batch_size": True}, "training.batch_size"),
     ({"learning_rate": 0}, "training.learning_rate"),

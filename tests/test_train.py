@@ -25,7 +25,7 @@ def data_dir(tmp_path_factory):
 def test_train_cli_writes_per_cohort_metrics_and_exports(data_dir, tmp_path):
     out, root = str(tmp_path / "run"), str(tmp_path / "saved_models")
     code = train.main(["--data", data_dir, "--model", "configs/models/dcnv2_test.yaml", "--output", out,
-                       "--export-root", root, "--lambda-head", "0.2", "--epochs", "4"])
+                       "--export-root", root, "--lambda-head", "0.2", "--max-epochs", "4"])
     assert code == 0
     summary = json.load(open(os.path.join(out, "metrics.json")))
     assert summary["c2al"] == {"axis": "user_value", "head": "p95_100", "tail": "p00_05",
@@ -62,7 +62,7 @@ def test_discovery_picks_the_pair_that_c2al_then_trains_on(data_dir, tmp_path):
     """baseline -> discovery -> C2AL in one run: the C2AL variant uses the discovered pair, not the spec's."""
     out = str(tmp_path / "run")
     code = train.main(["--data", data_dir, "--model", "configs/models/dcnv2_test.yaml", "--output", out,
-                       "--epochs", "2", "--discover", "--discover-metric", "w1", "--discover-bins", "20",
+                       "--max-epochs", "2", "--discover", "--discover-metric", "w1", "--discover-bins", "20",
                        "--discover-min-fraction", "0.1", "--diagnostics-every", "5"])
     assert code == 0
     summary = json.load(open(os.path.join(out, "metrics.json")))
@@ -94,7 +94,7 @@ def test_discovery_picks_the_pair_that_c2al_then_trains_on(data_dir, tmp_path):
         assert all("over_arch/dead_relu_fraction" in r for r in records)
 
     # The least-divergent pair ablation: same discovery, the eligible pair with the smallest score.
-    least = train.run(data_dir, "configs/models/dcnv2_test.yaml", str(tmp_path / "least"), epochs=1,
+    least = train.run(data_dir, "configs/models/dcnv2_test.yaml", str(tmp_path / "least"), max_epochs=1,
                       discover={"metric": "w1", "bins": 20, "min_fraction": 0.1, "strategy": "least"})
     found = json.load(open(os.path.join(tmp_path, "least", "discovery", "cohort_divergence.json")))
     names, matrix = found["cohorts"], found["matrix"]
@@ -112,5 +112,5 @@ def test_unknown_flags_and_bad_overrides_are_errors_naming_them(data_dir, tmp_pa
         with pytest.raises(SystemExit):
             train.main(["--data", data_dir, "--output", str(tmp_path), flag, "x"])
         assert f"unrecognized arguments: {flag}" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="training.epochs: must be a positive int, got 0"):
-        train.run(data_dir, "configs/models/dcnv2_test.yaml", str(tmp_path), epochs=0)
+    with pytest.raises(ValueError, match="training.max_epochs: must be a positive int, got 0"):
+        train.run(data_dir, "configs/models/dcnv2_test.yaml", str(tmp_path), max_epochs=0)

@@ -227,9 +227,12 @@ def _output_names(model: keras.Model) -> list[str]:
     return [n for n in (PRIMARY, AUX_HEAD, AUX_TAIL) if n in names]
 
 
-def compile_model(model: keras.Model, learning_rate: float, c2al: Mapping[str, Any] | None) -> None:
+def compile_model(model: keras.Model, learning_rate: float, c2al: Mapping[str, Any] | None,
+                  auc_metric: bool = True) -> None:
     """Adam, BCE on every output, the C2AL ``loss_weights`` of the model's auxiliary outputs, and the
-    primary head's AUC. ``c2al`` (the lambdas) is None for the baseline."""
+    primary head's AUC. ``c2al`` (the lambdas) is None for the baseline. ``auc_metric=False`` leaves the
+    per-step ``keras.metrics.AUC`` out (its 1,000 thresholds cost time; :mod:`zoo.protocol` computes
+    the exact validation metrics each epoch)."""
     aux = _output_names(model)[1:]
     if c2al is None or not aux:
         losses, weights = {PRIMARY: keras.losses.BinaryCrossentropy()}, None
@@ -240,5 +243,5 @@ def compile_model(model: keras.Model, learning_rate: float, c2al: Mapping[str, A
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=losses,
         loss_weights=weights,
-        metrics={PRIMARY: [keras.metrics.AUC(name="auc", num_thresholds=1000)]},
+        metrics={PRIMARY: [keras.metrics.AUC(name="auc", num_thresholds=1000)]} if auc_metric else None,
     )

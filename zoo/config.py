@@ -5,7 +5,7 @@ A model YAML has the blocks ``backbone`` (a registered name), ``embedding``
 against its :class:`~zoo.backbone.HyperParameters`), ``training`` (:data:`TRAINING_DEFAULTS`) and ``c2al``
 (:func:`zoo.c2al.c2al_options`), and optionally ``base``: the path of another model YAML, relative
 to this one, whose blocks it starts from. Bases chain; a child overrides its base key by key inside
-each block (``training: {epochs: 1}`` changes only the epochs; ``hparams`` likewise), except that an
+each block (``training: {max_epochs: 1}`` changes only the epoch cap; ``hparams`` likewise), except that an
 ``embedding`` block naming a different ``type`` replaces the base's whole block. Files whose name
 starts with ``_`` (``configs/models/_base.yaml``) are bases only, not models.
 
@@ -15,6 +15,7 @@ of the wrong type, a missing or circular base.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Mapping
 
@@ -22,16 +23,18 @@ import yaml
 
 from zoo.c2al import OPTION_KEYS as C2AL_KEYS, c2al_options
 from zoo.encoder import embedding_options
+from zoo.protocol import Protocol
 from zoo.registry import get_backbone
 
 BLOCKS = ("embedding", "hparams", "training", "c2al")
 MODEL_KEYS = ("base", "backbone") + BLOCKS
-# The training block's defaults, the one place they live.
+# The training block's defaults, the one place they live: the batch size, the learning rate and
+# the converged training protocol (zoo.protocol.Protocol: epoch cap, early stopping, reduce-on-plateau,
+# the monitored exact validation metric).
 TRAINING_DEFAULTS: dict[str, Any] = {
     "batch_size": 1024,
-    "epochs": 3,
     "learning_rate": 1e-3,
-    "early_stopping_patience": 1,  # epochs without a better validation AUC of the primary head; 0 = off
+    **dataclasses.asdict(Protocol()),
 }
 
 
@@ -43,19 +46,13 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def _non_negative_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def _positive_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 _TRAINING_CHECKS = {
     "batch_size": (_positive_int, "a positive int"),
-    "epochs": (_positive_int, "a positive int"),
     "learning_rate": (_positive_number, "a positive number"),
-    "early_stopping_patience": (_non_negative_int, "an int >= 0"),
 }
 
 
@@ -76,6 +73,10 @@ def training_options(block: Mapping[str, Any] | None, where: str = "training") -
         if not valid(options[key]):
             raise ConfigError(f"{where}.{key}: must be {expected}, got {options[key]!r}")
     options["learning_rate"] = float(options["learning_rate"])
+    try:
+        Protocol.from_mapping(options, where)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     return options
 
 

@@ -20,6 +20,7 @@ import numbers
 import os
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from zoo.spec import COHORT_KEY_PREFIX, SPLITS, FeatureSpec, load_spec
@@ -91,6 +92,22 @@ def _split_rows(data_dir: str, split: str) -> int | None:
     if not tf.io.gfile.exists(os.path.join(data_dir, "stats.json")):
         return None
     return int(load_stats(data_dir)["splits"][split]["rows"])
+
+
+def split_arrays(data_dir: str, split: str, spec: FeatureSpec | None = None,
+                 batch_size: int = 65536) -> dict[str, np.ndarray]:
+    """Every parsed column of a split as one NumPy array (the :func:`read_split` shapes), in file order.
+
+    For splits that fit in memory: the validation split of the training protocol, the cached arrays of
+    the benchmarks.
+    """
+    columns: dict[str, list] = {}
+    for batch in read_split(data_dir, split, batch_size, spec=spec).as_numpy_iterator():
+        for key, value in batch.items():
+            columns.setdefault(key, []).append(value)
+    if not columns:
+        raise ValueError(f"{data_dir}: the {split} split is empty")
+    return {key: np.concatenate(parts) for key, parts in columns.items()}
 
 
 COHORT_KEYS = ("axis", "head", "tail")

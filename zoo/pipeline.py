@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="configs/models/dcnv2.yaml", help="model YAML")
     parser.add_argument("--variants", default="baseline,c2al")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=None, help="override the model YAML's epochs")
+    parser.add_argument("--max-epochs", type=int, default=None, help="override the model YAML's training.max_epochs")
     parser.add_argument("--output", default=None,
                         help="directory of the raw rows, TFRecords and training run (default runs/<dataset name>)")
     parser.add_argument("--export-root", default="saved_models")
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     build_tfrecords.run(beam_argv)
     print(f"[3/4] training {args.variants} with {args.model}", flush=True)
     summary = train.run(data_dir, model_cfg, train_dir, [v.strip() for v in args.variants.split(",")],
-                        seed=args.seed, export_root=args.export_root, epochs=args.epochs,
+                        seed=args.seed, export_root=args.export_root, max_epochs=args.max_epochs,
                         discover=train.discovery_options(args) if args.variants.replace(" ", "") == "baseline,c2al"
                         else None)
     with open(os.path.join(data_dir, "stats.json")) as fh:

@@ -4,8 +4,10 @@
         --variants baseline,c2al --output runs/synthetic/train
 
 Both variants use the same data, seed and initial weights of the shared path. Each is trained with
-``model.fit`` (Keras progress bars, TensorBoard logs under ``<output>/<variant>/tensorboard``, early
-stopping on the primary head's validation AUC), evaluated on the test split (AUC, log loss, NE
+``model.fit`` under the converged protocol of :mod:`zoo.protocol` (the exact validation metric of the
+primary head every epoch, reduce-on-plateau, early stopping, best weights restored, an epoch cap; the
+model YAML's ``training`` block; Keras progress bars, TensorBoard logs under
+``<output>/<variant>/tensorboard``), evaluated on the test split (AUC, log loss, NE
 overall and per cohort on every axis) and saved as ``<output>/<variant>/model.keras``.
 ``<output>/metrics.json`` gathers the results and NE_diff (%) of C2AL against the baseline. With
 ``--export-root DIR`` the C2AL model (else the baseline) is exported, primary path only, to
@@ -27,7 +29,6 @@ import copy
 import json
 import os
 import sys
-import time
 from typing import Any, Mapping, Sequence
 
 import keras
@@ -36,7 +37,7 @@ import tensorflow as tf
 
 from zoo import c2al as c2al_lib
 from zoo.c2al import compile_model
-from zoo import data, metrics
+from zoo import data, metrics, protocol
 from zoo.config import load_model_config, training_options
 from zoo.model import PRIMARY, build, primary_model
 from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec, load_spec
@@ -157,8 +158,11 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
         spec, data.read_split(data_dir, "train", batch_size, spec=spec, shuffle=True, seed=seed,
                               repeat=steps_per_epoch is not None),
         cohort_weights=cohort_weights if variant_c2al is not None else None, **pipeline)
-    # Validation is unweighted (the reweight ablation's early stopping sees the plain primary AUC).
-    valid_ds = data.model_batches(spec, data.read_split(data_dir, "valid", batch_size, spec=spec), **pipeline)
+    # The protocol's exact validation metric is of the plain primary head (unweighted, on every
+    # validation row, read once into memory).
+    valid = data.split_arrays(data_dir, "valid", spec, batch_size * 4)
+    validation = protocol.ExactValidation({f.name: valid[f.name] for f in spec.inputs}, valid[spec.label],
+                                          batch_size=batch_size * 4)
     run_dir = os.path.join(out_dir, variant)
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), update_freq=100),
@@ -166,24 +170,19 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
     if diagnostics_every:
         from zoo.diagnostics import C2ALDiagnostics
 
-        probe = next(iter(data.read_split(data_dir, "valid", 512, spec=spec).as_numpy_iterator()))
-        callbacks.append(C2ALDiagnostics({f.name: probe[f.name] for f in spec.inputs}, every_n_steps=diagnostics_every,
+        callbacks.append(C2ALDiagnostics({f.name: valid[f.name][:512] for f in spec.inputs},
+                                         every_n_steps=diagnostics_every,
                                          log_dir=os.path.join(run_dir, "tensorboard", "diagnostics"),
                                          json_path=os.path.join(run_dir, "diagnostics.jsonl")))
-    patience = int(train_cfg.get("early_stopping_patience") or 0)
-    if patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=f"val_{PRIMARY}_auc" if len(model.outputs) > 1 else "val_auc", mode="max",
-            patience=patience, restore_best_weights=True))
-    start = time.time()
-    history = model.fit(train_ds, validation_data=valid_ds, epochs=int(train_cfg["epochs"]),
-                        steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
-                        shuffle=False)  # the tf.data pipeline shuffles
-    train_seconds = time.time() - start
+    fitted = protocol.fit(model, train_ds, validation=validation,
+                          protocol=protocol.Protocol.from_mapping(train_cfg, "training"),
+                          extra_callbacks=callbacks, steps_per_epoch=steps_per_epoch, verbose=verbose,
+                          shuffle=False)  # the tf.data pipeline shuffles
     y, p, cohorts = predict_split(model, spec, data_dir, "test", batch_size * 4)
     result = metrics.evaluate(y, p, cohorts, {a.name: list(a.cohorts) for a in spec.cohort_axes})
-    result["train_seconds"] = round(train_seconds, 2)
-    result["epochs_run"] = len(history.history.get("loss", []))
+    result["train_seconds"] = fitted.seconds
+    result["training"] = {k: v for k, v in fitted.to_dict().items() if k != "seconds"}
+    result["epochs_run"] = fitted.epochs_run
     result["params"] = {"total": int(model.count_params()), "served": int(primary_model(model).count_params())}
     model.save(os.path.join(run_dir, "model.keras"))
     return model, result
@@ -191,7 +190,7 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
 
 def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, variants: Sequence[str] = VARIANTS,
         seed: int = 0, c2al_overrides: Mapping[str, Any] | None = None, export_root: str | None = None,
-        model_name: str | None = None, epochs: int | None = None, steps_per_epoch: int | None = None,
+        model_name: str | None = None, max_epochs: int | None = None, steps_per_epoch: int | None = None,
         verbose: Any = "auto", discover: Mapping[str, Any] | None = None,
         diagnostics_every: int | None = None) -> dict[str, Any]:
     """Trains the requested variants and writes ``<out_dir>/metrics.json``; returns its contents.
@@ -215,9 +214,9 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
     spec = load_spec(data_dir)
     model_cfg = (copy.deepcopy(dict(model_config)) if isinstance(model_config, Mapping)
                  else load_model_config(model_config))
-    if epochs is not None:
-        model_cfg["training"] = training_options({**model_cfg["training"], "epochs": epochs},
-                                                 where="epochs override: training")
+    if max_epochs is not None:
+        model_cfg["training"] = training_options({**model_cfg["training"], "max_epochs": max_epochs},
+                                                 where="max_epochs override: training")
     overrides = {k: v for k, v in (c2al_overrides or {}).items() if v is not None}
     options = {k: overrides.pop(k) for k in c2al_lib.OPTION_KEYS if k in overrides}
     model_cfg["c2al"] = c2al_lib.c2al_options({**model_cfg["c2al"], **options})
@@ -366,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="run directory for models, logs and metrics.json")
     parser.add_argument("--variants", default="baseline,c2al", help="comma-separated: baseline, c2al")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=None, help="override training.epochs")
+    parser.add_argument("--max-epochs", type=int, default=None, help="override training.max_epochs (the epoch cap)")
     parser.add_argument("--c2al-axis", dest="axis")
     parser.add_argument("--c2al-head", dest="head")
     parser.add_argument("--c2al-tail", dest="tail")
@@ -389,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {k: getattr(args, k) for k in PAIR_KEYS + LAMBDA_KEYS + ("ablation", "tap")}
     summary = run(args.data, args.model, args.output, [v.strip() for v in args.variants.split(",") if v.strip()],
                   seed=args.seed, c2al_overrides=overrides, export_root=args.export_root,
-                  model_name=args.model_name, epochs=args.epochs, discover=discovery_options(args),
+                  model_name=args.model_name, max_epochs=args.max_epochs, discover=discovery_options(args),
                   diagnostics_every=args.diagnostics_every or None)
     print("\n" + format_report(summary))
     print(f"\nmetrics: {os.path.join(os.path.abspath(args.output), 'metrics.json')}")

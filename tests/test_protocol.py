@@ -1,0 +1,128 @@
+"""The converged training protocol (zoo.protocol): scripted validation curves decide when a run stops,
+which epoch's weights it ends with and when the learning rate drops."""
+
+import keras
+import numpy as np
+import pytest
+
+from zoo import metrics
+from zoo.protocol import ExactValidation, Protocol, exact_scores, fit
+
+pytestmark = pytest.mark.multi_backend
+
+
+def tiny_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((3,), name="x")
+    out = keras.layers.Dense(1, activation="sigmoid", name="primary")(x)
+    model = keras.Model({"x": x}, {"primary": out})
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss={"primary": "binary_crossentropy"})
+    return model
+
+
+def data(rows=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 3)).astype("float32")
+    y = (x[:, :1] + 0.3 * rng.normal(size=(rows, 1)) > 0).astype("float32")
+    return {"x": x}, y
+
+
+class Snapshots(keras.callbacks.Callback):
+    """The weights after every epoch (before any restore at the end)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append([np.array(w) for w in self.model.get_weights()])
+
+
+def scripted(curve, key="val_logloss_exact"):
+    """A validation whose monitored metric follows ``curve`` epoch by epoch."""
+    values = iter(curve)
+    x, y = data(16, seed=1)
+    return ExactValidation(x, y, scores=lambda y, p: {key: next(values)})
+
+
+def run(curve, protocol, key="val_logloss_exact"):
+    model = tiny_model()
+    x, y = data()
+    snapshots = Snapshots()
+    result = fit(model, x, {"primary": y}, validation=scripted(curve, key), protocol=protocol,
+                 extra_callbacks=[snapshots], batch_size=16, shuffle=True)
+    return model, result, snapshots.weights
+
+
+def same(a, b):
+    return all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def test_a_plateau_stops_the_run_and_the_best_epochs_weights_are_restored():
+    model, result, snapshots = run([0.50, 0.40, 0.45, 0.41, 0.30, 0.20], Protocol(max_epochs=6))
+    # epoch 2 is the best; epochs 3 and 4 bring no gain: patience 2 stops after epoch 4
+    assert (result.epochs_run, result.best_epoch, result.best_value) == (4, 2, 0.40)
+    assert result.stopped_early and not result.hit_cap
+    assert same(model.get_weights(), snapshots[1]) and not same(model.get_weights(), snapshots[3])
+    # the learning rate is logged before the epoch's plateau check: x0.1 after epoch 3, again after 4
+    np.testing.assert_allclose(result.history["lr"], [1e-3, 1e-3, 1e-3, 1e-4], rtol=1e-6)
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)), 1e-5, rtol=1e-6)
+    assert result.history["val_logloss_exact"] == [0.50, 0.40, 0.45, 0.41]
+
+
+def test_a_run_cut_by_the_cap_says_so_and_still_ends_with_its_best_weights():
+    model, result, snapshots = run([0.50, 0.40, 0.45], Protocol(max_epochs=3))
+    assert (result.epochs_run, result.best_epoch) == (3, 2)
+    assert result.hit_cap and not result.stopped_early
+    assert same(model.get_weights(), snapshots[1]) and not same(model.get_weights(), snapshots[2])
+
+
+def test_auc_is_maximized_and_min_delta_decides_what_counts_as_a_gain():
+    protocol = Protocol(max_epochs=10, monitor="auc", min_delta=0.01)
+    model, result, snapshots = run([0.70, 0.75, 0.755, 0.759, 0.90], protocol, key="val_auc_exact")
+    assert (result.epochs_run, result.best_epoch, result.best_value) == (4, 2, 0.75)  # +0.005 and +0.009 are no gain
+    assert same(model.get_weights(), snapshots[1])
+
+
+def test_patience_zero_trains_to_the_cap_and_keeps_the_last_weights():
+    model, result, snapshots = run([0.5, 0.6, 0.7], Protocol(max_epochs=3, early_stopping_patience=0,
+                                                             reduce_lr_factor=1.0))
+    assert (result.epochs_run, result.best_epoch, result.hit_cap) == (3, 3, True)
+    assert same(model.get_weights(), snapshots[2])
+    np.testing.assert_allclose(result.history["lr"], [1e-3] * 3, rtol=1e-6)
+
+
+def test_the_exact_metrics_are_the_full_split_auc_log_loss_and_ne_of_the_primary_head():
+    model = tiny_model()
+    x, y = data()
+    xv, yv = data(200, seed=3)
+    result = fit(model, x, {"primary": y}, validation=(xv, yv), protocol=Protocol(max_epochs=2), batch_size=16)
+    p = np.asarray(model.predict(xv, verbose=0)["primary"]).ravel()
+    # the restored epoch's metrics are the model's metrics now
+    epoch = result.best_epoch - 1
+    assert result.history["val_auc_exact"][epoch] == pytest.approx(metrics.auc(yv, p), abs=1e-6)
+    assert result.history["val_logloss_exact"][epoch] == pytest.approx(metrics.log_loss(yv, p), rel=1e-5)
+    assert result.history["val_ne_exact"][epoch] == pytest.approx(metrics.normalized_entropy(yv, p), rel=1e-5)
+    assert exact_scores(np.array([0, 1, 1, 0]), np.array([0.2, 0.8, 0.6, 0.4]))["val_auc_exact"] == 1.0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_epochs": 0}, "max_epochs: must be a positive int"),
+    ({"early_stopping_patience": -1}, "early_stopping_patience: must be an int >= 0"),
+    ({"reduce_lr_factor": 0.0}, r"reduce_lr_factor: must be a number in \(0, 1\]"),
+    ({"reduce_lr_factor": 1.5}, r"reduce_lr_factor: must be a number in \(0, 1\]"),
+    ({"monitor": "accuracy"}, "monitor: must be one of"),
+    ({"min_delta": "0"}, "min_delta: must be a number >= 0"),
+])
+def test_bad_settings_name_the_field(kwargs, message):
+    with pytest.raises(ValueError, match="^" + message):
+        Protocol(**kwargs)
+    with pytest.raises(ValueError, match="^training." + message):
+        Protocol.from_mapping(kwargs, "training")
+
+
+def test_the_protocol_owns_the_epochs_and_the_callbacks():
+    model = tiny_model()
+    x, y = data()
+    with pytest.raises(ValueError, match="fit: 'epochs' is set by the protocol"):
+        fit(model, x, {"primary": y}, validation=(x, y), protocol=Protocol(), epochs=3)

@@ -1,0 +1,151 @@
+"""One training run of the study: a baseline or a C2AL variant, paired by seed, under the protocol.
+
+Pairing: for a seed, every variant starts from the same initial weights of the shared path (the
+backbone and the primary head are built first, right after ``keras.utils.set_random_seed(seed)``;
+auxiliary heads are created after them) and sees the same data order and dropout masks (the random
+state is reset to the seed again right before ``fit``). So with ``lambda = 0`` a C2AL run computes the
+baseline's updates and ends with its metrics (``tests/test_study.py`` checks it), and a difference the
+study reports is the method's, not the noise of another path. (The ``ple_towers`` ablation builds
+extra experts in between: its initial weights differ.)
+
+Runs train from NumPy arrays (the Beam job's TFRecords read back once, ``bench/c2al_study.py
+prepare``), so they need Keras only and run under JAX too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import keras
+import numpy as np
+
+from zoo import c2al as c2al_lib
+from zoo import metrics
+from zoo.model import PRIMARY, build
+from zoo.protocol import FitResult, Protocol, fit, primary_probabilities
+from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec
+from zoo.study.variants import BASELINE, VARIANTS
+
+ATTENTION_BACKBONES = ("dhen", "wukong")  # AttentionFM layers: attention-density diagnostics
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What one run trains: ``variant`` (``baseline`` or a :data:`VARIANTS` name), its lambda
+    (``lambda_head = lambda_tail``), C2AL head options (``head_units``, ``tap``) and the seed."""
+
+    variant: str
+    seed: int
+    lam: float = 0.0
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """A stable id, e.g. ``c2al|lambda=0.3|seed=1`` or ``c2al|lambda=0.3|tap=interaction_output|seed=0``."""
+        parts = [self.variant] + ([f"lambda={self.lam:g}"] if self.variant != BASELINE else [])
+        parts += [f"{k}={_text(v)}" for k, v in self.options]
+        return "|".join(parts + [f"seed={self.seed}"])
+
+    @property
+    def config_key(self) -> str:
+        """:attr:`key` without the seed: the runs of one configuration."""
+        return self.key.rsplit("|seed=", 1)[0]
+
+    def c2al_options(self, base: Mapping[str, Any]) -> dict[str, Any]:
+        """The model YAML's ``c2al`` block with this run's ablation and head options."""
+        return c2al_lib.c2al_options({**base, "ablation": VARIANTS[self.variant].ablation,
+                                      **{k: _value(v) for k, v in self.options}})
+
+
+def _text(value: Any) -> str:
+    return "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def options_tuple(options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    """Head options as a hashable, ordered tuple (lists become tuples)."""
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in (options or {}).items()))
+
+
+def cohort_masks(spec: FeatureSpec, arrays: Mapping[str, np.ndarray], pair: Mapping[str, Any]):
+    """Float32 ``(N, 1)`` membership masks of the pair's head and tail cohorts (cohort form)."""
+    axis = spec.axis(pair["axis"])
+    ids = arrays[COHORT_KEY_PREFIX + axis.name][:, 0]
+    head = (ids == axis.index(pair["head"])).astype("float32")[:, None]
+    tail = (ids == axis.index(pair["tail"])).astype("float32")[:, None]
+    return head, tail
+
+
+def targets(spec: FeatureSpec, arrays: Mapping[str, np.ndarray], run: Run, pair: Mapping[str, Any] | None):
+    """Keras targets of a run: ``{"primary": y}`` plus its auxiliary labels."""
+    y = arrays[spec.label].astype("float32")
+    out = {PRIMARY: y}
+    if run.variant == BASELINE:
+        return out
+    ablation = VARIANTS[run.variant].ablation
+    head, tail = cohort_masks(spec, arrays, pair)
+    labels = {"aux_head": head, "aux_tail": tail} if ablation == "membership" else \
+        {"aux_head": y * head, "aux_tail": y * tail}
+    out.update({name: labels[name] for name in c2al_lib.aux_outputs(ablation)})
+    return out
+
+
+def sample_weights(spec: FeatureSpec, train: Mapping[str, np.ndarray], run: Run,
+                   pair: Mapping[str, Any] | None) -> np.ndarray | None:
+    """The ``reweight`` ablation's primary-loss weights ``1 + (lambda / pi_C) 1[x in C]`` (else None)."""
+    if run.variant == BASELINE or VARIANTS[run.variant].ablation != "reweight":
+        return None
+    head, tail = cohort_masks(spec, train, pair)
+    a = c2al_lib.reweight_coefficients(run.lam, run.lam, float(head.mean()), float(tail.mean()))
+    return (1.0 + a["head"] * head + a["tail"] * tail)[:, 0]
+
+
+def build_run_model(backbone: str, model_cfg: Mapping[str, Any], spec: FeatureSpec, run: Run,
+                    learning_rate: float) -> keras.Model:
+    """The compiled training model of a run; the shared path's initial weights depend on the seed only."""
+    keras.utils.set_random_seed(run.seed)
+    hparams = dict(embedding=model_cfg["embedding"], **model_cfg["hparams"])
+    if run.variant == BASELINE:
+        model = build(backbone, spec, **hparams)
+        lambdas = None
+    else:
+        model = c2al_lib.build_c2al(backbone, spec, run.c2al_options(model_cfg["c2al"]), **hparams)
+        lambdas = {"lambda_head": run.lam, "lambda_tail": run.lam}
+    c2al_lib.compile_model(model, learning_rate, lambdas, auc_metric=False)  # the protocol's metric is exact
+    return model
+
+
+def inputs_of(spec: FeatureSpec, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {f.name: arrays[f.name] for f in spec.inputs}
+
+
+def train_run(backbone: str, model_cfg: Mapping[str, Any], spec: FeatureSpec, train: Mapping[str, np.ndarray],
+              valid: Mapping[str, np.ndarray], run: Run, pair: Mapping[str, Any] | None, protocol: Protocol,
+              batch_size: int, learning_rate: float,
+              callbacks: tuple[keras.callbacks.Callback, ...] = ()) -> tuple[keras.Model, FitResult]:
+    """Builds and trains one run under ``protocol``; the model ends with its best epoch's weights."""
+    if run.variant != BASELINE and pair is None:
+        raise ValueError(f"run {run.key}: a C2AL variant needs a cohort pair")
+    model = build_run_model(backbone, model_cfg, spec, run, learning_rate)
+    keras.utils.set_random_seed(run.seed)  # the data order and dropout draws do not depend on the heads
+    result = fit(model, inputs_of(spec, train), targets(spec, train, run, pair),
+                 validation=(inputs_of(spec, valid), valid[spec.label]), protocol=protocol,
+                 extra_callbacks=callbacks, batch_size=batch_size, shuffle=True,
+                 sample_weight=sample_weights(spec, train, run, pair))
+    return model, result
+
+
+def predict(model: keras.Model, spec: FeatureSpec, arrays: Mapping[str, np.ndarray],
+            batch_size: int = 16384) -> np.ndarray:
+    """The primary head's probabilities ``(N,)`` on a split."""
+    return primary_probabilities(model.predict(inputs_of(spec, arrays), batch_size=batch_size, verbose=0))
+
+
+def evaluate(spec: FeatureSpec, arrays: Mapping[str, np.ndarray], p: np.ndarray) -> dict[str, Any]:
+    """AUC, log loss and NE overall and per cohort of every axis (:func:`zoo.metrics.evaluate`)."""
+    ids = {a.name: arrays[COHORT_KEY_PREFIX + a.name][:, 0] for a in spec.cohort_axes}
+    return metrics.evaluate(arrays[spec.label][:, 0], p, ids, {a.name: list(a.cohorts) for a in spec.cohort_axes})

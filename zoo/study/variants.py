@@ -1,0 +1,39 @@
+"""The variants the C2AL study compares with the baseline, by name.
+
+Each is a C2AL training model (:func:`zoo.c2al.build_c2al`) with one ablation of the model YAML's
+``c2al.ablation`` and a cohort pair chosen from the seed-0 baseline's discovery result
+(:func:`zoo.cohorts.choose_pair`): ``most`` (C2AL's own pair), ``least`` or ``random``. Every variant
+serves the baseline graph, so the comparison is of training objectives only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A C2AL variant: the ``zoo.c2al`` ablation and the discovery strategy of its cohort pair."""
+
+    ablation: str = "none"
+    pair: str = "most"
+    description: str = ""
+    backbones: tuple[str, ...] | None = None  # None: every backbone
+
+    def applies_to(self, backbone: str) -> bool:
+        return self.backbones is None or backbone in self.backbones
+
+
+C2AL = "c2al"
+BASELINE = "baseline"
+VARIANTS: dict[str, Variant] = {
+    C2AL: Variant(description="C2AL as published: two Dense heads, labels y 1[x in C]"),
+    "reweight": Variant("reweight", description="no heads; primary BCE weighted 1 + (lambda / pi_C) 1[x in C]"),
+    "membership": Variant("membership", description="both heads, labels 1[x in C]"),
+    "single_head": Variant("single_head", description="the head cohort's auxiliary head only"),
+    "single_tail": Variant("single_tail", description="the tail cohort's auxiliary head only"),
+    "ple_towers": Variant("ple_towers", description="auxiliary tasks as PLE/MMoE towers 1 and 2",
+                          backbones=("ple", "mmoe")),
+    "random_pair": Variant(pair="random", description="C2AL on a random eligible cohort pair"),
+    "least_pair": Variant(pair="least", description="C2AL on the least-divergent cohort pair"),
+}
