@@ -11,7 +11,7 @@ import pytest
 
 from zoo import diagnostics as D
 from zoo.c2al import AUX_HEAD, AUX_TAIL, C2AL, build_c2al, loss_weights
-from zoo.model import PRIMARY, build
+from zoo.model import PRIMARY, build, interaction_output, shared_representation
 
 from helpers import HP, SPEC, batch, tiny_hparams  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -42,7 +42,7 @@ def set_head(model, output, kernel, bias):
 
 
 def primary_probability(model, x):
-    return npy(model(x, training=False)[PRIMARY]).astype(np.float64)
+    return npy(model(x, training=False)[PRIMARY]).astype(np.float64).ravel()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -117,11 +117,12 @@ def test_closed_form_known_answers_on_hand_set_heads():
     rng = np.random.default_rng(1)
     w_k = rng.normal(size=w.shape)
     set_head(model, AUX_HEAD, w_k, -0.2)
+    w_k = npy(model.get_layer("aux_head_logit").kernel).ravel().astype(np.float64)   # as stored (float32)
     p_k = npy(model(x, training=False)[AUX_HEAD]).astype(np.float64).ravel()
-    r_p, r_k = p.ravel() - y, p_k - targets[AUX_HEAD].ravel()
+    r_p, r_k = p - y, p_k - targets[AUX_HEAD].ravel()
     cos = lambda a, c: a @ c / np.linalg.norm(a) / np.linalg.norm(c)  # noqa: E731
     got = D.gradient_alignment(model, x, targets, LAMBDAS)["heads"][AUX_HEAD]["all"]
-    assert got["cosine"] == pytest.approx(cos(w, w_k) * cos(r_p, r_k), rel=1e-9)
+    assert got["cosine"] == pytest.approx(cos(w, w_k) * cos(r_p, r_k), rel=1e-6)  # float32 forward passes
     assert got["aux_norm"] == pytest.approx(LAMBDAS[AUX_HEAD] * np.linalg.norm(r_k) * np.linalg.norm(w_k) / 48,
                                             rel=1e-6)
     assert got["primary_norm"] == pytest.approx(np.linalg.norm(r_p) * np.linalg.norm(w) / 48, rel=1e-6)
@@ -177,7 +178,7 @@ def test_closed_form_and_autodiff_match_the_backend_autodiff():
     assert closed["method"] == "closed_form" and auto["method"] == "autodiff"
     for name in weights:
         scale = np.abs(ref[name]).max()
-        assert scale > 0 and closed["gradients"][name].shape == ref[name].shape == (48, 8)
+        assert scale > 0 and closed["gradients"][name].shape == ref[name].shape == (48, 4)  # h: the deep MLP's [8, 4]
         np.testing.assert_allclose(closed["gradients"][name], ref[name], atol=1e-5 * scale, rtol=1e-4)
         np.testing.assert_allclose(auto["gradients"][name], ref[name], atol=1e-5 * scale, rtol=1e-4)
     by_closed = D.gradient_alignment(model, x, targets, LAMBDAS, cohort_masks=masks, method="closed_form")
@@ -206,8 +207,8 @@ def test_autodiff_on_mlp_heads_and_taps(tap):
     for name, g in ref.items():
         assert np.abs(g).max() > 0
         np.testing.assert_allclose(got["gradients"][name], g, atol=1e-5 * np.abs(g).max(), rtol=1e-4)
-    if tap == "interaction_output":  # z of stacked DCNv2 is the cross output (width 13), h the deep MLP's (8)
-        assert got["gradients"][PRIMARY].shape == (48, 13)
+    width = (shared_representation if tap == "primary_head_input" else interaction_output)(model).shape[-1]
+    assert got["gradients"][PRIMARY].shape == (48, width) and width == (4 if tap == "primary_head_input" else 15)
     flat = D.flatten_gradients(D.gradient_alignment(model, x, targets, LAMBDAS, cohort_masks=masks))
     assert -1.0 <= flat["gradients/aux_head/cosine"] <= 1.0 and "gradients/aux_tail/tail/sign" in flat
 
