@@ -1,4 +1,4 @@
-"""C2AL training diagnostics: attention density, dead over-arch units and embedding collapse (docs/methods.md#attention-fm, #diagnostics, #information-abundance).
+"""C2AL training diagnostics: attention density, dead over-arch units, embedding collapse and gradient alignment (docs/methods.md#attention-fm, #diagnostics, #information-abundance, #gradient-alignment).
 
 The C2AL paper shows its mechanism (the FM attention weights ``Y`` of ``G = E E^T Y`` collapse into a
 sparse, light-tailed distribution under the single-task objective, and C2AL's auxiliary heads widen them)
@@ -23,10 +23,17 @@ with histograms only. This module turns it into numbers logged during training:
      lookup tables; per set for multi-embedding; the folded ``A_f B_f`` table for MLET).
 
    :func:`flatten_stats` turns that into ``{"attention/<layer>/<stat>": float, ...}`` scalars.
-3. :class:`C2ALDiagnostics`, a ``keras.callbacks.Callback`` that calls :func:`collect` at train begin,
-   every ``every_n_steps`` optimizer steps and at train end, keeps every record in ``history`` and
-   writes it as it goes to TensorBoard (scalars, plus histograms of ``|Y|``) and/or a JSON-lines file.
-4. Plots (matplotlib, Agg, no pyplot state): :func:`plot_ne_diff` (per-cohort NE_diff bars with error
+3. :func:`gradient_alignment`: on a probe batch with its labels, the cosine between the primary
+   loss's gradient and each (lambda-weighted) auxiliary loss's gradient with respect to the tapped
+   representation (``h`` or ``z``), its decomposition into the part parallel to the primary gradient
+   and the orthogonal rest, over all rows and per cohort; exact NumPy closed form for the default
+   ``Dense(1)`` heads on ``h``, backend autodiff (TF ``GradientTape``, ``jax.vjp``) otherwise.
+   :func:`flatten_gradients` gives ``{"gradients/<aux>/<stat>": float, ...}``.
+4. :class:`C2ALDiagnostics`, a ``keras.callbacks.Callback`` that calls :func:`collect` (and, given
+   the probe's labels, :func:`gradient_alignment`) at train begin, every ``every_n_steps`` optimizer
+   steps and at train end, keeps every record in ``history`` and writes it as it goes to TensorBoard
+   (scalars, plus histograms of ``|Y|``) and/or a JSON-lines file.
+5. Plots (matplotlib, Agg, no pyplot state): :func:`plot_ne_diff` (per-cohort NE_diff bars with error
    bars) and :func:`plot_attention_histograms` (``|Y|`` histograms, baseline against C2AL, at several
    points of training). :func:`load_records` reads a JSON-lines file back.
 
@@ -34,12 +41,15 @@ Everything runs on the TensorFlow and JAX backends: model values are taken with
 ``keras.ops.convert_to_numpy`` and every statistic is NumPy (float64).
 
 Modules: :mod:`zoo.diagnostics.statistics` (1, NumPy), :mod:`zoo.diagnostics.collection` (2),
-:mod:`zoo.diagnostics.callback` (3) and :mod:`zoo.diagnostics.plots` (4); every public name is
+:mod:`zoo.diagnostics.gradients` (3), :mod:`zoo.diagnostics.callback` (4) and
+:mod:`zoo.diagnostics.plots` (5); every public name is
 re-exported here. How the forward pass is observed: see :mod:`zoo.diagnostics.collection`.
 """
 
 from zoo.diagnostics.callback import C2ALDiagnostics, load_records
 from zoo.diagnostics.collection import collect, embedding_tables, find_backbone, flatten_stats
+from zoo.diagnostics.gradients import (GRADIENT_STATS, alignment_stats, flatten_gradients, gradient_alignment,
+                                       representation_gradients)
 from zoo.diagnostics.plots import plot_attention_histograms, plot_ne_diff
 from zoo.diagnostics.statistics import (Y_STATS, attention_stats, dead_relu_fraction, excess_kurtosis,
                                         information_abundance, near_zero_fraction, normalized_entropy,
@@ -50,5 +60,6 @@ __all__ = [
     "near_zero_fraction", "normalized_entropy", "excess_kurtosis", "participation_ratio",
     "dead_relu_fraction", "information_abundance", "attention_stats", "find_backbone", "embedding_tables",
     "collect", "flatten_stats",
+    "GRADIENT_STATS", "alignment_stats", "representation_gradients", "gradient_alignment", "flatten_gradients",
     "C2ALDiagnostics", "load_records", "plot_ne_diff", "plot_attention_histograms",
 ]

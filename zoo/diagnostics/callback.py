@@ -1,4 +1,5 @@
-"""The C2AL training callback: :func:`zoo.diagnostics.collect` on a probe batch, to TensorBoard and JSON lines."""
+"""The C2AL training callback: :func:`zoo.diagnostics.collect` (and, given probe labels,
+:func:`zoo.diagnostics.gradient_alignment`) on a probe batch, to TensorBoard and JSON lines."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import keras
 import numpy as np
 
 from zoo.diagnostics.collection import collect, flatten_stats, to_numpy
+from zoo.diagnostics.gradients import METHODS, flatten_gradients, gradient_alignment
 
 
 def _json_safe(value):
@@ -43,6 +45,11 @@ class C2ALDiagnostics(keras.callbacks.Callback):
       this callback). NaN/inf are written as null. ``abs_y`` is evenly subsampled to at most
       ``max_abs_y`` values per layer (also in :attr:`history`).
 
+    Given ``probe_y`` (and ``lambdas``), each record also carries the gradient alignment of the
+    auxiliary losses with the primary loss at the tap (:func:`gradient_alignment` on the probe batch,
+    :func:`flatten_gradients` keys ``gradients/<aux>/<stat>`` and ``gradients/<aux>/<rows>/<stat>``);
+    the model must then be a C2AL model.
+
     Under JAX, reading the model syncs the training state (Keras does it when ``self.model`` is
     accessed), which happens only on record steps.
 
@@ -52,6 +59,12 @@ class C2ALDiagnostics(keras.callbacks.Callback):
       log_dir: TensorBoard log directory, or None.
       json_path: JSON-lines output file, or None.
       max_abs_y: cap on the ``|Y|`` values per layer kept in a record.
+      probe_y: the probe batch's fit targets ``{"primary": y, "aux_head": y_head, "aux_tail": y_tail}``
+        to record the gradient alignment; None (default) records none.
+      lambdas: the auxiliary loss weights (e.g. :func:`zoo.c2al.loss_weights`); needed with ``probe_y``.
+      probe_cohorts: the ``cohort_masks`` of :func:`gradient_alignment`, e.g. ``{"head": in_head,
+        "tail": in_tail}`` (bool per probe row); None: the rows with a non-zero auxiliary label.
+      gradient_method: the ``method`` of :func:`gradient_alignment`.
 
     Example::
 
@@ -62,7 +75,9 @@ class C2ALDiagnostics(keras.callbacks.Callback):
     """
 
     def __init__(self, probe_x: Mapping[str, Any], every_n_steps: int = 100, log_dir: str | None = None,
-                 json_path: str | None = None, max_abs_y: int = 4096):
+                 json_path: str | None = None, max_abs_y: int = 4096, probe_y: Mapping[str, Any] | None = None,
+                 lambdas: Mapping[str, float] | None = None, probe_cohorts: Mapping[str, Any] | None = None,
+                 gradient_method: str = "auto"):
         super().__init__()
         if isinstance(every_n_steps, bool) or int(every_n_steps) != every_n_steps or every_n_steps < 1:
             raise ValueError(f"every_n_steps: must be a positive integer, got {every_n_steps}")
@@ -73,6 +88,16 @@ class C2ALDiagnostics(keras.callbacks.Callback):
         self.log_dir = log_dir
         self.json_path = json_path
         self.max_abs_y = int(max_abs_y)
+        if probe_y is not None and not isinstance(probe_y, Mapping):
+            raise ValueError(f"probe_y: must be a dict of fit targets, got {type(probe_y).__name__}")
+        if probe_y is not None and lambdas is None:
+            raise ValueError("lambdas: needed with probe_y (the auxiliary loss weights, e.g. zoo.c2al.loss_weights)")
+        if gradient_method not in METHODS:
+            raise ValueError(f"gradient_method: must be one of {METHODS}, got {gradient_method!r}")
+        self.probe_y = None if probe_y is None else {k: np.asarray(v) for k, v in probe_y.items()}
+        self.lambdas = None if lambdas is None else dict(lambdas)
+        self.probe_cohorts = None if probe_cohorts is None else {k: np.asarray(v) for k, v in probe_cohorts.items()}
+        self.gradient_method = gradient_method
         self.history: list[dict[str, Any]] = []
         self._step = 0
         self._epoch = 0
@@ -109,9 +134,13 @@ class C2ALDiagnostics(keras.callbacks.Callback):
 
     # -- recording ----------------------------------------------------------------------------------
     def _record(self, event: str) -> dict[str, Any]:
-        stats = collect(self.model, self.probe_x)
+        model = self.model
+        stats = collect(model, self.probe_x)
         record: dict[str, Any] = {"step": self._step, "epoch": self._epoch, "event": event,
                                   **flatten_stats(stats)}
+        if self.probe_y is not None:
+            record.update(flatten_gradients(gradient_alignment(
+                model, self.probe_x, self.probe_y, self.lambdas, self.probe_cohorts, method=self.gradient_method)))
         full_abs_y = {rec["name"]: rec["abs_y"] for rec in stats["attention"]}
         record["abs_y"] = {}
         for name, values in full_abs_y.items():
