@@ -120,7 +120,8 @@ def _load_hparams(path: str) -> dict:
 def synthetic_rows(rows: int, seed: int = 0, contrast: bool = True) -> list[dict]:
     """Parsed rows of the synthetic generator, as ``FeatureSpec.parse_raw_row`` would return them."""
     table = generate(rows=rows, seed=seed, contrast=contrast)
-    return [{k: (v[i] if k == "recent_categories" else v[i].item()) for k, v in table.items()}
+    recent = [[x for x in ids if x != PAD_ID] for ids in table.pop("recent_categories").tolist()]
+    return [{"recent_categories": recent[i], **{k: v[i].item() for k, v in table.items()}}
             for i in range(rows)]
 
 

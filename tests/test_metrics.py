@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from zoo.metrics import auc, entropy, evaluate, log_loss, ne_diff, normalized_entropy
+from zoo.metrics import auc, entropy, evaluate, gap_closed, log_loss, ne_diff, normalized_entropy
 
 
 def test_auc_known_answers():
@@ -77,3 +77,28 @@ def test_paired_t_test_matches_closed_forms():
     shifted = [3.0 + (x - 3.0) / scale for x in d]       # same mean, spread scaled: t = 2.776445
     assert paired_t_test(shifted, [0.0] * 5)["p"] == pytest.approx(0.05, abs=2e-4)
     assert paired_t_test([1.0, 1.0], [1.0, 1.0])["p"] == 1.0   # identical pairs: no evidence
+
+
+def test_gap_closed_on_hand_numbers():
+    def res(overall, head, tail=None):
+        cohorts = {"h": {"ne": head}} if tail is None else {"h": {"ne": head}, "t": {"ne": tail}}
+        return {"overall": {"ne": overall}, "cohorts": {"axis": cohorts}}
+
+    base, variant, oracle = res(0.80, 0.90, 0.70), res(0.77, 0.90, 0.75), res(0.70, 0.60)
+    out = gap_closed(base, variant, oracle)
+    # overall (0.80 - 0.77) / (0.80 - 0.70) = 0.3; head (0.90 - 0.90) / (0.90 - 0.60) = 0;
+    # tail: the oracle has no such cohort -> NaN.
+    assert out["overall"] == pytest.approx(0.3)
+    assert out["cohorts"]["axis"]["h"] == pytest.approx(0.0)
+    assert math.isnan(out["cohorts"]["axis"]["t"])
+    assert gap_closed(res(0.8, 0.9), res(0.7, 0.95), res(0.7, 0.6))["overall"] == pytest.approx(1.0)
+    assert gap_closed(res(0.8, 0.9), res(0.7, 0.95), res(0.7, 0.6))["cohorts"]["axis"]["h"] == pytest.approx(-1 / 6)
+    assert math.isnan(gap_closed(res(0.7, 0.9), res(0.6, 0.9), res(0.7, 0.6))["overall"])  # no gap
+    assert math.isnan(gap_closed(res(float("nan"), 0.9), res(0.6, 0.9), res(0.5, 0.6))["overall"])
+    # The oracle's own metrics are evaluate() of the true probabilities: NE by hand.
+    y, p_true = np.array([1, 0, 0, 1]), np.array([0.7, 0.2, 0.4, 0.9])
+    ll = -(math.log(0.7) + math.log(0.8) + math.log(0.6) + math.log(0.9)) / 4
+    oracle_res = evaluate(y, p_true, {"axis": np.array([0, 0, 1, 1])}, {"axis": ["a", "b"]})
+    assert oracle_res["overall"]["ne"] == pytest.approx(ll / entropy(0.5))
+    assert oracle_res["cohorts"]["axis"]["b"]["ne"] == pytest.approx(
+        -(math.log(0.6) + math.log(0.9)) / 2 / entropy(0.5))

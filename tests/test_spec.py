@@ -78,6 +78,9 @@ def feature_with(index, **changes):
     (spec_with(c2al={"axis": "nope", "head": "high", "tail": "low"}), "cohort axis 'nope': not declared"),
     (spec_with(c2al={"axis": "value", "head": "low", "tail": "low"}), "c2al: head and tail must be different"),
     (spec_with(colour="red"), "spec: unknown top-level key(s) ['colour']"),
+    (spec_with(oracle="p_true"), "oracle 'p_true': must name a declared feature"),
+    (spec_with(oracle="item"), "oracle 'item': must be a dense feature, got kind categorical"),
+    (spec_with(oracle="price"), "oracle 'price': must have input: false"),
 ])
 def test_malformed_spec_names_feature_and_problem(raw, message):
     with pytest.raises(SpecError) as err:
@@ -192,8 +195,25 @@ def test_model_and_serving_views_share_names_dtypes_shapes():
         assert str(tensor.dtype) == signature[name].dtype.name == "int64"
 
 
+def test_oracle_is_a_carried_dense_column_that_round_trips():
+    import json
+
+    raw = copy.deepcopy(BASE)
+    raw["format"]["columns"].append("truth")
+    raw["features"].append({"name": "truth", "kind": "dense", "input": False})
+    spec = FeatureSpec.from_dict({**raw, "oracle": "truth"})
+    assert spec.oracle == "truth" and "truth" not in [f.name for f in spec.inputs]
+    assert spec.to_dict()["oracle"] == "truth" and FeatureSpec.from_dict(spec.to_dict()) == spec
+    assert FeatureSpec.from_dict(json.loads(spec.to_json())) == spec  # spec.json
+    assert FeatureSpec.from_dict(raw).oracle is None and "oracle" not in FeatureSpec.from_dict(raw).to_dict()
+    with pytest.raises(SpecError, match="oracle 'truth': takes no transforms or default"):
+        raw["features"][-1]["default"] = 0.0
+        FeatureSpec.from_dict({**raw, "oracle": "truth"})
+
+
 def test_shipped_synthetic_spec_loads():
     spec = load_spec("configs/datasets/synthetic.yaml")
+    assert spec.oracle == "p_true" and not spec.feature("p_true").input
     assert spec.c2al["head"] == "p95_100" and spec.c2al["tail"] == "p00_05"
     assert spec.axis("user_value").cohorts[0] == "p00_05"
 
@@ -252,7 +272,7 @@ def test_encode_example_is_deterministic_across_processes():
     import sys
 
     code = ("from zoo.spec import load_spec; s = load_spec('configs/datasets/synthetic.yaml'); "
-            "r = s.parse_raw_row('1,2,3,4,5,6,1,0.5,0.25,1.2,1 2 3,1'.split(',')); print(s.encode_example(r).hex())")
+            "r = s.parse_raw_row('1,2,3,4,5,6,1,0.5,0.25,1.2,1 2 3,1,0.3'.split(',')); print(s.encode_example(r).hex())")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in (1, 2)}
     assert len(outs) == 1  # map keys are serialized sorted, not in hash-table order

@@ -2,7 +2,9 @@
 
 NE = mean log loss / H(p̄), with H(p) = -p log p - (1-p) log(1-p) and p̄ the positive rate of the
 evaluated rows; per cohort, p̄ is the rate within the cohort (docs/methods.md#normalized-entropy). NE_diff =
-(NE_variant - NE_base) / NE_base in percent; negative is better.
+(NE_variant - NE_base) / NE_base in percent; negative is better. Where the true click probability is
+known (the synthetic data's oracle column), the oracle's metrics are ``evaluate(y, p_true, ...)`` and
+:func:`gap_closed` is the share of the baseline-to-oracle NE gap a variant closes.
 
 These are exact full-data metrics (AUC by ranks with ties averaged), computed once on the
 evaluation split; training-time progress uses ``keras.metrics.AUC``.
@@ -105,6 +107,33 @@ def ne_diff(variant: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, An
         out["cohorts"][axis] = {
             name: pct(variant["cohorts"][axis][name]["ne"], m["ne"])
             for name, m in cohorts.items() if name in variant["cohorts"].get(axis, {})
+        }
+    return out
+
+
+def gap_closed(base: Mapping[str, Any], variant: Mapping[str, Any], oracle: Mapping[str, Any]) -> dict[str, Any]:
+    """Share of the oracle gap a variant closes, overall and per cohort, from three :func:`evaluate` results.
+
+    gap_closed = (NE_base - NE_variant) / (NE_base - NE_oracle)
+
+    1 means the variant reaches the oracle (the true click probability), 0 the baseline; negative
+    values are worse than the baseline. NaN where undefined: a missing cohort, a non-finite NE, or
+    no gap (NE_base == NE_oracle). Same structure as :func:`ne_diff`.
+    """
+
+    def share(b: float, v: float, o: float) -> float:
+        if not (np.isfinite(b) and np.isfinite(v) and np.isfinite(o)) or b == o:
+            return float("nan")
+        return float((b - v) / (b - o))
+
+    out = {"overall": share(base["overall"]["ne"], variant["overall"]["ne"], oracle["overall"]["ne"]),
+           "cohorts": {}}
+    for axis, cohorts in base["cohorts"].items():
+        v_axis, o_axis = variant["cohorts"].get(axis, {}), oracle["cohorts"].get(axis, {})
+        out["cohorts"][axis] = {
+            name: share(m["ne"], v_axis[name]["ne"], o_axis[name]["ne"])
+            if name in v_axis and name in o_axis else float("nan")
+            for name, m in cohorts.items()
         }
     return out
 

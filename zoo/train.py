@@ -116,18 +116,39 @@ def build_variant(variant: str, spec: FeatureSpec, model_cfg: Mapping[str, Any],
     return model
 
 
-def predict_split(model: keras.Model, spec: FeatureSpec, data_dir: str, split: str,
-                  batch_size: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """(labels, primary probabilities, cohort ids per axis) of every row of a split, in one pass."""
+def predict_split(model: keras.Model | None, spec: FeatureSpec, data_dir: str, split: str,
+                  batch_size: int, oracle: bool = False) -> tuple:
+    """(labels, primary probabilities, cohort ids per axis) of every row of a split, in one pass.
+
+    With ``oracle=True`` a fourth element follows: the spec's oracle column (the stored true click
+    probability, :attr:`FeatureSpec.oracle`) per row, or None when the spec has none. ``model``
+    None skips prediction (the probabilities are None): the oracle's own pass.
+    """
     names = [f.name for f in spec.inputs]
-    ys, probs, cohorts = [], [], {a.name: [] for a in spec.cohort_axes}
+    key = spec.oracle if oracle else None
+    ys, probs, truth, cohorts = [], [], [], {a.name: [] for a in spec.cohort_axes}
     for batch in data.read_split(data_dir, split, batch_size, spec=spec).as_numpy_iterator():
-        out = model.predict_on_batch({n: batch[n] for n in names})
-        probs.append(np.asarray(out[PRIMARY] if isinstance(out, dict) else out).ravel())
+        if model is not None:
+            out = model.predict_on_batch({n: batch[n] for n in names})
+            probs.append(np.asarray(out[PRIMARY] if isinstance(out, dict) else out).ravel())
         ys.append(batch[spec.label][:, 0])
+        if key is not None:
+            truth.append(batch[key][:, 0])
         for a in spec.cohort_axes:
             cohorts[a.name].append(batch[COHORT_KEY_PREFIX + a.name][:, 0])
-    return np.concatenate(ys), np.concatenate(probs), {k: np.concatenate(v) for k, v in cohorts.items()}
+    out = (np.concatenate(ys), np.concatenate(probs) if model is not None else None,
+           {k: np.concatenate(v) for k, v in cohorts.items()})
+    if oracle:
+        out += (np.concatenate(truth) if key is not None else None,)
+    return out
+
+
+def oracle_metrics(spec: FeatureSpec, data_dir: str, split: str = "test", batch_size: int = 16384) -> dict | None:
+    """:func:`zoo.metrics.evaluate` of the spec's oracle column (the true P(y=1|x)) on a split; None without one."""
+    if spec.oracle is None:
+        return None
+    y, _, cohorts, p_true = predict_split(None, spec, data_dir, split, batch_size, oracle=True)
+    return metrics.evaluate(y, p_true, cohorts, {a.name: list(a.cohorts) for a in spec.cohort_axes})
 
 
 def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Mapping[str, Any],
@@ -251,8 +272,14 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
         models[variant], summary["variants"][variant] = train_variant(
             variant, spec, data_dir, model_cfg, out_dir, seed, c2al, steps_per_epoch, verbose, cohort_weights,
             diagnostics_every)
+    oracle = oracle_metrics(spec, data_dir, "test", int(model_cfg["training"]["batch_size"]) * 4)
+    if oracle is not None:  # the true click probability's metrics on the same test rows, computed once
+        summary["oracle"] = oracle
     if set(VARIANTS) <= set(variants):
         summary["ne_diff_percent"] = metrics.ne_diff(summary["variants"]["c2al"], summary["variants"]["baseline"])
+        if oracle is not None:
+            summary["gap_closed"] = metrics.gap_closed(summary["variants"]["baseline"], summary["variants"]["c2al"],
+                                                       oracle)
         summary["plots"] = _plots(summary, out_dir, diagnostics_every)
     if export_root:
         from zoo.export import export_saved_model
@@ -304,15 +331,25 @@ def _discover_pair(baseline: keras.Model, spec: FeatureSpec, data_dir: str, out_
 
 
 def format_report(summary: Mapping[str, Any]) -> str:
-    """A plain-text table of overall and per-cohort NE, AUC and NE_diff."""
+    """A plain-text table of overall and per-cohort NE, AUC and NE_diff.
+
+    With an oracle (``summary["oracle"]``, datasets that carry the true click probability) an
+    ``oracle`` row follows the variants, overall and per cohort, and the per-cohort table shows the
+    share of the baseline-to-oracle NE gap C2AL closes (``gap_closed``).
+    """
     variants = summary["variants"]
+    oracle = summary.get("oracle")
+    rows = dict(variants, **({"oracle": oracle} if oracle is not None else {}))
     lines = [f"{'variant':<10} {'rows':>8} {'AUC':>8} {'logloss':>8} {'NE':>8}"]
-    for name, res in variants.items():
+    for name, res in rows.items():
         o = res["overall"]
         lines.append(f"{name:<10} {o['rows']:>8d} {o['auc']:>8.4f} {o['log_loss']:>8.4f} {o['ne']:>8.4f}")
     diff = summary.get("ne_diff_percent")
     if diff is not None:
         lines.append(f"NE_diff overall (C2AL vs baseline): {diff['overall']:+.3f}%")
+    gap = summary.get("gap_closed")
+    if gap is not None:
+        lines.append(f"oracle gap closed overall (C2AL vs baseline): {gap['overall']:+.3f}")
     c2al = summary.get("c2al")
     if c2al:
         if summary.get("c2al_ablation") not in (None, "none"):
@@ -326,10 +363,13 @@ def format_report(summary: Mapping[str, Any]) -> str:
         lines.append(f"per cohort on axis '{axis}' ({pair}):" if first else f"C2AL pair: {pair}")
         for cohort, m in first.items():
             row = f"  {cohort:<14} rows {m['rows']:>7d} base rate {m['base_rate']:.3f}"
-            for name, res in variants.items():
-                row += f"  NE[{name}] {res['cohorts'][axis][cohort]['ne']:.4f}"
+            for name, res in rows.items():
+                ne = res["cohorts"].get(axis, {}).get(cohort, {}).get("ne", float("nan"))
+                row += f"  NE[{name}] {ne:.4f}"
             if diff is not None:
                 row += f"  NE_diff {diff['cohorts'][axis].get(cohort, float('nan')):+.3f}%"
+            if gap is not None:
+                row += f"  gap_closed {gap['cohorts'].get(axis, {}).get(cohort, float('nan')):+.3f}"
             lines.append(row)
     return "\n".join(lines)
 

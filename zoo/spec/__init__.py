@@ -79,7 +79,11 @@ Top level: ``split_by: line`` splits rows by a stable hash of the raw line
 token per feature in column order: categorical features take ``idx``, dense
 features ``val``; label ``-1`` means 0); ``aux_labels: {axis, head, tail,
 dtype}`` is recorded by :mod:`beam_jobs.add_aux_labels` for shards that carry
-``aux/head`` and ``aux/tail``.
+``aux/head`` and ``aux/tail``; ``oracle: <feature>`` names the column holding the
+true click probability P(y=1|x) (known for synthetic data): a ``dense``
+feature with ``input: false``, no ``transforms`` and no ``default``, carried
+into the TFRecords unchanged (``FeatureSpec.oracle``; ``zoo.train`` reports the
+oracle's metrics beside the variants').
 
 Errors in a spec raise :class:`SpecError` naming the feature (or axis) and
 the problem.

@@ -36,6 +36,7 @@ class FeatureSpec:
     adapter: str | None = None  # zoo.datasets adapter that turns the source into raw rows
     split_by: str = "user_id"  # or "line": a stable hash of the raw line
     aux_labels: Mapping[str, Any] | None = None  # set by beam_jobs.add_aux_labels
+    oracle: str | None = None  # a carried dense feature holding the true P(y=1|x) (synthetic data)
 
     # ----- lookups -------------------------------------------------------------------
     def feature(self, name: str) -> Feature:
@@ -90,6 +91,8 @@ class FeatureSpec:
             out["split_by"] = self.split_by
         if self.aux_labels is not None:
             out["aux_labels"] = dict(self.aux_labels)
+        if self.oracle is not None:
+            out["oracle"] = self.oracle
         return out
 
     # ----- vocabularies -------------------------------------------------------------

@@ -22,7 +22,7 @@ _SPLIT_BY = ("user_id", "line")
 _FORMAT_TYPES = ("delimited", "libfm")
 _TOP_LEVEL_KEYS = {
     "name", "description", "adapter", "label", "user_id", "format", "split", "defaults",
-    "features", "cohort_axes", "c2al", "split_by", "aux_labels",
+    "features", "cohort_axes", "c2al", "split_by", "aux_labels", "oracle",
 }
 
 
@@ -78,6 +78,17 @@ def spec_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     by_name = {f.name: f for f in features}
     if not any(f.input for f in features):
         raise SpecError("spec: no feature has input: true")
+
+    oracle = raw.get("oracle")
+    if oracle is not None:
+        if not isinstance(oracle, str) or oracle not in by_name:
+            raise SpecError(f"oracle '{oracle}': must name a declared feature (the carried true click probability)")
+        if by_name[oracle].kind != "dense":
+            raise SpecError(f"oracle '{oracle}': must be a dense feature, got kind {by_name[oracle].kind}")
+        if by_name[oracle].input:
+            raise SpecError(f"oracle '{oracle}': must have input: false (a carried column, never a model input)")
+        if by_name[oracle].transforms or by_name[oracle].default is not None:
+            raise SpecError(f"oracle '{oracle}': takes no transforms or default (it is stored unchanged)")
 
     user_id = raw.get("user_id")
     if user_id is not None and (user_id not in by_name or by_name[user_id].kind != "categorical"):
@@ -151,7 +162,7 @@ def spec_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
         name=name, label=label, user_id=user_id, features=tuple(features), cohort_axes=axes,
         raw_format=raw_format, split=split, c2al=c2al, description=raw.get("description", ""),
         adapter=raw.get("adapter"), split_by=split_by,
-        aux_labels=None if aux_labels is None else dict(aux_labels),
+        aux_labels=None if aux_labels is None else dict(aux_labels), oracle=oracle,
     )
 
 
