@@ -60,25 +60,6 @@ def test_ne_diff_in_percent():
     assert diff["cohorts"]["axis"] == {"a": pytest.approx(2.0), "b": pytest.approx(-3.0)}
 
 
-def test_paired_t_test_matches_closed_forms():
-    """Two-sided p of Student's t: df=1 is 1 - 2 atan(|t|)/pi, df=2 is 1 - |t| / sqrt(t^2 + 2)."""
-    from zoo.metrics import paired_t_test
-
-    one = paired_t_test([0.1, 0.2], [0.0, 0.0])          # diffs 0.1, 0.2: t = 0.15 / (0.0707 / sqrt 2) = 3
-    assert one["df"] == 1 and one["t"] == pytest.approx(3.0, abs=1e-4)
-    assert one["p"] == pytest.approx(1 - 2 * math.atan(3.0) / math.pi, abs=1e-5)
-    two = paired_t_test([1.0, 2.0, 4.0], [0.5, 0.5, 0.5])  # diffs 0.5, 1.5, 3.5
-    t = two["t"]
-    assert two["df"] == 2 and t == pytest.approx(1.8333 / (1.5275 / math.sqrt(3)), rel=1e-3)
-    assert two["p"] == pytest.approx(1 - t / math.sqrt(t * t + 2), abs=1e-4)
-    # Larger df against a table value: t = 2.776445 at df = 4 is the two-sided 5 % critical value.
-    d = [1.0, 2.0, 3.0, 4.0, 5.0]
-    scale = 2.776445 / paired_t_test(d, [0.0] * 5)["t"]
-    shifted = [3.0 + (x - 3.0) / scale for x in d]       # same mean, spread scaled: t = 2.776445
-    assert paired_t_test(shifted, [0.0] * 5)["p"] == pytest.approx(0.05, abs=2e-4)
-    assert paired_t_test([1.0, 1.0], [1.0, 1.0])["p"] == 1.0   # identical pairs: no evidence
-
-
 def test_gap_closed_on_hand_numbers():
     def res(overall, head, tail=None):
         cohorts = {"h": {"ne": head}} if tail is None else {"h": {"ne": head}, "t": {"ne": tail}}

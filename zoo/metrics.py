@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import math
-import statistics
 
 import numpy as np
 
@@ -137,42 +135,3 @@ def gap_closed(base: Mapping[str, Any], variant: Mapping[str, Any], oracle: Mapp
         }
     return out
 
-
-def _regularized_incomplete_beta(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b) (Lentz continued fraction; Numerical Recipes 6.4)."""
-    if x <= 0.0 or x >= 1.0:
-        return 0.0 if x <= 0.0 else 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(1 - x))
-    if x > (a + 1) / (a + b + 2):
-        return 1.0 - _regularized_incomplete_beta(b, a, 1 - x)
-    f, c, d = 1.0, 1.0, 0.0
-    for i in range(400):
-        m = i // 2
-        if i == 0:
-            num = 1.0
-        elif i % 2 == 0:
-            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        else:
-            num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
-        d = 1.0 + num * d
-        d = 1.0 / (d if abs(d) > 1e-300 else 1e-300)
-        c = 1.0 + num / c if abs(c) > 1e-300 else 1e-300
-        f *= c * d
-        if abs(1.0 - c * d) < 1e-12:
-            break
-    return front * (f - 1.0) / a
-
-
-def paired_t_test(a: list[float], b: list[float]) -> dict:
-    """Two-sided paired t-test of mean(a - b) = 0: t, degrees of freedom, p-value."""
-    diffs = [x - y for x, y in zip(a, b)]
-    n = len(diffs)
-    if n < 2:
-        return {"t": None, "df": n - 1, "p": None}
-    sd = statistics.stdev(diffs)
-    if sd == 0:
-        return {"t": None, "df": n - 1, "p": 1.0 if statistics.fmean(diffs) == 0 else 0.0}
-    t = statistics.fmean(diffs) / (sd / math.sqrt(n))
-    df = n - 1
-    p = _regularized_incomplete_beta(df / 2, 0.5, df / (df + t * t))  # P(|T| >= |t|)
-    return {"t": round(t, 4), "df": df, "p": round(p, 5)}

@@ -340,10 +340,12 @@ def format_report(summary: Mapping[str, Any]) -> str:
     variants = summary["variants"]
     oracle = summary.get("oracle")
     rows = dict(variants, **({"oracle": oracle} if oracle is not None else {}))
-    lines = [f"{'variant':<10} {'rows':>8} {'AUC':>8} {'logloss':>8} {'NE':>8}"]
+    lines = [f"{'variant':<10} {'rows':>8} {'AUC':>8} {'logloss':>8} {'NE':>8}  epochs (best; cap reached)"]
     for name, res in rows.items():
         o = res["overall"]
-        lines.append(f"{name:<10} {o['rows']:>8d} {o['auc']:>8.4f} {o['log_loss']:>8.4f} {o['ne']:>8.4f}")
+        fit = res.get("training")
+        epochs = f"  {fit['epochs_run']} ({fit['best_epoch']}; {'yes' if fit['hit_cap'] else 'no'})" if fit else ""
+        lines.append(f"{name:<10} {o['rows']:>8d} {o['auc']:>8.4f} {o['log_loss']:>8.4f} {o['ne']:>8.4f}{epochs}")
     diff = summary.get("ne_diff_percent")
     if diff is not None:
         lines.append(f"NE_diff overall (C2AL vs baseline): {diff['overall']:+.3f}%")

@@ -142,8 +142,6 @@ class Job:
         self.log(f"{self.dataset} {self.backbone} {run.key}: valid NE {o['ne']:.5f} AUC {o['auc']:.4f} "
                  f"({fitted.epochs_run} epochs, best {fitted.best_epoch}{', CAP' if fitted.hit_cap else ''}, "
                  f"{fitted.seconds:.0f} s)")
-        if run.variant == BASELINE and run.seed == self.plan.seeds[0] and "pairs" not in self.record:
-            self._discover(p_valid)
         return entry
 
     def _diagnostics(self, run: Run, pair):
@@ -163,7 +161,14 @@ class Job:
                           probe_cohorts={"head": head[:, 0] > 0, "tail": tail[:, 0] > 0})
         return C2ALDiagnostics(inputs_of(self.spec, probe), every_n_steps=steps, max_abs_y=0, **kwargs)
 
-    def _discover(self, p_valid: np.ndarray) -> None:
+    def discover(self) -> None:
+        """Cohort discovery on the seed-0 baseline's validation predictions (once per job)."""
+        if "pairs" in self.record:
+            return
+        run = Run(BASELINE, self.plan.seeds[0])
+        model = build_run_model(self.backbone, self.model_cfg, self.spec, run, 1e-3)
+        model.load_weights(self._weights(run))
+        p_valid = predict(model, self.spec, self.valid)
         axis = self.spec.axis(self.spec.c2al["axis"])
         opts = self.plan.discovery
         hist = cohorts.CohortHistograms(list(axis.cohorts), bins=opts["bins"])
@@ -178,6 +183,7 @@ class Job:
         plan = self.plan
         for seed in plan.seeds:
             self.do(Run(BASELINE, seed))
+        self.discover()
         curve = self.sweep()
         chosen = select(curve, plan.select_on)
         options = self.head_options(chosen)
@@ -246,6 +252,11 @@ class Job:
                 continue
             model = build_run_model(self.backbone, self.model_cfg, self.spec, run, 1e-3)
             model.load_weights(self._weights(run))
+            recorded = self.record["runs"][run.key]["valid"]["overall"]["ne"]
+            reloaded = evaluate(self.spec, self.valid, predict(model, self.spec, self.valid))["overall"]["ne"]
+            if not abs(reloaded - recorded) <= 1e-6 * max(1.0, abs(recorded)):
+                raise RuntimeError(f"{run.key}: the reloaded weights give validation NE {reloaded}, the run "
+                                   f"recorded {recorded}; {self._weights(run)} is not this run's")
             arrays = self.test.read(run.key)
             results[run.key] = evaluate(self.spec, arrays, predict(model, self.spec, arrays))
         self.save()

@@ -107,6 +107,7 @@ def sample_weights(spec: FeatureSpec, train: Mapping[str, np.ndarray], run: Run,
 def build_run_model(backbone: str, model_cfg: Mapping[str, Any], spec: FeatureSpec, run: Run,
                     learning_rate: float) -> keras.Model:
     """The compiled training model of a run; the shared path's initial weights depend on the seed only."""
+    keras.backend.clear_session()  # a long job builds many models: free the previous ones' state
     keras.utils.set_random_seed(run.seed)
     hparams = dict(embedding=model_cfg["embedding"], **model_cfg["hparams"])
     if run.variant == BASELINE:

@@ -1,0 +1,122 @@
+"""The C2AL study (zoo.study, bench/c2al_study.py): the plan's checks, the pairing of runs, the
+validation-only selection with a sealed test split, and the quick mode end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import ROOT, SPEC, batch
+from zoo.protocol import Protocol
+from zoo.study.job import SealedSplit, TestSplitSealed, select
+from zoo.study.plan import PlanError, load_plan, plan_from_mapping
+from zoo.study.runs import Run, evaluate, predict, train_run
+
+PLAN = os.path.join(ROOT, "bench", "c2al_study.yaml")
+PAIR = {"axis": "seg", "head": "a", "tail": "b"}
+CONFIG = {"embedding": {"type": "plain"}, "hparams": dict(num_cross_layers=2, dnn_units=[8, 4], dropout=0.3),
+          "c2al": {}}
+
+
+def arrays(n, seed):
+    x, y = batch(n, seed)
+    return {**x, "y": y, "cohort/seg": np.random.default_rng(seed).integers(0, 3, (n, 1))}
+
+
+@pytest.mark.multi_backend
+def test_lambda_zero_reproduces_the_baseline_exactly_and_lambda_one_does_not():
+    """Same initial weights, data order and dropout masks (dropout 0.3 here): with lambda 0 the C2AL
+    and reweight runs make the baseline's updates, so their predictions are bit-identical."""
+    train, valid = arrays(512, 0), arrays(256, 1)
+    p = {}
+    for run in (Run("baseline", 3), Run("c2al", 3, 0.0), Run("reweight", 3, 0.0), Run("c2al", 3, 1.0)):
+        model, fitted = train_run("dcnv2", CONFIG, SPEC, train, valid, run, PAIR, Protocol(max_epochs=3), 64, 3e-3)
+        p[run.key] = predict(model, SPEC, valid)
+        assert fitted.epochs_run >= 2
+    base = p["baseline|seed=3"]
+    np.testing.assert_array_equal(p["c2al|lambda=0|seed=3"], base)
+    np.testing.assert_array_equal(p["reweight|lambda=0|seed=3"], base)
+    assert np.abs(p["c2al|lambda=1|seed=3"] - base).max() > 1e-3
+    assert evaluate(SPEC, valid, base)["overall"]["rows"] == 256
+
+
+def test_the_test_split_is_sealed_until_the_selection_is_final_and_read_once_per_run():
+    split = SealedSplit({"y": np.zeros(3)})
+    with pytest.raises(TestSplitSealed, match="before the selection was final"):
+        split.read("baseline|seed=0")
+    split.unseal()
+    assert split.read("baseline|seed=0")["y"].shape == (3,)
+    with pytest.raises(TestSplitSealed, match="read it a second time"):
+        split.read("baseline|seed=0")
+    assert split.reads == ["baseline|seed=0"]
+
+
+def test_selection_minimizes_the_chosen_validation_score_and_breaks_ties_low():
+    curve = {0.1: {"ne_overall": 0.90, "ne_cohorts": 0.80}, 0.3: {"ne_overall": 0.89, "ne_cohorts": 0.85},
+             1.0: {"ne_overall": 0.89, "ne_cohorts": 0.70}}
+    assert select(curve, "overall") == 0.3
+    assert select(curve, "cohorts") == 1.0
+
+
+def test_the_shipped_plan_and_its_quick_block_load():
+    full, quick = load_plan(PLAN), load_plan(PLAN, quick=True)
+    assert full.backbones == ["dlrm", "dcnv2", "autoint", "dhen", "wukong", "ple"]
+    assert set(full.datasets) == {"synthetic", "synthetic_nocontrast", "movielens100k", "frappe_x1"}
+    assert full.protocol.early_stopping_patience == 2 and full.protocol.monitor == "logloss"
+    assert quick.model_configs == "tiny" and quick.training["max_epochs"] == 3
+    assert quick.training["monitor"] == "logloss"  # merged key by key with the plan's training block
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"colour": 1}, "unknown key 'colour'"),
+    ({"backbones": ["nope"]}, r"backbones: unknown \['nope'\]"),
+    ({"sweep_seeds": [7]}, "sweep_seeds: must be a subset of seeds"),
+    ({"seeds": [0]}, "seeds: a paired test needs at least 2 seeds"),
+    ({"lambdas": [0.0]}, "lambdas: must be a non-empty list of positive numbers"),
+    ({"variants": ["reweigh"]}, "variants: unknown 'reweigh'"),
+    ({"training": {"batch_size": 8, "max_epochs": 0}}, "training.max_epochs: must be a positive int"),
+    ({"training": {"batch_size": 8, "epochs": 3}}, "training: unknown key 'epochs'"),
+    ({"head_options": [{"head": [8]}]}, r"head_options\[0\]: must set some of"),
+    ({"variant_datasets": ["criteo"]}, "variant_datasets: 'criteo' is not one of the plan's datasets"),
+])
+def test_a_bad_plan_names_the_key(change, message):
+    import yaml
+
+    with open(PLAN) as fh:
+        raw = yaml.safe_load(fh)
+    raw.update(change)
+    with pytest.raises(PlanError, match="^my.yaml: .*" + message):
+        plan_from_mapping(raw, where="my.yaml")
+
+
+def test_the_quick_study_runs_end_to_end_and_reads_the_test_split_only_for_the_final_runs(tmp_path):
+    """The quick mode (restricted to DCNv2 here to keep the suite short): prepare -> jobs -> report."""
+    work, out = str(tmp_path / "work"), str(tmp_path / "report")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "c2al_study.py"), "--quick", "--jobs", "0",
+                           "--backbones", "dcnv2", "--work", work, "--output", out],
+                          capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(work, "jobs", "synthetic__dcnv2", "job.json")) as fh:
+        job = json.load(fh)
+    plan = load_plan(PLAN, quick=True)
+    lam = job["selection"]["lambda"]
+    assert lam in plan.lambdas and set(job["selection"]["curve"]) == {str(float(v)) for v in plan.lambdas}
+    # every sweep lambda trained on the sweep seeds; only the finals (and the oracle) were tested
+    swept = {k for k, r in job["runs"].items() if r["variant"] == "c2al" and not r["options"]}
+    assert {f"c2al|lambda={v:g}|seed={s}" for v in plan.lambdas for s in plan.sweep_seeds} <= swept
+    assert set(job["test"]) == set(job["finals"]) | {"oracle"}
+    untested = [k for k in job["runs"] if k not in job["test"]]
+    assert untested and all(job["runs"][k]["variant"] == "c2al" for k in untested)
+    assert len(job["finals"]) == len(plan.seeds) * (2 + len(plan.variants))
+    # the oracle's test NE is that of the stored true probabilities, below the baseline's
+    base = job["test"]["baseline|seed=0"]["overall"]["ne"]
+    assert job["test"]["oracle"]["overall"]["ne"] < base
+    report = open(os.path.join(out, "report.md")).read()
+    assert report.index("## Verdict") < report.index("## synthetic")
+    assert f"| {lam:g} (chosen) |" in report and "gap closed head" in report
+    assert "gradients/aux_head/head/cosine" in report
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results["summaries"]["synthetic__dcnv2"]["epochs"]["runs"] == len(job["runs"])
