@@ -201,6 +201,7 @@ def summarize(runs: dict, config: dict) -> dict:
         losses = [r["test_logloss"] for r in model_runs]
         row = {
             "seeds": len(model_runs),
+            "runs_at_epoch_cap": sum(1 for r in model_runs if r.get("hit_cap")),
             "auc_mean": round(statistics.fmean(aucs), 6),
             "auc_std": round(statistics.stdev(aucs), 6) if len(aucs) > 1 else 0.0,
             "logloss_mean": round(statistics.fmean(losses), 6),
