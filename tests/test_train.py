@@ -39,6 +39,10 @@ def test_train_cli_writes_per_cohort_metrics_and_exports(data_dir, tmp_path):
         assert 0.5 < result["overall"]["auc"] < 1.0 and 0 < result["overall"]["ne"] < 5
         assert os.path.exists(os.path.join(out, variant, "model.keras"))
         assert os.listdir(os.path.join(out, variant, "tensorboard"))
+        # the protocol's record: the tiny config trains every epoch up to the cap (no early stopping)
+        fit = result["training"]
+        assert (fit["epochs_run"], fit["best_epoch"], fit["hit_cap"], fit["stopped_early"]) == (4, 4, True, False)
+        assert len(fit["history"]["val_logloss_exact"]) == 4 and 0.5 < fit["history"]["val_auc_exact"][-1] < 1
     diff = summary["ne_diff_percent"]
     base, c2al = summary["variants"]["baseline"]["overall"]["ne"], summary["variants"]["c2al"]["overall"]["ne"]
     assert diff["overall"] == pytest.approx(100 * (c2al - base) / base)
