@@ -219,6 +219,7 @@ class SpecView(Protocol):
 
     name: str
     label: str
+    labels: tuple[str, ...]
     features: tuple[Feature, ...]
     cohort_axes: tuple[CohortAxis, ...]
     raw_format: RawFormat
