@@ -34,6 +34,8 @@ MODEL_KEYS = ("base", "backbone") + BLOCKS
 TRAINING_DEFAULTS: dict[str, Any] = {
     "batch_size": 1024,
     "learning_rate": 1e-3,
+    # Multi-task specs (labels: [..]): loss weight per label, {label: weight >= 0}; unlisted labels 1.0.
+    "task_weights": {},
     **dataclasses.asdict(Protocol()),
 }
 
@@ -50,7 +52,14 @@ def _positive_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
+def _task_weights(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+        for k, v in value.items())
+
+
 _TRAINING_CHECKS = {
+    "task_weights": (_task_weights, "a mapping {label: number >= 0}"),
     "batch_size": (_positive_int, "a positive int"),
     "learning_rate": (_positive_number, "a positive number"),
 }
@@ -73,6 +82,7 @@ def training_options(block: Mapping[str, Any] | None, where: str = "training") -
         if not valid(options[key]):
             raise ConfigError(f"{where}.{key}: must be {expected}, got {options[key]!r}")
     options["learning_rate"] = float(options["learning_rate"])
+    options["task_weights"] = {k: float(v) for k, v in options["task_weights"].items()}
     try:
         Protocol.from_mapping(options, where)
     except ValueError as err:

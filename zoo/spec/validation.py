@@ -54,6 +54,11 @@ def spec_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
                             f"(labels: {list(labels)})")
         seen.add(rf["name"])
     by_name = {f.name: f for f in features}
+    for lab in labels[1:]:
+        for taken in (f"task_{lab}", f"task_{lab}_logit"):
+            if taken in by_name:
+                raise SpecError(f"feature '{taken}': clashes with the model output of label '{lab}' "
+                                f"(task_{lab}); rename the feature")
 
     # Shared tables must exist, own a table, and be id features.
     resolved = []
