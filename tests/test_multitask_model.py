@@ -114,7 +114,11 @@ def test_c2al_heads_beside_the_task_heads_and_served_graph_has_tasks_only(name, 
     h = model.get_layer("primary_logit").input
     assert model.get_layer(f"{AUX_HEAD}_logit").input is h
     compile_model(model, 0.01, {"lambda_head": 0.1, "lambda_tail": 0.2}, auc_metric=False)
-    assert model.compiled_loss is not None or model.loss is not None
+    x, y = two_task_batch(64)
+    y = {**y, AUX_HEAD: y[PRIMARY] * (x["wide"] == 0), AUX_TAIL: y[PRIMARY] * (x["wide"] == 1)}
+    r = model.evaluate(x, y, verbose=0, return_dict=True)  # BCE(primary) + BCE(task) + lambdas * BCE(aux)
+    np.testing.assert_allclose(r["loss"], r[f"{PRIMARY}_loss"] + r[f"{T2}_loss"] + 0.1 * r[f"{AUX_HEAD}_loss"]
+                               + 0.2 * r[f"{AUX_TAIL}_loss"], rtol=1e-4)
     served = served_model(model)
     assert sorted(served.output) == [PRIMARY, T2]
     names = {layer.name for layer in served.layers}
