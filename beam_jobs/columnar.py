@@ -156,9 +156,10 @@ class BatchParser:
         bad = np.zeros(n, dtype=bool)
         values: dict[str, Any] = {}
         seq_lengths: dict[str, np.ndarray] = {}
-        label, lbad = float_column(columns[self.col_index[spec.label]], n, None)
-        bad |= lbad | ~((label == 0.0) | (label == 1.0))
-        values[spec.label] = label
+        for name in spec.labels:
+            label, lbad = float_column(columns[self.col_index[name]], n, None)
+            bad |= lbad | ~((label == 0.0) | (label == 1.0))
+            values[name] = label
         for f in spec.features:
             col = columns[self.col_index[f.name]]
             if f.kind == "dense":
@@ -271,7 +272,7 @@ class BatchParser:
         """Parsed rows (``parse_raw_row`` dicts) in batch form."""
         spec = self.spec
         n = len(rows)
-        values: dict[str, Any] = {spec.label: np.array([r[spec.label] for r in rows], dtype=np.float64)}
+        values: dict[str, Any] = {name: np.array([r[name] for r in rows], dtype=np.float64) for name in spec.labels}
         seq_lengths = {}
         for f in spec.features:
             col = [r[f.name] for r in rows]
@@ -326,7 +327,7 @@ class BatchParser:
         spec = self.spec
         cohorts = self.cohort_ids(batch) if cohorts is None else cohorts
         n = batch.n
-        out = {spec.label: batch.values[spec.label].astype(np.float32).reshape(n, 1)}
+        out = {name: batch.values[name].astype(np.float32).reshape(n, 1) for name in spec.labels}
         for f in spec.features:
             v = batch.values[f.name]
             if f.kind == "dense":
@@ -347,7 +348,8 @@ class StatsLayout:
     """The flat int accumulator of dataset statistics (merging is an element-wise sum).
 
     Layout: rows, positives; per split (rows, positives); per axis, per cohort (rows, positives);
-    per id feature the OOV id count; per sequence feature the truncated-row count.
+    per id feature the OOV id count; per sequence feature the truncated-row count; per label after
+    the primary (multi-task specs), positives overall and per split.
     """
 
     def __init__(self, spec: FeatureSpec):
@@ -361,7 +363,8 @@ class StatsLayout:
             offset += 2 * len(axis.cohorts)
         self.oov_offset = offset
         self.trunc_offset = offset + len(self.id_features)
-        self.size = self.trunc_offset + len(self.seq_features)
+        self.label_offset = self.trunc_offset + len(self.seq_features)
+        self.size = self.label_offset + (1 + len(SPLITS)) * (len(spec.labels) - 1)
 
     def batch_counts(self, batch: Batch, cohorts: Mapping[str, np.ndarray]) -> list[int]:
         spec = self.spec
@@ -387,6 +390,11 @@ class StatsLayout:
                 acc[self.oov_offset + k] = int((kept & ((v < 0) | (v >= f.vocab_size))).sum())
         for k, f in enumerate(self.seq_features):
             acc[self.trunc_offset + k] = int((batch.seq_lengths[f.name] > f.max_length).sum())
+        for k, name in enumerate(spec.labels[1:]):
+            offset = self.label_offset + (1 + len(SPLITS)) * k
+            task_pos = (batch.values[name] == 1.0).astype(np.int64)
+            acc[offset] = int(task_pos.sum())
+            acc[offset + 1:offset + 1 + len(SPLITS)] = np.bincount(split, weights=task_pos, minlength=len(SPLITS))
         return acc.tolist()
 
     def extract(self, acc: Sequence[int]) -> dict[str, Any]:
@@ -408,4 +416,13 @@ class StatsLayout:
         for k, f in enumerate(self.seq_features):
             features[f.name]["truncated"] = acc[self.trunc_offset + k]
         out["features"] = features
+        if len(spec.labels) > 1:  # positives per label (the primary's are the top-level counts)
+            per_label = {spec.label: (acc[1], [acc[3 + 2 * i] for i in range(len(SPLITS))])}
+            for k, name in enumerate(spec.labels[1:]):
+                offset = self.label_offset + (1 + len(SPLITS)) * k
+                per_label[name] = (acc[offset], list(acc[offset + 1:offset + 1 + len(SPLITS)]))
+            out["labels"] = {name: counts(acc[0], total) for name, (total, _) in per_label.items()}
+            for i, split in enumerate(SPLITS):
+                out["splits"][split]["labels"] = {name: counts(acc[2 + 2 * i], by_split[i])
+                                                  for name, (_, by_split) in per_label.items()}
         return out

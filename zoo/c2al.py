@@ -48,8 +48,10 @@ from typing import Any, Mapping, Sequence
 import keras
 
 from layers import MLP, validation
-from zoo.model import BACKBONE_LAYER, PRIMARY, build, interaction_output, primary_head, shared_representation
+from zoo.model import (BACKBONE_LAYER, PRIMARY, build, interaction_output, primary_head, shared_representation,
+                       task_output_names)
 from zoo.registry import get_backbone
+from zoo.spec import TASK_PREFIX
 
 AUX_HEAD, AUX_TAIL = "aux_head", "aux_tail"
 ROLES = {"head": AUX_HEAD, "tail": AUX_TAIL}
@@ -130,7 +132,8 @@ def C2AL(model: keras.Model, head_units: Any = (), tap: str = DEFAULT_TAP,
       heads: the auxiliary outputs, a non-empty subset of ``("aux_head", "aux_tail")``.
 
     Returns:
-      A model with outputs ``{"primary", *heads}`` sharing every baseline layer. Compile it with
+      A model with outputs ``{"primary", *heads}`` (and, for a multi-task model, every
+      ``task_<label>`` output beside them) sharing every baseline layer. Compile it with
       :func:`loss_weights`.
     """
     if tap not in TAPS:
@@ -139,7 +142,7 @@ def C2AL(model: keras.Model, head_units: Any = (), tap: str = DEFAULT_TAP,
     if not heads or len(set(heads)) != len(heads) or not set(heads) <= set(ROLES.values()):
         raise ValueError(f"heads: must be a non-empty subset of {tuple(ROLES.values())}, got {heads}")
     x = shared_representation(model) if tap == DEFAULT_TAP else interaction_output(model)
-    outputs = {PRIMARY: model.get_layer(PRIMARY).output}
+    outputs = {name: model.get_layer(name).output for name in task_output_names(model)}
     for output in heads:
         outputs[output] = _aux_head(x, output, head_units_of(head_units, _role(output)))
     return keras.Model(model.inputs, outputs, name=f"c2al_{model.name}")
@@ -162,6 +165,9 @@ def ple_towers(name: str, spec, head_units: Any = (), **hparams: Any) -> keras.M
     mixes every task's specific experts); other settings raise ValueError.
     """
     cls = get_backbone(name)
+    if len(getattr(spec, "labels", ())) > 1:
+        raise ValueError(f"c2al ablation 'ple_towers': spec '{spec.name}' has several labels {list(spec.labels)}; "
+                         "the auxiliary tasks as PLE towers need a single-label spec (use ablation 'none')")
     if not hasattr(cls, "task_representations"):
         raise ValueError(f"c2al ablation 'ple_towers': needs a gated-experts backbone (ple, mmoe), got '{name}'")
     num_tasks = hparams.pop("num_tasks", 1)
@@ -224,21 +230,51 @@ def reweight_coefficients(lambda_head: float, lambda_tail: float, head_fraction:
 
 def _output_names(model: keras.Model) -> list[str]:
     names = {layer.name for layer in model.layers}
-    return [n for n in (PRIMARY, AUX_HEAD, AUX_TAIL) if n in names]
+    return task_output_names(model) + [n for n in (AUX_HEAD, AUX_TAIL) if n in names]
+
+
+def task_loss_weights(model: keras.Model, task_weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    """``{output: weight}`` of the model's task outputs: 1.0 each unless ``task_weights`` (by label:
+    ``primary``'s label or the ``<label>`` of ``task_<label>``) says otherwise; errors name the label."""
+    tasks = task_output_names(model)
+    by_label = {PRIMARY: PRIMARY, **{n[len(TASK_PREFIX):]: n for n in tasks if n != PRIMARY}}
+    weights = {n: 1.0 for n in tasks}
+    for label, weight in (task_weights or {}).items():
+        output = by_label.get(label)
+        if output is None and label not in by_label:
+            raise ValueError(f"task_weights: '{label}' is not a task of model '{model.name}' "
+                             f"(tasks: {[k for k in by_label if k != PRIMARY]})")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            raise ValueError(f"task_weights.{label}: must be a number >= 0, got {weight!r}")
+        weights[output] = float(weight)
+    return weights
 
 
 def compile_model(model: keras.Model, learning_rate: float, c2al: Mapping[str, Any] | None,
-                  auc_metric: bool = True) -> None:
+                  auc_metric: bool = True, task_weights: Mapping[str, float] | None = None,
+                  primary_label: str | None = None) -> None:
     """Adam, BCE on every output, the C2AL ``loss_weights`` of the model's auxiliary outputs, and the
     primary head's AUC. ``c2al`` (the lambdas) is None for the baseline. ``auc_metric=False`` leaves the
     per-step ``keras.metrics.AUC`` out (its 1,000 thresholds cost time; :mod:`zoo.protocol` computes
-    the exact validation metrics each epoch)."""
-    aux = _output_names(model)[1:]
+    the exact validation metrics each epoch).
+
+    A multi-task model (outputs ``task_<label>``) gets a BCE per task, weighted 1.0 each or by
+    ``task_weights`` (``{label: weight}``; the primary task by its label ``primary_label`` or ``"primary"``)."""
+    names = _output_names(model)
+    tasks = task_output_names(model)
+    aux = [n for n in names if n not in tasks]
+    tw = dict(task_weights or {})
+    if primary_label is not None and primary_label in tw:
+        tw[PRIMARY] = tw.pop(primary_label)
+    weights = task_loss_weights(model, tw)
     if c2al is None or not aux:
-        losses, weights = {PRIMARY: keras.losses.BinaryCrossentropy()}, None
+        losses = {name: keras.losses.BinaryCrossentropy() for name in tasks}
     else:
-        losses = {name: keras.losses.BinaryCrossentropy() for name in [PRIMARY, *aux]}
-        weights = loss_weights(c2al["lambda_head"], c2al["lambda_tail"], aux)
+        losses = {name: keras.losses.BinaryCrossentropy() for name in [*tasks, *aux]}
+        weights.update({k: v for k, v in loss_weights(c2al["lambda_head"], c2al["lambda_tail"], aux).items()
+                        if k != PRIMARY})
+    if set(weights.values()) == {1.0} and len(weights) == 1:
+        weights = None
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=losses,

@@ -2,7 +2,8 @@
 
 A model YAML has the blocks ``backbone`` (a registered name), ``embedding``
 (:func:`zoo.encoder.embedding_options`), ``hparams`` (the backbone's hyper-parameters, checked
-against its :class:`~zoo.backbone.HyperParameters`), ``training`` (:data:`TRAINING_DEFAULTS`) and ``c2al``
+against its :class:`~zoo.backbone.HyperParameters`), ``training`` (:data:`TRAINING_DEFAULTS`, plus the optional ``task_weights: {label: weight}`` of
+multi-task datasets) and ``c2al``
 (:func:`zoo.c2al.c2al_options`), and optionally ``base``: the path of another model YAML, relative
 to this one, whose blocks it starts from. Bases chain; a child overrides its base key by key inside
 each block (``training: {max_epochs: 1}`` changes only the epoch cap; ``hparams`` likewise), except that an
@@ -38,6 +39,12 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Optional training keys (no default filled in): multi-task specs (labels: [..]) take
+# ``task_weights: {label: weight >= 0}``, the loss weight per label (unlisted labels 1.0).
+TRAINING_OPTIONAL = ("task_weights",)
+TRAINING_KEYS = tuple(TRAINING_DEFAULTS) + TRAINING_OPTIONAL
+
+
 class ConfigError(ValueError):
     """A model YAML that cannot be used; the message names the file and the key."""
 
@@ -50,7 +57,14 @@ def _positive_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
+def _task_weights(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+        for k, v in value.items())
+
+
 _TRAINING_CHECKS = {
+    "task_weights": (_task_weights, "a mapping {label: number >= 0}"),
     "batch_size": (_positive_int, "a positive int"),
     "learning_rate": (_positive_number, "a positive number"),
 }
@@ -67,12 +81,14 @@ def training_options(block: Mapping[str, Any] | None, where: str = "training") -
       ConfigError: naming an unknown key or a value of the wrong type.
     """
     block = dict(block or {})
-    _check_keys(block, TRAINING_DEFAULTS, where)
+    _check_keys(block, TRAINING_KEYS, where)
     options = {**TRAINING_DEFAULTS, **block}
     for key, (valid, expected) in _TRAINING_CHECKS.items():
-        if not valid(options[key]):
+        if key in options and not valid(options[key]):
             raise ConfigError(f"{where}.{key}: must be {expected}, got {options[key]!r}")
     options["learning_rate"] = float(options["learning_rate"])
+    if "task_weights" in options:
+        options["task_weights"] = {k: float(v) for k, v in options["task_weights"].items()}
     try:
         Protocol.from_mapping(options, where)
     except ValueError as err:
@@ -137,7 +153,7 @@ def _read(path: str) -> dict[str, Any]:
         if value is not None and not isinstance(value, Mapping):
             raise ConfigError(f"{path}: {block}: must be a mapping, got {value!r}")
     # Checked in the file that has the typo (the merged result would lose which file it was).
-    _check_keys(cfg.get("training") or {}, TRAINING_DEFAULTS, f"{path}: training")
+    _check_keys(cfg.get("training") or {}, TRAINING_KEYS, f"{path}: training")
     _check_keys(cfg.get("c2al") or {}, C2AL_KEYS, f"{path}: c2al")
     return dict(cfg)
 

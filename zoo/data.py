@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from zoo.spec import COHORT_KEY_PREFIX, SPLITS, FeatureSpec, load_spec
+from zoo.spec import COHORT_KEY_PREFIX, SPLITS, TASK_PREFIX, FeatureSpec, load_spec
 
 SHARD_SUFFIX = ".tfrecord.gz"
 
@@ -42,7 +42,7 @@ def shard_pattern(data_dir: str, split: str) -> str:
 def read_split(data_dir: str, split: str, batch_size: int, *, spec: FeatureSpec | None = None,
                shuffle: bool = False, seed: int | None = None, shuffle_buffer: int = 100_000,
                repeat: bool = False, drop_remainder: bool = False) -> tf.data.Dataset:
-    """Parsed batches of one split: dict of label, every feature and ``cohort/<axis>`` ids.
+    """Parsed batches of one split: dict of every label, every feature and ``cohort/<axis>`` ids.
 
     Shapes: label and scalar features ``(B, 1)``, sequences ``(B, max_length)``.
 
@@ -183,7 +183,9 @@ def model_batches(spec: FeatureSpec, ds: tf.data.Dataset, c2al: Mapping[str, Any
                   cohort_weights: Mapping[str, float] | None = None) -> tf.data.Dataset:
     """Maps parsed batches to Keras ``(x, y)`` or ``(x, y, sample_weight)``.
 
-    ``x`` holds the model inputs only. ``y`` is ``{"primary": y}``, plus, when ``c2al`` gives a
+    ``x`` holds the model inputs only. ``y`` is ``{"primary": y}`` (the primary label), plus one
+    ``"task_<label>"`` target per further label of a multi-task spec (``labels: [..]``; the output names
+    of :func:`zoo.model.task_output`), plus, when ``c2al`` gives a
     (head, tail) pair (:func:`c2al_masks`, cohort or quantile form), ``aux_head = y * 1[head]`` and
     ``aux_tail = y * 1[tail]`` (those named in ``aux``).
 
@@ -215,6 +217,8 @@ def model_batches(spec: FeatureSpec, ds: tf.data.Dataset, c2al: Mapping[str, Any
         x = {n: batch[n] for n in names}
         y = batch[spec.label]
         targets = {"primary": y}
+        for label in spec.labels[1:]:
+            targets[TASK_PREFIX + label] = batch[label]
         if c2al is None:
             return x, targets
         head, tail = c2al_masks(spec, batch, c2al)

@@ -39,8 +39,8 @@ from zoo import c2al as c2al_lib
 from zoo.c2al import compile_model
 from zoo import data, metrics, protocol
 from zoo.config import load_model_config, training_options
-from zoo.model import PRIMARY, build, primary_model
-from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec, load_spec
+from zoo.model import PRIMARY, build, served_model
+from zoo.spec import COHORT_KEY_PREFIX, TASK_PREFIX, FeatureSpec, load_spec
 
 VARIANTS = ("baseline", "c2al")
 COHORT_KEYS, QUANTILE_KEYS = data.COHORT_KEYS, data.QUANTILE_KEYS
@@ -112,8 +112,37 @@ def build_variant(variant: str, spec: FeatureSpec, model_cfg: Mapping[str, Any],
         model = c2al_lib.build_c2al(model_cfg["backbone"], spec, model_cfg["c2al"], **hparams)
     else:
         model = build(model_cfg["backbone"], spec, **hparams)
-    compile_model(model, model_cfg["training"]["learning_rate"], c2al if variant == "c2al" else None)
+    check_task_weights(spec, model_cfg["training"].get("task_weights"))
+    compile_model(model, model_cfg["training"]["learning_rate"], c2al if variant == "c2al" else None,
+                  task_weights=model_cfg["training"].get("task_weights"), primary_label=spec.label)
     return model
+
+
+def check_task_weights(spec: FeatureSpec, task_weights: Mapping[str, float] | None) -> None:
+    """Raises ValueError naming a ``training.task_weights`` key that is not a label of the spec."""
+    for label in task_weights or {}:
+        if label not in spec.labels:
+            raise ValueError(f"training.task_weights: '{label}' is not a label of spec '{spec.name}' "
+                             f"(labels: {list(spec.labels)})")
+
+
+def predict_tasks(model: keras.Model, spec: FeatureSpec, data_dir: str, split: str, batch_size: int) -> tuple:
+    """``({label: y}, {label: p}, cohort ids per axis)`` of every row of a split for every task of a
+    multi-task model (outputs ``primary`` and ``task_<label>``), in one pass."""
+    names = [f.name for f in spec.inputs]
+    outputs = {label: (PRIMARY if label == spec.label else TASK_PREFIX + label) for label in spec.labels}
+    ys = {label: [] for label in spec.labels}
+    probs = {label: [] for label in spec.labels}
+    cohorts = {a.name: [] for a in spec.cohort_axes}
+    for batch in data.read_split(data_dir, split, batch_size, spec=spec).as_numpy_iterator():
+        out = model.predict_on_batch({n: batch[n] for n in names})
+        for label, output in outputs.items():
+            probs[label].append(np.asarray(out[output]).ravel())
+            ys[label].append(batch[label][:, 0])
+        for a in spec.cohort_axes:
+            cohorts[a.name].append(batch[COHORT_KEY_PREFIX + a.name][:, 0])
+    cat = lambda d: {k: np.concatenate(v) for k, v in d.items()}  # noqa: E731
+    return cat(ys), cat(probs), cat(cohorts)
 
 
 def predict_split(model: keras.Model | None, spec: FeatureSpec, data_dir: str, split: str,
@@ -199,12 +228,18 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
                           protocol=protocol.Protocol.from_mapping(train_cfg, "training"),
                           extra_callbacks=callbacks, steps_per_epoch=steps_per_epoch, verbose=verbose,
                           shuffle=False)  # the tf.data pipeline shuffles
-    y, p, cohorts = predict_split(model, spec, data_dir, "test", batch_size * 4)
-    result = metrics.evaluate(y, p, cohorts, {a.name: list(a.cohorts) for a in spec.cohort_axes})
+    names = {a.name: list(a.cohorts) for a in spec.cohort_axes}
+    if spec.multi_task:  # every task on the test split; the primary's metrics stay the top-level ones
+        ys, ps, cohorts = predict_tasks(model, spec, data_dir, "test", batch_size * 4)
+        result = metrics.evaluate(ys[spec.label], ps[spec.label], cohorts, names)
+        result["tasks"] = {label: metrics.evaluate(ys[label], ps[label], cohorts, names) for label in spec.labels}
+    else:
+        y, p, cohorts = predict_split(model, spec, data_dir, "test", batch_size * 4)
+        result = metrics.evaluate(y, p, cohorts, names)
     result["train_seconds"] = fitted.seconds
     result["training"] = {k: v for k, v in fitted.to_dict().items() if k != "seconds"}
     result["epochs_run"] = fitted.epochs_run
-    result["params"] = {"total": int(model.count_params()), "served": int(primary_model(model).count_params())}
+    result["params"] = {"total": int(model.count_params()), "served": int(served_model(model).count_params())}
     model.save(os.path.join(run_dir, "model.keras"))
     return model, result
 
@@ -346,6 +381,18 @@ def format_report(summary: Mapping[str, Any]) -> str:
         fit = res.get("training")
         epochs = f"  {fit['epochs_run']} ({fit['best_epoch']}; {'yes' if fit['hit_cap'] else 'no'})" if fit else ""
         lines.append(f"{name:<10} {o['rows']:>8d} {o['auc']:>8.4f} {o['log_loss']:>8.4f} {o['ne']:>8.4f}{epochs}")
+    tasked = {name: res["tasks"] for name, res in variants.items() if res.get("tasks")}
+    if tasked:  # multi-task: every task's metrics, overall and per cohort
+        lines.append(f"per task ({'variant':<10} {'task':<14} {'rows':>8} {'AUC':>8} {'logloss':>8} {'NE':>8}):")
+        for name, tasks in tasked.items():
+            for task, res in tasks.items():
+                o = res["overall"]
+                lines.append(f"  {name:<18} {task:<14} {o['rows']:>8d} {o['auc']:>8.4f} {o['log_loss']:>8.4f} "
+                             f"{o['ne']:>8.4f}")
+                for axis, cohorts in res["cohorts"].items():
+                    for cohort, m in cohorts.items():
+                        lines.append(f"    {axis}={cohort:<12} rows {m['rows']:>7d} AUC {m['auc']:.4f} "
+                                     f"logloss {m['log_loss']:.4f} NE {m['ne']:.4f}")
     diff = summary.get("ne_diff_percent")
     if diff is not None:
         lines.append(f"NE_diff overall (C2AL vs baseline): {diff['overall']:+.3f}%")

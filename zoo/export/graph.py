@@ -1,4 +1,5 @@
-"""The served graph: a model's primary path with its MLET tables folded, inputs checked against the spec."""
+"""The served graph: a model's task paths (the primary path, plus every task head of a multi-task model)
+with its MLET tables folded, inputs checked against the spec."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import keras
 
 from zoo.export.contract import FeatureError
 from zoo.folding import fold_mlet
-from zoo.model import PRIMARY, primary_model
+from zoo.model import PRIMARY, primary_model, served_model, task_output_names
 from zoo.spec import FeatureSpec
 
 
@@ -20,9 +21,19 @@ def primary_path(model: keras.Model) -> keras.Model:
                      f"outputs; cannot tell which one to serve")
 
 
+def task_paths(model: keras.Model) -> keras.Model:
+    """The model's inputs to every task output: :func:`primary_path` for a single-task model, else a
+    model with outputs ``{"primary", "task_<label>", ..}`` (:func:`zoo.model.served_model`; auxiliary
+    heads dropped)."""
+    if len(task_output_names(model)) > 1:
+        return served_model(model)
+    return primary_path(model)
+
+
 def serving_model(model: keras.Model, spec: FeatureSpec) -> keras.Model:
-    """The served graph: primary path only, MLET tables folded, inputs checked against the spec."""
-    served = fold_mlet(primary_path(model))
+    """The served graph: the task paths only (:func:`task_paths`), MLET tables folded, inputs checked
+    against the spec."""
+    served = fold_mlet(task_paths(model))
     check_model_inputs(served, spec)
     return served
 

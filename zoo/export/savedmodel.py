@@ -13,8 +13,8 @@ from typing import Mapping
 import keras
 import numpy as np
 
-from zoo.export.contract import EXAMPLES_INPUT, EXAMPLES_SIGNATURE, OUTPUT, SIGNATURE, TOLERANCE
-from zoo.export.graph import primary_path, serving_model
+from zoo.export.contract import EXAMPLES_INPUT, EXAMPLES_SIGNATURE, OUTPUT, SIGNATURE, TOLERANCE, output_key
+from zoo.export.graph import serving_model, task_paths
 from zoo.export.requests import serialize_examples, warmup_features, write_warmup_requests
 from zoo.spec import FeatureSpec
 
@@ -81,10 +81,10 @@ def export_saved_model(model: keras.Model, spec: FeatureSpec, export_root: str, 
     archive.track(served)
 
     def serve(features):
-        return {OUTPUT: tf.cast(served(features, training=False), tf.float32)}
+        return signature_outputs(served(features, training=False))
 
     def serve_examples(examples):
-        return {OUTPUT: tf.cast(served(tf.io.parse_example(examples, parse_spec), training=False), tf.float32)}
+        return signature_outputs(served(tf.io.parse_example(examples, parse_spec), training=False))
 
     archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=[spec.serving_signature()])
     archive.add_endpoint(name=EXAMPLES_SIGNATURE, fn=serve_examples,
@@ -96,8 +96,8 @@ def export_saved_model(model: keras.Model, spec: FeatureSpec, export_root: str, 
     try:
         archive.write_out(staging, verbose=False)
         write_warmup_requests(staging, spec, features, model_name)
-        if verify:  # against the unfolded primary path: checks the MLET fold too
-            _verify(staging, primary_path(model), spec, features)
+        if verify:  # against the unfolded task paths: checks the MLET fold too
+            _verify(staging, task_paths(model), spec, features)
         if os.path.exists(path):  # overwrite=True was checked above
             shutil.rmtree(path)
         os.replace(staging, path)
@@ -107,21 +107,36 @@ def export_saved_model(model: keras.Model, spec: FeatureSpec, export_root: str, 
     return path
 
 
+def signature_outputs(result) -> dict:
+    """A served model's result as signature outputs: ``{"probability": ..}`` for one output, and for
+    a multi-task model one float32 ``(B, 1)`` entry per task (:func:`zoo.export.contract.output_key`)."""
+    import tensorflow as tf
+
+    if not isinstance(result, dict):
+        return {OUTPUT: tf.cast(result, tf.float32)}
+    return {output_key(name): tf.cast(value, tf.float32) for name, value in result.items()}
+
+
 def _verify(export_dir: str, reference: keras.Model, spec: FeatureSpec, features: Mapping[str, np.ndarray]) -> None:
     import tensorflow as tf
 
-    expected = keras.ops.convert_to_numpy(reference({k: tf.constant(v) for k, v in features.items()}, training=False))
+    result = reference({k: tf.constant(v) for k, v in features.items()}, training=False)
+    expected = {k: keras.ops.convert_to_numpy(v) for k, v in signature_outputs(result).items()}
     loaded = tf.saved_model.load(export_dir)
     got = {
-        SIGNATURE: loaded.signatures[SIGNATURE](**{k: tf.constant(v) for k, v in features.items()})[OUTPUT],
+        SIGNATURE: loaded.signatures[SIGNATURE](**{k: tf.constant(v) for k, v in features.items()}),
         EXAMPLES_SIGNATURE: loaded.signatures[EXAMPLES_SIGNATURE](
-            **{EXAMPLES_INPUT: tf.constant(serialize_examples(spec, features))})[OUTPUT],
+            **{EXAMPLES_INPUT: tf.constant(serialize_examples(spec, features))}),
     }
-    for name, value in got.items():
-        diff = float(np.max(np.abs(value.numpy() - expected)))
-        if not diff <= TOLERANCE:
-            raise RuntimeError(f"export: signature '{name}' differs from the Keras model by {diff:.3g} "
-                               f"(> {TOLERANCE}) on the warm-up rows")
+    for name, outputs in got.items():
+        if set(outputs) != set(expected):
+            raise RuntimeError(f"export: signature '{name}' has outputs {sorted(outputs)}, the Keras model "
+                               f"{sorted(expected)}")
+        for key, value in expected.items():
+            diff = float(np.max(np.abs(outputs[key].numpy() - value)))
+            if not diff <= TOLERANCE:
+                raise RuntimeError(f"export: signature '{name}' output '{key}' differs from the Keras model by "
+                                   f"{diff:.3g} (> {TOLERANCE}) on the warm-up rows")
 
 
 def _project_root() -> str:

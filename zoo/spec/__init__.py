@@ -73,7 +73,16 @@ a raw text column becomes one (all optional, applied by the Beam writer):
     model, the cohort axes and the statistics see) is the transformed one; a
     non-finite result is a ``bad_number`` dead letter.
 
-Top level: ``split_by: line`` splits rows by a stable hash of the raw line
+Top level: ``label: <column>`` names the one label (0/1), or ``labels: [<primary>, <other>, ...]``
+(not both) declares a multi-task dataset: one 0/1 column per task, the first the primary task
+(``FeatureSpec.label``; ``FeatureSpec.labels`` lists all). Every label is stored in the TFRecords
+and parsed by the reader; a value other than 0/1 in any of them dead-letters the row
+(``bad_label``, the message names the label); ``stats.json`` adds positives per label (``labels``,
+overall and per split). Label names are letters, digits and underscores, unique and not feature
+names: label ``<l>`` (not the primary) is the model output ``task_<l>`` and the served output
+``probability_<l>`` (the primary's are ``primary`` and ``probability``).
+
+``split_by: line`` splits rows by a stable hash of the raw line
 (datasets without a user id, e.g. Criteo) instead of the user id;
 ``format.type: libfm`` reads libFM/libSVM lines (``label idx:val ...``, one
 token per feature in column order: categorical features take ``idx``, dense
@@ -102,14 +111,15 @@ from zoo.spec.feature_spec import FeatureSpec
 from zoo.spec.hashing import hash_token, hash_tokens, stable_hash, stable_hash_array
 from zoo.spec.loader import load_spec, locate_spec_file
 from zoo.spec.rows import RowError, apply_transforms, parse_token
-from zoo.spec.schema import (AUX_KEY_PREFIX, COHORT_KEY_PREFIX, PAD_ID, SPLITS, CohortAxis, Feature, RawFormat,
-                             SpecError, Vocabulary)
+from zoo.spec.schema import (AUX_KEY_PREFIX, COHORT_KEY_PREFIX, PAD_ID, SPLITS, TASK_PREFIX, CohortAxis, Feature,
+                             RawFormat, SpecError, Vocabulary)
 
 __all__ = [
     "AUX_KEY_PREFIX",
     "COHORT_KEY_PREFIX",
     "PAD_ID",
     "SPLITS",
+    "TASK_PREFIX",
     "CohortAxis",
     "Feature",
     "FeatureSpec",

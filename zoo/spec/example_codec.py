@@ -68,11 +68,11 @@ def example_class():
 def example_values(spec: SpecView, row: Mapping[str, Any]) -> dict[str, list]:
     """Feature key -> value list as stored in a ``tf.train.Example``.
 
-    Stores label, every feature (ids as given: OOV mapping is the model's
+    Stores every label, every feature (ids as given: OOV mapping is the model's
     job, so the record keeps the truth and the OOV count stays auditable),
     padded sequences and the cohort id of every axis.
     """
-    values: dict[str, list] = {spec.label: [float(row[spec.label])]}
+    values: dict[str, list] = {label: [float(row[label])] for label in spec.labels}
     for f in spec.features:
         v = row[f.name]
         if f.kind == "sequence":
@@ -116,7 +116,7 @@ def example_layout(spec: SpecView) -> tuple[tuple[str, bool, int], ...]:
 
     :attr:`FeatureSpec.example_layout` caches it; the encoders read it from there.
     """
-    keys = [(spec.label, True, 1)]
+    keys = [(label, True, 1) for label in spec.labels]
     for f in spec.features:
         keys.append((f.name, f.kind == "dense", f.max_length if f.kind == "sequence" else 1))
     keys += [(COHORT_KEY_PREFIX + a.name, False, 1) for a in spec.cohort_axes]

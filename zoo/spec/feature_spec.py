@@ -37,6 +37,18 @@ class FeatureSpec:
     split_by: str = "user_id"  # or "line": a stable hash of the raw line
     aux_labels: Mapping[str, Any] | None = None  # set by beam_jobs.add_aux_labels
     oracle: str | None = None  # a carried dense feature holding the true P(y=1|x) (synthetic data)
+    labels: tuple[str, ...] = ()  # every task's label, the primary (``label``) first; () = (label,)
+
+    def __post_init__(self):
+        if not self.labels:
+            object.__setattr__(self, "labels", (self.label,))
+        elif self.labels[0] != self.label:
+            raise SpecError(f"labels: the first label {self.labels[0]!r} must be the primary label {self.label!r}")
+
+    @property
+    def multi_task(self) -> bool:
+        """True when the spec declares several labels (one task each)."""
+        return len(self.labels) > 1
 
     # ----- lookups -------------------------------------------------------------------
     def feature(self, name: str) -> Feature:
@@ -76,7 +88,7 @@ class FeatureSpec:
         out = {
             "name": self.name,
             "description": self.description,
-            "label": self.label,
+            **({"labels": list(self.labels)} if len(self.labels) > 1 else {"label": self.label}),
             "user_id": self.user_id,
             "format": self.raw_format.to_dict(),
             "split": dict(self.split),
@@ -207,10 +219,10 @@ class FeatureSpec:
 
     @property
     def float_keys(self) -> frozenset[str]:
-        """Stored keys holding floats: the label and the dense features."""
+        """Stored keys holding floats: the labels and the dense features."""
         keys = self.__dict__.get("_float_keys_cache")
         if keys is None:
-            keys = frozenset([self.label] + [f.name for f in self.features if f.kind == "dense"])
+            keys = frozenset(list(self.labels) + [f.name for f in self.features if f.kind == "dense"])
             object.__setattr__(self, "_float_keys_cache", keys)
         return keys
 
@@ -231,7 +243,7 @@ class FeatureSpec:
         """``tf.io.parse_example`` features.
 
         Args:
-          include: ``"all"`` (label, all features and cohort ids, for training and
+          include: ``"all"`` (every label, all features and cohort ids, for training and
             evaluation) or ``"inputs"`` (model inputs only, for serving).
         """
         import tensorflow as tf
@@ -239,7 +251,8 @@ class FeatureSpec:
         out: dict[str, Any] = {}
         feats = self.features if include == "all" else self.inputs
         if include == "all":
-            out[self.label] = tf.io.FixedLenFeature([1], tf.float32)
+            for label in self.labels:
+                out[label] = tf.io.FixedLenFeature([1], tf.float32)
         for f in feats:
             if f.kind == "dense":
                 out[f.name] = tf.io.FixedLenFeature([1], tf.float32)

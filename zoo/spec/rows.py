@@ -56,7 +56,7 @@ def parse_raw_row(spec: SpecView, fields: Sequence[str],
                   vocabularies: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
     """Parses one split raw row into typed values; raises :class:`RowError`.
 
-    Returns a dict with the label (float), every feature (int, float or
+    Returns a dict with every label (float), every feature (int, float or
     list of ints, before OOV mapping) and ``"__split__"`` when the format
     has a split column. Dense values are filled (``default``) and
     transformed (``transforms``); string and hex tokens are hashed
@@ -74,14 +74,15 @@ def parse_raw_row(spec: SpecView, fields: Sequence[str],
         )
     raw = dict(zip(cols, fields))
     row: dict[str, Any] = {}
-    label_text = raw[spec.label].strip()
-    try:
-        label = float(label_text)
-    except ValueError:
-        raise RowError("bad_label", f"label '{spec.label}': cannot parse {label_text!r}") from None
-    if label not in (0.0, 1.0):
-        raise RowError("bad_label", f"label '{spec.label}': {label_text!r} is not 0 or 1")
-    row[spec.label] = label
+    for name in spec.labels:
+        label_text = raw[name].strip()
+        try:
+            label = float(label_text)
+        except ValueError:
+            raise RowError("bad_label", f"label '{name}': cannot parse {label_text!r}") from None
+        if label not in (0.0, 1.0):
+            raise RowError("bad_label", f"label '{name}': {label_text!r} is not 0 or 1")
+        row[name] = label
     for f in spec.features:
         text = raw[f.name].strip()
         if f.kind == "dense":

@@ -16,6 +16,9 @@ COHORT_KEY_PREFIX = "cohort/"
 SPLITS = ("train", "valid", "test")
 
 AUX_KEY_PREFIX = "aux/"
+# A multi-task spec's label <l> other than the primary is the model output / target "task_<l>"
+# (zoo.model.task_output) and the served output "probability_<l>" (zoo.export).
+TASK_PREFIX = "task_"
 
 
 class SpecError(ValueError):
@@ -219,6 +222,7 @@ class SpecView(Protocol):
 
     name: str
     label: str
+    labels: tuple[str, ...]
     features: tuple[Feature, ...]
     cohort_axes: tuple[CohortAxis, ...]
     raw_format: RawFormat

@@ -21,7 +21,7 @@ _UNKNOWN_POLICIES = ("oov", "error")
 _SPLIT_BY = ("user_id", "line")
 _FORMAT_TYPES = ("delimited", "libfm")
 _TOP_LEVEL_KEYS = {
-    "name", "description", "adapter", "label", "user_id", "format", "split", "defaults",
+    "name", "description", "adapter", "label", "labels", "user_id", "format", "split", "defaults",
     "features", "cohort_axes", "c2al", "split_by", "aux_labels", "oracle",
 }
 
@@ -33,7 +33,8 @@ def spec_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise SpecError(f"spec: unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(_TOP_LEVEL_KEYS)}")
     name = _require(raw, "name", "spec", str)
-    label = _require(raw, "label", "spec", str)
+    labels = _parse_labels(raw)
+    label = labels[0]
     defaults = raw.get("defaults", {}) or {}
     default_dim = defaults.get("embedding_dim")
 
@@ -48,10 +49,16 @@ def spec_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
         features.append(_parse_feature(rf, default_dim))
         if rf["name"] in seen:
             raise SpecError(f"feature '{rf['name']}': declared twice")
-        if rf["name"] == label:
-            raise SpecError(f"feature '{rf['name']}': has the same name as the label")
+        if rf["name"] in labels:
+            raise SpecError(f"feature '{rf['name']}': has the same name as the label '{rf['name']}' "
+                            f"(labels: {list(labels)})")
         seen.add(rf["name"])
     by_name = {f.name: f for f in features}
+    for lab in labels[1:]:
+        for taken in (f"task_{lab}", f"task_{lab}_logit"):
+            if taken in by_name:
+                raise SpecError(f"feature '{taken}': clashes with the model output of label '{lab}' "
+                                f"(task_{lab}); rename the feature")
 
     # Shared tables must exist, own a table, and be id features.
     resolved = []
@@ -101,9 +108,12 @@ def spec_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise SpecError(f"split_by: must be one of {_SPLIT_BY}, got {split_by!r}")
 
     fmt = raw.get("format") or {}
-    columns = fmt.get("columns") or [label] + [f.name for f in features]
+    columns = fmt.get("columns") or list(labels) + [f.name for f in features]
     split_column = fmt.get("split_column")
-    needed = [label] + [f.name for f in features] + ([split_column] if split_column else [])
+    for lab in labels:
+        if lab not in columns:
+            raise SpecError(f"label '{lab}': not a column of format.columns {list(columns)}")
+    needed = [f.name for f in features] + ([split_column] if split_column else [])
     missing = [c for c in needed if c not in columns]
     if missing:
         raise SpecError(f"format.columns: missing column(s) {missing} for declared features/label")
@@ -116,6 +126,8 @@ def spec_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     if fmt_type not in _FORMAT_TYPES:
         raise SpecError(f"format.type: must be one of {_FORMAT_TYPES}, got {fmt_type!r}")
     if fmt_type == "libfm":
+        if len(labels) > 1:
+            raise SpecError(f"labels: format.type libfm has one label column, got {list(labels)}")
         if columns[0] != label or split_column or any(by_name.get(c) is None for c in columns[1:]):
             raise SpecError("format.type libfm: columns must be the label, then one feature per token")
         if any(by_name[c].kind == "sequence" for c in columns[1:]):
@@ -159,11 +171,34 @@ def spec_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
         if c2al["head"] == c2al["tail"]:
             raise SpecError("c2al: head and tail must be different cohorts")
     return dict(
-        name=name, label=label, user_id=user_id, features=tuple(features), cohort_axes=axes,
+        name=name, label=label, labels=labels, user_id=user_id, features=tuple(features), cohort_axes=axes,
         raw_format=raw_format, split=split, c2al=c2al, description=raw.get("description", ""),
         adapter=raw.get("adapter"), split_by=split_by,
         aux_labels=None if aux_labels is None else dict(aux_labels), oracle=oracle,
     )
+
+
+def _parse_labels(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    """The spec's labels: ``label: y`` (one task) or ``labels: [y, y2, ...]`` (multi-task; the first is primary)."""
+    if "label" in raw and "labels" in raw:
+        raise SpecError("labels: give either 'label' (one task) or 'labels' (a list, the first is the primary task), "
+                        "not both")
+    if "labels" not in raw:
+        return (_require(raw, "label", "spec", str),)
+    labels = raw["labels"]
+    if isinstance(labels, str):
+        labels = [labels]
+    if not isinstance(labels, list) or not labels:
+        raise SpecError(f"labels: must be a non-empty list of column names, got {labels!r}")
+    seen: set[str] = set()
+    for lab in labels:
+        if not isinstance(lab, str) or not lab or not lab.replace("_", "a").isalnum():
+            raise SpecError(f"label {lab!r}: label names must be letters, digits and underscores "
+                            "(they name model outputs and serving outputs)")
+        if lab in seen:
+            raise SpecError(f"label '{lab}': listed twice in labels {labels}")
+        seen.add(lab)
+    return tuple(labels)
 
 
 def _parse_feature(rf: Mapping[str, Any], default_dim: int | None) -> Feature:
