@@ -22,6 +22,7 @@ import numpy as np
 
 from zoo import c2al as c2al_lib
 from zoo import crocodile, metrics
+from zoo.encoder import embedding_options
 from zoo.model import PRIMARY, build
 from zoo.protocol import FitResult, Protocol, fit, primary_probabilities
 from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec
@@ -68,7 +69,7 @@ def crocodile_embedding(embedding: Mapping[str, Any], spec: FeatureSpec) -> dict
     ids = {f.name for f in spec.inputs if f.kind != "dense"}
     axis = spec.c2al.get("axis") if spec.c2al else None
     candidates = [spec.user_id] + ([spec.axis(axis).feature] if axis else [])
-    return crocodile.study_embedding(embedding, [f for f in dict.fromkeys(candidates) if f in ids])
+    return embedding_options(crocodile.study_embedding(embedding, [f for f in dict.fromkeys(candidates) if f in ids]))
 
 
 EMBEDDINGS = {"crocodile": crocodile_embedding}
