@@ -311,16 +311,16 @@ def test_crocodile_model_trains_round_trips_and_serves_without_the_loss(tmp_path
     np.testing.assert_allclose(npy(model(x, training=False)[PRIMARY]), out, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["dlrm", "autoint", "dhen", "ple"])
+@pytest.mark.parametrize("name", ["dlrm", "dhen", "ple"])
 def test_other_backbones_with_crocodile(name, tmp_path):
     keras.utils.set_random_seed(3)
     embedding = {**CROC, "num_sets": 2}
     model = build(name, UNIFORM, embedding=embedding, **tiny_hparams(name))
-    x, y = batch(256, seed=3)
+    x, y = batch(128, seed=3)
     out = npy(model(x)[PRIMARY])
-    assert out.shape == (256, 1) and np.all(np.isfinite(out))
+    assert out.shape == (128, 1) and np.all(np.isfinite(out))
     compile_model(model, 0.01, None)
-    history = model.fit(x, {PRIMARY: y}, epochs=2, batch_size=64, verbose=0)
+    history = model.fit(x, {PRIMARY: y}, epochs=1, batch_size=64, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     out = npy(model(x)[PRIMARY])
     path = os.path.join(tmp_path, "m.keras")
