@@ -165,6 +165,10 @@ class PriorElementwiseGate(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_experts = validation.integer(num_experts, "num_experts")
         self.units = validation.widths(units, "units")
+        try:
+            keras.activations.get(activation)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"activation: not a Keras activation: {activation!r} ({err})") from None
         self.activation = activation
         self.normalization = validation.choice(normalization, "normalization", GATE_NORMALIZATIONS)
         self.mlp = MLP(self.units, activation=activation, dtype=self.dtype_policy, name="mlp") if self.units else None

@@ -146,6 +146,7 @@ def test_linear_gate_without_hidden_units():
     (lambda: PriorElementwiseGate(num_experts=0), "num_experts"),
     (lambda: PriorElementwiseGate(num_experts=2, units=[0]), "units"),
     (lambda: PriorElementwiseGate(num_experts=2, normalization="tanh"), "normalization"),
+    (lambda: PriorElementwiseGate(num_experts=2, activation="no_such"), "activation"),
     (lambda: PriorElementwiseGate(num_experts=2)([np.ones((2, 3)), np.ones((2, 3))]), "inputs"),
     (lambda: PriorElementwiseGate(num_experts=2)([np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 4))]), "inputs"),
 ])
