@@ -69,7 +69,8 @@ def crocodile_embedding(embedding: Mapping[str, Any], spec: FeatureSpec) -> dict
     ids = {f.name for f in spec.inputs if f.kind != "dense"}
     axis = spec.c2al.get("axis") if spec.c2al else None
     candidates = [spec.user_id] + ([spec.axis(axis).feature] if axis else [])
-    return embedding_options(crocodile.study_embedding(embedding, [f for f in dict.fromkeys(candidates) if f in ids]))
+    priors = [f for f in dict.fromkeys(candidates) if f in ids]
+    return embedding_options(crocodile.study_embedding(embedding, priors))
 
 
 EMBEDDINGS = {"crocodile": crocodile_embedding}

@@ -7,9 +7,11 @@ serves the baseline graph, so the comparison is of training objectives only.
 
 ``crocodile`` is no C2AL variant: the baseline's primary-only model with the Crocodile embedding
 options (:func:`zoo.crocodile.study_embedding`: multi-embedding with the cross-expert covariance loss
-and, where the spec has a prior id input, the prior-informed gate). Its ``lambda`` in the run key is
-unused. Its initial weights differ from the baseline's (other embedding tables and experts), but
-its seed pairing is the same: built right after ``keras.utils.set_random_seed(seed)``.
+and, where the spec has a prior id input, the prior-informed gate). It serves its own, larger graph
+(the M sets and the gate); its ``lambda`` in the run key is unused. Its initial weights differ from
+the baseline's (other embedding tables and experts), but its seed pairing is the same: built right
+after ``keras.utils.set_random_seed(seed)``, the data order and dropout reset to the seed before
+``fit``.
 """
 
 from __future__ import annotations
