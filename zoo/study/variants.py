@@ -2,8 +2,8 @@
 
 Each is a C2AL training model (:func:`zoo.c2al.build_c2al`) with one ablation of the model YAML's
 ``c2al.ablation`` and a cohort pair chosen from the seed-0 baseline's discovery result
-(:func:`zoo.cohorts.choose_pair`): ``most`` (C2AL's own pair), ``least`` or ``random``. Every variant
-serves the baseline graph, so the comparison is of training objectives only.
+(:func:`zoo.cohorts.choose_pair`): ``most`` (C2AL's own pair), ``least`` or ``random``. Every C2AL
+variant serves the baseline graph, so the comparison is of training objectives only.
 
 ``crocodile`` is no C2AL variant: the baseline's primary-only model with the Crocodile embedding
 options (:func:`zoo.crocodile.study_embedding`: multi-embedding with the cross-expert covariance loss
