@@ -1,20 +1,22 @@
 """Reusable Keras 3 layers for CTR models (backend-agnostic: ``keras.ops`` only).
 
 Grouped by role: ``embeddings`` (lookups), ``interactions`` (feature-interaction operators),
-``attention`` (field self-attention, target attention), ``experts`` (gated experts) and ``blocks``
-(generic building blocks). Importing this package registers every layer for ``.keras``
-deserialization (package ``ctr_zoo``). DCNv2's cross layer and DLRM's dot interaction come from
-keras-rs (``keras_rs.layers.FeatureCross``, ``keras_rs.layers.DotInteraction``).
+``attention`` (field self-attention, target attention), ``experts`` (gated experts), ``disentangle``
+(Crocodile's cross-expert covariance and prior-informed gate) and ``blocks`` (generic building
+blocks). Importing this package registers every layer for ``.keras`` deserialization (package
+``ctr_zoo``). DCNv2's cross layer and DLRM's dot interaction come from keras-rs
+(``keras_rs.layers.FeatureCross``, ``keras_rs.layers.DotInteraction``).
 """
 
 from layers.attention import FieldSelfAttention, TargetAttention
 from layers.blocks import MLP
+from layers.disentangle import CrossExpertCovariance, PriorElementwiseGate
 from layers.embeddings import DualEmbedding, MLETEmbedding, MultiEmbedding, MultiFieldEmbedding
 from layers.experts import PLE, CGCLevel, MMoE
 from layers.interactions import AFM, FM, AttentionFM, LinearCompression, LowRankMixtureCross
 
 __all__ = [
-    "AFM", "AttentionFM", "CGCLevel", "DualEmbedding", "FM", "FieldSelfAttention", "LinearCompression",
-    "LowRankMixtureCross", "MLETEmbedding", "MLP", "MMoE", "MultiEmbedding", "MultiFieldEmbedding", "PLE",
-    "TargetAttention",
+    "AFM", "AttentionFM", "CGCLevel", "CrossExpertCovariance", "DualEmbedding", "FM", "FieldSelfAttention",
+    "LinearCompression", "LowRankMixtureCross", "MLETEmbedding", "MLP", "MMoE", "MultiEmbedding", "MultiFieldEmbedding", "PLE",
+    "PriorElementwiseGate", "TargetAttention",
 ]

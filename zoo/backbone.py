@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Mapping
 import keras
 from keras import ops
 
-from zoo import compat
+from zoo import compat, crocodile
 from zoo.encoder import FeatureEncoder
 
 # Keras' own Layer arguments (what Layer.get_config stores); every other keyword is a hyper-parameter.
@@ -93,7 +93,9 @@ class Backbone(keras.layers.Layer):
     runs each set through its own interaction module, applies a per-set projection
     ``P_m = ReLU(Dense(D))`` and averages: ``h = over_arch(mean_m P_m(I_m(E_m(x))))``. With one set,
     ``h = over_arch(I(E(x)))``. So every backbone supports every embedding option without code of
-    its own.
+    its own. Crocodile's options of ``multi`` (:mod:`zoo.crocodile`) add, in training steps, the
+    cross-expert covariance loss of the ``M`` experts ``P_m(I_m(E_m(x)))`` and/or replace the mean by
+    the prior-informed element-wise gate.
 
     ``call(features, return_interaction=True)`` returns ``(h, z)``: ``z`` is the interaction output
     (for multi-embedding, the mean of the projected sets) that the over-arch maps to ``h``.
@@ -122,6 +124,8 @@ class Backbone(keras.layers.Layer):
             setattr(self, name, value)
         self.spec_config = dict(spec)
         self.encoder = FeatureEncoder(self.spec_config, embedding, dtype=self.dtype_policy, name="encoder")
+        self.covariance, self.gate, self._prior_index = crocodile.make_layers(
+            self.encoder.embedding, self.encoder.token_names, dtype=self.dtype_policy)
         self.setup()
 
     @property
@@ -164,14 +168,28 @@ class Backbone(keras.layers.Layer):
 
     def compute_interaction(self, features, training=None):
         """The interaction output ``z`` (before the over-arch); with M sets, ``mean_m P_m(I_m(E_m(x)))``."""
-        token_sets, dense = self.encoder(features)
         if self.num_sets == 1:
+            token_sets, dense = self.encoder(features)
             return self.interact(self.interactions[0], token_sets[0], dense, training=training)
+        token_sets, projected = self.expert_outputs(features, training=training)
+        if self.covariance is not None and training:  # training steps only: never in the served graph
+            target = self.encoder.embedding["covariance_loss"]["target"]
+            self.covariance(crocodile.covariance_inputs(target, projected, token_sets), training=training)
+        if self.gate is not None:
+            return self.gate([crocodile.prior(token_sets, self._prior_index), *projected], training=training)
+        return ops.mean(ops.stack(projected, axis=0), axis=0)
+
+    def expert_outputs(self, features, training=None):
+        """``(token_sets, [P_m(I_m(E_m(x))) for m in 1..M])``: each set's embeddings and expert output ``(B, D)``.
+
+        Only for ``M >= 2`` sets (with one set there is no projection).
+        """
+        token_sets, dense = self.encoder(features)
         projected = [
             projection(self.interact(module, tokens, dense, training=training))
             for module, projection, tokens in zip(self.interactions, self.set_projections, token_sets)
         ]
-        return ops.mean(ops.stack(projected, axis=0), axis=0)
+        return token_sets, projected
 
     def call(self, features, training=None, return_interaction=False):
         """``h``, or with ``return_interaction=True`` the pair ``(h, z)`` (``z`` costs nothing extra)."""

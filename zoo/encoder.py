@@ -10,6 +10,7 @@ from keras import ops
 
 from layers import MLETEmbedding, MultiEmbedding, MultiFieldEmbedding
 from layers.embeddings import PACKAGE
+from zoo import crocodile
 from zoo.spec import PAD_ID, FeatureSpec
 
 EMBEDDING_TYPES = ("plain", "mlet", "multi")
@@ -21,6 +22,8 @@ def embedding_options(embedding: Mapping[str, Any] | None) -> dict[str, Any]:
     ``{"type": "plain"}`` (default), ``{"type": "mlet", "inner_dim": k}`` (MLET: each table trained
     as rows x k times k x d, k larger than every width; folded to plain tables at export) or
     ``{"type": "multi", "num_sets": M}`` (M independent embedding sets, docs/methods.md#multi-embedding).
+    ``multi`` also takes Crocodile's ``covariance_loss`` and ``gate`` blocks (:mod:`zoo.crocodile`,
+    docs/methods.md#crocodile).
 
     Every type also takes ``l2`` (float >= 0, default 0): adds ``l2 * sum(E**2)`` over every whole
     table to the loss each step (``keras.regularizers.L2``; FuxiCTR's ``embedding_regularizer: lam``
@@ -30,7 +33,8 @@ def embedding_options(embedding: Mapping[str, Any] | None) -> dict[str, Any]:
     options = dict(embedding or {"type": "plain"})
     kind = options.setdefault("type", "plain")
     common = {"type", "l2", "initializer"}
-    allowed = {"plain": common, "mlet": common | {"inner_dim"}, "multi": common | {"num_sets"}}
+    allowed = {"plain": common, "mlet": common | {"inner_dim"},
+               "multi": common | {"num_sets", *crocodile.OPTION_KEYS}}
     if kind not in EMBEDDING_TYPES:
         raise ValueError(f"embedding: type must be one of {EMBEDDING_TYPES}, got {kind!r}")
     unknown = set(options) - allowed[kind]
@@ -51,6 +55,12 @@ def embedding_options(embedding: Mapping[str, Any] | None) -> dict[str, Any]:
         options.setdefault("num_sets", 2)
         if not (isinstance(options["num_sets"], int) and options["num_sets"] >= 1):
             raise ValueError(f"embedding: num_sets must be a positive integer, got {options['num_sets']!r}")
+        for key, check in (("covariance_loss", crocodile.covariance_options), ("gate", crocodile.gate_options)):
+            block = check(options)
+            if block is None:
+                options.pop(key, None)
+            else:
+                options[key] = block
     return options
 
 

@@ -153,7 +153,8 @@ class Job:
         probe = {k: v[:rows] for k, v in self.valid.items()}
         steps = -(-len(self.train[self.spec.label]) // self.plan.training["batch_size"])
         kwargs: dict[str, Any] = {}
-        ablation = VARIANTS[run.variant].ablation if run.variant != BASELINE else None
+        ablation = VARIANTS[run.variant].ablation if run.variant != BASELINE and VARIANTS[run.variant].heads \
+            else None
         if ablation not in (None, "reweight", "ple_towers"):  # models with auxiliary heads on the tap
             head, tail = cohort_masks(self.spec, probe, pair)
             kwargs = dict(probe_y=targets(self.spec, probe, run, pair),

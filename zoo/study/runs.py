@@ -21,7 +21,8 @@ import keras
 import numpy as np
 
 from zoo import c2al as c2al_lib
-from zoo import metrics
+from zoo import crocodile, metrics
+from zoo.encoder import embedding_options
 from zoo.model import PRIMARY, build
 from zoo.protocol import FitResult, Protocol, fit, primary_probabilities
 from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec
@@ -58,6 +59,29 @@ class Run:
                                       **{k: _value(v) for k, v in self.options}})
 
 
+def _heads(run: Run) -> bool:
+    return run.variant != BASELINE and VARIANTS[run.variant].heads
+
+
+def crocodile_embedding(embedding: Mapping[str, Any], spec: FeatureSpec) -> dict[str, Any]:
+    """The ``crocodile`` variant's embedding: the gate's priors are the user id and the C2AL cohort
+    axis's feature, those of them that are id inputs of the model (none: no gate)."""
+    ids = {f.name for f in spec.inputs if f.kind != "dense"}
+    axis = spec.c2al.get("axis") if spec.c2al else None
+    candidates = [spec.user_id] + ([spec.axis(axis).feature] if axis else [])
+    priors = [f for f in dict.fromkeys(candidates) if f in ids]
+    return embedding_options(crocodile.study_embedding(embedding, priors))
+
+
+EMBEDDINGS = {"crocodile": crocodile_embedding}
+
+
+def run_embedding(model_cfg: Mapping[str, Any], spec: FeatureSpec, run: Run) -> dict[str, Any]:
+    """The embedding options of a run: the model YAML's, or its variant's (``Variant.embedding``)."""
+    name = VARIANTS[run.variant].embedding if run.variant != BASELINE else None
+    return EMBEDDINGS[name](model_cfg["embedding"], spec) if name else model_cfg["embedding"]
+
+
 def _text(value: Any) -> str:
     return "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
@@ -84,7 +108,7 @@ def targets(spec: FeatureSpec, arrays: Mapping[str, np.ndarray], run: Run, pair:
     """Keras targets of a run: ``{"primary": y}`` plus its auxiliary labels."""
     y = arrays[spec.label].astype("float32")
     out = {PRIMARY: y}
-    if run.variant == BASELINE:
+    if not _heads(run):
         return out
     ablation = VARIANTS[run.variant].ablation
     head, tail = cohort_masks(spec, arrays, pair)
@@ -97,7 +121,7 @@ def targets(spec: FeatureSpec, arrays: Mapping[str, np.ndarray], run: Run, pair:
 def sample_weights(spec: FeatureSpec, train: Mapping[str, np.ndarray], run: Run,
                    pair: Mapping[str, Any] | None) -> np.ndarray | None:
     """The ``reweight`` ablation's primary-loss weights ``1 + (lambda / pi_C) 1[x in C]`` (else None)."""
-    if run.variant == BASELINE or VARIANTS[run.variant].ablation != "reweight":
+    if not _heads(run) or VARIANTS[run.variant].ablation != "reweight":
         return None
     head, tail = cohort_masks(spec, train, pair)
     a = c2al_lib.reweight_coefficients(run.lam, run.lam, float(head.mean()), float(tail.mean()))
@@ -109,8 +133,8 @@ def build_run_model(backbone: str, model_cfg: Mapping[str, Any], spec: FeatureSp
     """The compiled training model of a run; the shared path's initial weights depend on the seed only."""
     keras.backend.clear_session()  # a long job builds many models: free the previous ones' state
     keras.utils.set_random_seed(run.seed)
-    hparams = dict(embedding=model_cfg["embedding"], **model_cfg["hparams"])
-    if run.variant == BASELINE:
+    hparams = dict(embedding=run_embedding(model_cfg, spec, run), **model_cfg["hparams"])
+    if not _heads(run):
         model = build(backbone, spec, **hparams)
         lambdas = None
     else:

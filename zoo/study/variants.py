@@ -2,8 +2,16 @@
 
 Each is a C2AL training model (:func:`zoo.c2al.build_c2al`) with one ablation of the model YAML's
 ``c2al.ablation`` and a cohort pair chosen from the seed-0 baseline's discovery result
-(:func:`zoo.cohorts.choose_pair`): ``most`` (C2AL's own pair), ``least`` or ``random``. Every variant
-serves the baseline graph, so the comparison is of training objectives only.
+(:func:`zoo.cohorts.choose_pair`): ``most`` (C2AL's own pair), ``least`` or ``random``. Every C2AL
+variant serves the baseline graph, so the comparison is of training objectives only.
+
+``crocodile`` is no C2AL variant: the baseline's primary-only model with the Crocodile embedding
+options (:func:`zoo.crocodile.study_embedding`: multi-embedding with the cross-expert covariance loss
+and, where the spec has a prior id input, the prior-informed gate). It serves its own, larger graph
+(the M sets and the gate); its ``lambda`` in the run key is unused. Its initial weights differ from
+the baseline's (other embedding tables and experts), but its seed pairing is the same: built right
+after ``keras.utils.set_random_seed(seed)``, the data order and dropout reset to the seed before
+``fit``.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ class Variant:
     pair: str = "most"
     description: str = ""
     backbones: tuple[str, ...] | None = None  # None: every backbone
+    heads: bool = True  # False: no auxiliary heads (the baseline's model and targets)
+    embedding: str | None = None  # a key of zoo.study.runs.EMBEDDINGS: the run's embedding options
 
     def applies_to(self, backbone: str) -> bool:
         return self.backbones is None or backbone in self.backbones
@@ -36,4 +46,6 @@ VARIANTS: dict[str, Variant] = {
                           backbones=("ple", "mmoe")),
     "random_pair": Variant(pair="random", description="C2AL on a random eligible cohort pair"),
     "least_pair": Variant(pair="least", description="C2AL on the least-divergent cohort pair"),
+    "crocodile": Variant(heads=False, embedding="crocodile",
+                         description="no heads; Crocodile multi-embedding (covariance loss, prior gate)"),
 }
