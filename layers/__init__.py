@@ -1,8 +1,8 @@
 """Reusable Keras 3 layers for CTR models (backend-agnostic: ``keras.ops`` only).
 
 Grouped by role: ``embeddings`` (lookups), ``interactions`` (feature-interaction operators),
-``attention`` (field self-attention, target attention), ``experts`` (gated experts) and ``blocks``
-(generic building blocks). Importing this package registers every layer for ``.keras``
+``attention`` (field self-attention, target attention), ``experts`` (gated experts), ``routing`` (per-example routing to
+cohort towers) and ``blocks`` (generic building blocks). Importing this package registers every layer for ``.keras``
 deserialization (package ``ctr_zoo``). DCNv2's cross layer and DLRM's dot interaction come from
 keras-rs (``keras_rs.layers.FeatureCross``, ``keras_rs.layers.DotInteraction``).
 """
@@ -12,9 +12,10 @@ from layers.blocks import MLP
 from layers.embeddings import DualEmbedding, MLETEmbedding, MultiEmbedding, MultiFieldEmbedding
 from layers.experts import PLE, CGCLevel, MMoE
 from layers.interactions import AFM, FM, AttentionFM, LinearCompression, LowRankMixtureCross
+from layers.routing import CohortBucketizer, CohortRouter
 
 __all__ = [
-    "AFM", "AttentionFM", "CGCLevel", "DualEmbedding", "FM", "FieldSelfAttention", "LinearCompression",
-    "LowRankMixtureCross", "MLETEmbedding", "MLP", "MMoE", "MultiEmbedding", "MultiFieldEmbedding", "PLE",
+    "AFM", "AttentionFM", "CGCLevel", "CohortBucketizer", "CohortRouter", "DualEmbedding", "FM",
+    "FieldSelfAttention", "LinearCompression", "LowRankMixtureCross", "MLETEmbedding", "MLP", "MMoE", "MultiEmbedding", "MultiFieldEmbedding", "PLE",
     "TargetAttention",
 ]
