@@ -24,7 +24,7 @@ Modules (one job each; everything public is re-exported here):
 
 * :mod:`zoo.export.contract`: signature names, input/output keys, the warm-up file, :class:`FeatureError`;
 * :mod:`zoo.export.graph`: the served graph (:func:`primary_path`, :func:`serving_model`,
-  :func:`check_model_inputs`);
+  :func:`check_model_inputs`, :func:`served_spec`: a routed model's carried cohort feature served);
 * :mod:`zoo.export.requests`: request features and warm-up records (:func:`check_features`,
   :func:`serialize_examples`, :func:`predict_request`, :func:`write_warmup_requests`, ...);
 * :mod:`zoo.export.savedmodel`: versions and the SavedModel itself (:func:`export_saved_model`);
@@ -41,7 +41,7 @@ Command line::
 from zoo.export.cli import main
 from zoo.export.contract import (EXAMPLES_INPUT, EXAMPLES_SIGNATURE, OUTPUT, SERVING_IMAGE, SIGNATURE, SIGNATURES,
                                  TOLERANCE, WARMUP_FILE, FeatureError)
-from zoo.export.graph import check_model_inputs, primary_path, serving_model
+from zoo.export.graph import check_model_inputs, primary_path, served_spec, serving_model
 from zoo.export.requests import (check_features, example_features, predict_request, serialize_examples,
                                  warmup_features, write_warmup_requests)
 from zoo.export.savedmodel import export_saved_model, next_version, tensorflow_env, version_path
@@ -54,6 +54,6 @@ __all__ = [
     "SIGNATURES", "TOLERANCE", "WARMUP_FILE", "FeatureError",
     "check_features", "check_model_inputs", "docker_command", "example_features", "export_saved_model",
     "fold_mlet", "main", "model_config_text", "next_version", "predict_request", "primary_path",
-    "rest_bodies", "serialize_examples", "serving_model", "serving_readme", "tensorflow_env", "version_path",
+    "rest_bodies", "served_spec", "serialize_examples", "serving_model", "serving_readme", "tensorflow_env", "version_path",
     "warmup_features", "write_model_config", "write_warmup_requests",
 ]
