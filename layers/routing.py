@@ -32,7 +32,8 @@ class CohortBucketizer(keras.layers.Layer):
     Ordinal axis (``boundaries`` ``b_0 < b_1 < ...``): ``c(v) = #{j : b_j <= v}`` (``b_{c-1} <= v < b_c``,
     bisect-right, the rule of the feature spec's ``CohortAxis.cohort_id``). The boundaries are kept as
     the smallest float32 ``>= b_j``, so a float32 input falls on the same side of every boundary as the
-    float64 comparison of the data pipeline.
+    float64 comparison of the data pipeline (subnormal inputs may be flushed to zero by a backend's
+    kernels first).
 
     Categorical axis (``values``: one list of ids per listed cohort): ``c(v) = k`` if ``v`` is in
     ``values[k]``, else ``len(values)`` (the axis's ``other`` cohort).
@@ -99,7 +100,9 @@ class CohortBucketizer(keras.layers.Layer):
             listed = [v for v_ids in self.values for v in v_ids]
             cohort_of = [k for k, v_ids in enumerate(self.values) for _ in v_ids]
             other = len(self.values)
-            hit = ops.cast(ops.equal(ops.cast(x, "int32"), ops.convert_to_tensor(listed, dtype="int32")), "int32")
+            dtype = keras.backend.standardize_dtype(x.dtype)  # ids compared in their own integer dtype
+            dtype = dtype if "int" in dtype else "int32"
+            hit = ops.cast(ops.equal(ops.cast(x, dtype), ops.convert_to_tensor(listed, dtype=dtype)), "int32")
             offsets = ops.convert_to_tensor([k - other for k in cohort_of], dtype="int32")
             ids = other + ops.sum(hit * offsets, axis=-1, keepdims=True)
         if self.groups is not None:
