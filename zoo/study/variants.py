@@ -4,6 +4,11 @@ Each is a C2AL training model (:func:`zoo.c2al.build_c2al`) with one ablation of
 ``c2al.ablation`` and a cohort pair chosen from the seed-0 baseline's discovery result
 (:func:`zoo.cohorts.choose_pair`): ``most`` (C2AL's own pair), ``least`` or ``random``. Every variant
 serves the baseline graph, so the comparison is of training objectives only.
+
+The served-tower methods (``method`` set: :mod:`zoo.cohort_heads`, :mod:`zoo.gradient_aggregation`,
+:mod:`zoo.d_train`) are different: their per-group towers on the pair's axis are the served model.
+They take the model YAML's ``cohort_heads`` block (groups, head units, prior) with ``axis`` defaulting to
+the pair's, ignore the lambda, and keep the seed pairing (the backbone is built first).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ class Variant:
     pair: str = "most"
     description: str = ""
     backbones: tuple[str, ...] | None = None  # None: every backbone
+    method: str | None = None  # a zoo.cohort_heads method: served per-group towers instead of C2AL heads
 
     def applies_to(self, backbone: str) -> bool:
         return self.backbones is None or backbone in self.backbones
@@ -36,4 +42,9 @@ VARIANTS: dict[str, Variant] = {
                           backbones=("ple", "mmoe")),
     "random_pair": Variant(pair="random", description="C2AL on a random eligible cohort pair"),
     "least_pair": Variant(pair="least", description="C2AL on the least-divergent cohort pair"),
+    "cohort_heads": Variant(method="cohort_heads", description="one served tower per cohort group, routed"),
+    "gradient_aggregation": Variant(method="gradient_aggregation",
+                                    description="PIN-style: backdoor-adjusted group-balanced loss, served plug-ins "
+                                                "(our interpretation)"),
+    "d_train": Variant(method="d_train", description="D-Train: pre-train, split heads, fine-tune on a frozen backbone"),
 }
