@@ -72,7 +72,8 @@ def cohort_heads_options(block: Mapping[str, Any] | None, where: str = "cohort_h
     groups = options["groups"]
     if groups is not None:
         if not isinstance(groups, Mapping) or not groups:
-            raise ValueError(f"{where}.groups: must be a non-empty mapping of group name to cohort list, got {groups!r}")
+            raise ValueError(f"{where}.groups: must be a non-empty mapping of group name to cohort list, "
+                             f"got {groups!r}")
         for name, cohorts in groups.items():
             if isinstance(cohorts, str) or not isinstance(cohorts, Sequence) or not cohorts:
                 raise ValueError(f"{where}.groups.{name}: must be a non-empty list of cohort names, got {cohorts!r}")

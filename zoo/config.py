@@ -4,8 +4,8 @@ A model YAML has the blocks ``backbone`` (a registered name), ``embedding``
 (:func:`zoo.encoder.embedding_options`), ``hparams`` (the backbone's hyper-parameters, checked
 against its :class:`~zoo.backbone.HyperParameters`), ``training`` (:data:`TRAINING_DEFAULTS`), ``c2al``
 (:func:`zoo.c2al.c2al_options`) and ``cohort_heads`` (served cohort towers, Gradient Aggregation,
-D-Train: :func:`zoo.cohort_heads.cohort_heads_options`), and optionally ``base``: the path of another model YAML, relative
-to this one, whose blocks it starts from. Bases chain; a child overrides its base key by key inside
+D-Train: :func:`zoo.cohort_heads.cohort_heads_options`), and optionally ``base``: the path of
+another model YAML, relative to this one, whose blocks it starts from. Bases chain; a child overrides its base key by key inside
 each block (``training: {max_epochs: 1}`` changes only the epoch cap; ``hparams`` likewise), except that an
 ``embedding`` block naming a different ``type`` replaces the base's whole block. Files whose name
 starts with ``_`` (``configs/models/_base.yaml``) are bases only, not models.
