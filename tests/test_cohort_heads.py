@@ -85,7 +85,7 @@ def test_in_graph_groups_equal_the_data_pipelines_cohort_ids():
 # Served cohort heads
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.multi_backend
-@pytest.mark.parametrize("groups, head_units", [(None, []), (GROUPS, [3])])
+@pytest.mark.parametrize("groups, head_units", [(None, []), (GROUPS, [3]), ({"rest": ["other"], "ab": ["a", "b"]}, [])])
 def test_routed_output_is_each_groups_tower_and_round_trips(groups, head_units, tmp_path):
     keras.utils.set_random_seed(0)
     base = build("dcnv2", SPEC, **HP)

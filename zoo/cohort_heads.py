@@ -187,10 +187,12 @@ def CohortHeads(model: keras.Model, spec: FeatureSpec, axis: str | None = None,
 
 
 def group_names(model: keras.Model) -> list[str]:
-    """The groups of a :func:`CohortHeads` model, in tower order (from its router's inputs)."""
+    """The groups of a :func:`CohortHeads` model in tower order: the order of the router's logit columns."""
     prefix, suffix = "cohort_head_", "_logit"
-    return [layer.name[len(prefix):-len(suffix)] for layer in model.layers
-            if layer.name.startswith(prefix) and layer.name.endswith(suffix)]
+    logits = model.get_layer(ROUTER).input[0]
+    producer = logits._keras_history.operation  # the Concatenate of the tower logits (one tower: its Dense)
+    tensors = producer.input if isinstance(producer, keras.layers.Concatenate) else [logits]
+    return [t._keras_history.operation.name[len(prefix):-len(suffix)] for t in tensors]
 
 
 def tower_model(model: keras.Model, group: str) -> keras.Model:
