@@ -276,3 +276,30 @@ def test_routing_on_a_served_feature_keeps_the_baseline_signature(tmp_path):
     path = export_saved_model(model, spec, str(tmp_path), "routed_synthetic", version=1)
     fn = tf.saved_model.load(path).signatures[SIGNATURE]
     assert sorted(fn.structured_input_signature[1]) == sorted(f.name for f in spec.inputs)
+
+
+@pytest.mark.tf_only
+def test_tfrecord_batches_carry_the_routing_feature_and_the_stored_cohort_ids(tmp_path):
+    """The tf.data path: read with ``served_spec`` the batches hold the routing feature; the in-graph
+    group equals the stored ``cohort/seg`` id the Beam job wrote, and Gradient Aggregation's target
+    is built from that stored id."""
+    from helpers import write_data_dir
+    from zoo import data
+
+    rng = np.random.default_rng(0)
+    rows = [{"user": int(u), "item": int(rng.integers(0, 9)), "wide": int(rng.integers(0, 3)),
+             "price": float(rng.normal()), "hist": [int(rng.integers(0, 5))], "segment": int(rng.integers(0, 5)),
+             "y": int(rng.integers(0, 2))} for u in range(200)]
+    write_data_dir(SPEC, rows, str(tmp_path))
+    keras.utils.set_random_seed(7)
+    model = ch.build_cohort_heads("dcnv2", SPEC, {"axis": "seg"}, **HP)
+    served = served_spec(model, SPEC)
+    batches = data.model_batches(served, data.read_split(str(tmp_path), "train", 64, spec=served))
+    x, y = next(iter(batches))
+    assert "segment" in x
+    stored = next(iter(data.read_split(str(tmp_path), "train", 64, spec=SPEC)))["cohort/seg"].numpy()
+    np.testing.assert_array_equal(npy(model.get_layer(ch.BUCKETIZER)(x["segment"])), stored)
+    groups = ch.group_ids(SPEC, {"cohort/seg": stored}, "seg", [0, 1, 2])
+    assert ga.targets(y[PRIMARY].numpy(), groups).shape == (len(stored), 2)
+    model.compile("adam", {PRIMARY: "binary_crossentropy"})
+    assert np.isfinite(model.fit(batches, epochs=1, verbose=0).history["loss"][0])
