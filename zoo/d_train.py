@@ -2,7 +2,7 @@
 
 The domains are the groups of a cohort axis (:func:`zoo.cohort_heads.axis_groups`); the served
 model is :func:`zoo.cohort_heads.CohortHeads` (one routed tower per domain). Only the abstract is
-public (METHODS section 6, docs/methods.md#d-train); the schedule below is our reading of it:
+public (docs/methods.md#d-train); the schedule below is our reading of it:
 
 a. **pre-train** the root model on all data with one shared head (:attr:`DTrainModels.shared`,
    the baseline graph when ``head_units`` is empty: the primary head of :func:`zoo.model.build`);

@@ -1,6 +1,6 @@
 """Gradient Aggregation with head/tail plug-ins (PIN, arXiv 2208.09130): OUR interpretation.
 
-The paper's algorithm is not public (METHODS section 2, docs/methods.md#gradient-aggregation); this
+The paper's algorithm is not public (docs/methods.md#gradient-aggregation); this
 module implements the library's reading of its abstract:
 
 * activeness groups ``z`` are the groups of a cohort axis (:func:`zoo.cohort_heads.axis_groups`,
@@ -13,7 +13,7 @@ module implements the library's reading of its abstract:
 
   i.e. each example has weight ``w_i = pi~_{z(i)} / n_{z(i)}`` (``n_z`` the group's count in the
   batch) and the backbone's gradient is ``g = sum_z pi~_z gbar_z``, ``gbar_z`` the group's mean
-  gradient. When every group is in the batch ``pi~ = pi`` and this is exactly METHODS' ``sum_z pi_z
+  gradient. When every group is in the batch ``pi~ = pi`` and this is exactly the interpretation's ``sum_z pi_z
   gbar_z``; a group absent from a batch has no estimate there, and its prior mass is shared by the
   present groups (renormalised), so the weights always sum to 1;
 * ``prior``: ``user_share`` (default): ``pi_z`` = the share of distinct training USERS in group ``z``
