@@ -1,8 +1,8 @@
 """Served cohort heads: one tower per group of a cohort axis on the shared ``h``, routed per example.
 
 The "why not just give each cohort its own head" baseline of C2AL (docs/methods.md#cohort-heads:
-"cohort-specific heads that are used at serving time"), and the serving graph of Gradient Aggregation (:mod:`zoo.gradient_aggregation`)
-and D-Train (:mod:`zoo.d_train`). Unlike C2AL's auxiliary heads, these towers ARE the served model:
+"cohort-specific heads that are used at serving time"), and the serving graph of Gradient
+Aggregation (:mod:`zoo.gradient_aggregation`) and D-Train (:mod:`zoo.d_train`). Unlike C2AL's auxiliary heads, these towers ARE the served model:
 
     g_i = groups[cohort(x_i[axis.feature])]          (CohortBucketizer, in the graph)
     p_i = sigmoid(T_{g_i}(h_i))                       (CohortRouter over the stacked tower logits)
