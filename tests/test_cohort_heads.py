@@ -155,7 +155,7 @@ def reference_loss(y, p, g, prior):
 
 
 @pytest.mark.multi_backend
-def test_backdoor_adjusted_loss_is_the_prior_mixed_group_mean_in_fit():
+def test_backdoor_adjusted_loss_is_the_prior_mixed_group_mean_in_fit(tmp_path):
     rng = np.random.default_rng(3)
     y, p = rng.integers(0, 2, 20).astype("float32"), rng.uniform(0.05, 0.95, 20).astype("float32")
     g = np.array([0] * 14 + [1] * 5 + [2])
@@ -176,6 +176,12 @@ def test_backdoor_adjusted_loss_is_the_prior_mixed_group_mean_in_fit():
     assert np.isfinite(history["loss"][0])
     clone = ga.BackdoorAdjustedBCE.from_config(loss.get_config())
     assert clone.prior == loss.prior
+    path = os.path.join(tmp_path, "ga.keras")  # the compiled loss reloads by its registered name
+    model.save(path)
+    loaded = load_model(path, compile=True)
+    again = loaded.evaluate(x, {PRIMARY: ga.targets(y, groups)}, batch_size=40, verbose=0, return_dict=True)["loss"]
+    now = model.evaluate(x, {PRIMARY: ga.targets(y, groups)}, batch_size=40, verbose=0, return_dict=True)["loss"]
+    np.testing.assert_allclose(again, now, rtol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------------
