@@ -29,6 +29,8 @@ def test_dcnv2_resolves_to_its_values_before_the_bases():
                      "reduce_lr_factor": 0.1, "reduce_lr_patience": 1, "min_learning_rate": 1e-6,
                      "min_delta": 1e-6, "monitor": "logloss"},
         "c2al": {"head_units": [], "tap": "primary_head_input", "ablation": "none"},
+        "cohort_heads": {"method": "cohort_heads", "axis": None, "groups": None, "head_units": [],
+                         "prior": "user_share"},
     }
     tiny = load_model_config(os.path.join(MODELS, "dcnv2_test.yaml"))
     assert tiny["training"] == {**TRAINING_DEFAULTS, "batch_size": 256, "max_epochs": 1, "learning_rate": 0.003,
@@ -41,7 +43,7 @@ def test_dcnv2_resolves_to_its_values_before_the_bases():
                                         if not os.path.basename(p).startswith("_")))
 def test_every_shipped_model_yaml_loads_from_a_base(path):
     cfg = load_model_config(path)
-    assert set(cfg) == {"backbone", "embedding", "hparams", "training", "c2al"} and cfg["hparams"]
+    assert set(cfg) == {"backbone", "embedding", "hparams", "training", "c2al", "cohort_heads"} and cfg["hparams"]
     with open(path) as fh:
         own = yaml.safe_load(fh)
     assert "base" in own and "training" not in own  # nothing repeated: the shared blocks live in the base
@@ -136,3 +138,16 @@ def test_an_unknown_backbone_names_the_file(tmp_path):
     path = write(tmp_path, "m.yaml", {"backbone": "dcnv3"})
     with pytest.raises(ConfigError, match=r"m.yaml: backbone 'dcnv3': unknown; registered backbones are \["):
         load_model_config(path)
+
+
+def test_cohort_heads_block_is_checked_and_merged(tmp_path):
+    write(tmp_path, "root.yaml", {"cohort_heads": {"method": "d_train", "head_units": [4]}})
+    path = write(tmp_path, "m.yaml", {"base": "root.yaml", "backbone": "dcnv2", "cohort_heads": {"prior": "uniform"}})
+    assert load_model_config(path)["cohort_heads"] == {"method": "d_train", "axis": None, "groups": None,
+                                                       "head_units": [4], "prior": "uniform"}
+    bad = write(tmp_path, "bad.yaml", {"base": "root.yaml", "backbone": "dcnv2", "cohort_heads": {"tower": 1}})
+    with pytest.raises(ConfigError, match=r"bad.yaml: cohort_heads: unknown key 'tower'"):
+        load_model_config(bad)
+    bad = write(tmp_path, "bad2.yaml", {"base": "root.yaml", "backbone": "dcnv2", "cohort_heads": {"method": "x"}})
+    with pytest.raises(ConfigError, match=r"bad2.yaml: cohort_heads.method: must be one of"):
+        load_model_config(bad)

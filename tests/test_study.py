@@ -120,3 +120,32 @@ def test_the_quick_study_runs_end_to_end_and_reads_the_test_split_only_for_the_f
     assert "gradients/aux_head/head/cosine" in report
     results = json.load(open(os.path.join(out, "results.json")))
     assert results["summaries"]["synthetic__dcnv2"]["epochs"]["runs"] == len(job["runs"])
+
+
+@pytest.mark.multi_backend
+def test_served_tower_variants_train_paired_with_the_baseline():
+    """cohort_heads, gradient_aggregation and d_train: built after the same seed as the baseline (the
+    backbone starts from its weights), trained from NumPy arrays with the routing feature added,
+    predicted through the routed model."""
+    import keras
+
+    from zoo.study.runs import build_run_model, input_names
+
+    train, valid = arrays(384, 0), arrays(192, 1)
+    for split in (train, valid):
+        split["segment"] = split["cohort/seg"].copy()  # segment 0 -> a, 1 -> b, 2 -> other
+    config = {**CONFIG, "cohort_heads": {"groups": {"ab": ["a", "b"], "rest": ["other"]}}}
+    base = build_run_model("dcnv2", config, SPEC, Run("baseline", 2), 1e-3)
+    base_w = [keras.ops.convert_to_numpy(w) for w in base.get_layer("backbone").weights]
+    for variant in ("cohort_heads", "gradient_aggregation", "d_train"):
+        run = Run(variant, 2, 0.3)
+        assert run.key == f"{variant}|seed=2" and "segment" in input_names(SPEC, run, config, PAIR)
+        built = build_run_model("dcnv2", config, SPEC, run, 1e-3, PAIR, train)
+        routed = getattr(built, "routed", built)
+        for a, b in zip(base_w, routed.get_layer("backbone").weights, strict=True):
+            np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
+        model, fitted = train_run("dcnv2", config, SPEC, train, valid, run, PAIR, Protocol(max_epochs=2), 64, 3e-3)
+        assert "segment" in {t.name for t in model.inputs}
+        p = predict(model, SPEC, valid)
+        assert p.shape == (192,) and np.isfinite(p).all()
+        assert fitted.epochs_run >= (3 if variant == "d_train" else 1)

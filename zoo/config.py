@@ -2,10 +2,11 @@
 
 A model YAML has the blocks ``backbone`` (a registered name), ``embedding``
 (:func:`zoo.encoder.embedding_options`), ``hparams`` (the backbone's hyper-parameters, checked
-against its :class:`~zoo.backbone.HyperParameters`), ``training`` (:data:`TRAINING_DEFAULTS`, plus the optional ``task_weights: {label: weight}`` of
-multi-task datasets) and ``c2al``
-(:func:`zoo.c2al.c2al_options`), and optionally ``base``: the path of another model YAML, relative
-to this one, whose blocks it starts from. Bases chain; a child overrides its base key by key inside
+against its :class:`~zoo.backbone.HyperParameters`), ``training`` (:data:`TRAINING_DEFAULTS`, plus the
+optional ``task_weights: {label: weight}`` of multi-task datasets), ``c2al``
+(:func:`zoo.c2al.c2al_options`) and ``cohort_heads`` (served cohort towers, Gradient Aggregation,
+D-Train: :func:`zoo.cohort_heads.cohort_heads_options`), and optionally ``base``: the path of
+another model YAML, relative to this one, whose blocks it starts from. Bases chain; a child overrides its base key by key inside
 each block (``training: {max_epochs: 1}`` changes only the epoch cap; ``hparams`` likewise), except that an
 ``embedding`` block naming a different ``type`` replaces the base's whole block. Files whose name
 starts with ``_`` (``configs/models/_base.yaml``) are bases only, not models.
@@ -23,11 +24,12 @@ from typing import Any, Mapping
 import yaml
 
 from zoo.c2al import OPTION_KEYS as C2AL_KEYS, c2al_options
+from zoo.cohort_heads import OPTION_KEYS as COHORT_HEADS_KEYS, cohort_heads_options
 from zoo.encoder import embedding_options
 from zoo.protocol import Protocol
 from zoo.registry import get_backbone
 
-BLOCKS = ("embedding", "hparams", "training", "c2al")
+BLOCKS = ("embedding", "hparams", "training", "c2al", "cohort_heads")
 MODEL_KEYS = ("base", "backbone") + BLOCKS
 # The training block's defaults, the one place they live: the batch size, the learning rate and
 # the converged training protocol (zoo.protocol.Protocol: epoch cap, early stopping, reduce-on-plateau,
@@ -103,7 +105,7 @@ def load_model_config(path: str) -> dict[str, Any]:
       path: the model YAML.
 
     Returns:
-      ``{"backbone", "embedding", "hparams", "training", "c2al"}``; ``hparams`` as written (checked
+      ``{"backbone", "embedding", "hparams", "training", "c2al", "cohort_heads"}``; ``hparams`` as written (checked
       against the backbone's ``Hyperparameters``; defaults are the backbone's), the other blocks
       complete.
 
@@ -122,6 +124,10 @@ def load_model_config(path: str) -> dict[str, Any]:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     try:
+        cohort_heads = cohort_heads_options(cfg["cohort_heads"], where=f"{path}: cohort_heads")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    try:
         backbone = get_backbone(cfg["backbone"])
     except KeyError as err:
         raise ConfigError(f"{path}: {err.args[0]}") from None
@@ -130,7 +136,8 @@ def load_model_config(path: str) -> dict[str, Any]:
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{path}: hparams.{err}") from None
     return {"backbone": cfg["backbone"], "embedding": embedding, "hparams": cfg["hparams"],
-            "training": training_options(cfg["training"], where=f"{path}: training"), "c2al": c2al}
+            "training": training_options(cfg["training"], where=f"{path}: training"), "c2al": c2al,
+            "cohort_heads": cohort_heads}
 
 
 def _check_keys(block: Mapping[str, Any], allowed: Any, where: str) -> None:
@@ -155,6 +162,7 @@ def _read(path: str) -> dict[str, Any]:
     # Checked in the file that has the typo (the merged result would lose which file it was).
     _check_keys(cfg.get("training") or {}, TRAINING_KEYS, f"{path}: training")
     _check_keys(cfg.get("c2al") or {}, C2AL_KEYS, f"{path}: c2al")
+    _check_keys(cfg.get("cohort_heads") or {}, COHORT_HEADS_KEYS, f"{path}: cohort_heads")
     return dict(cfg)
 
 

@@ -26,7 +26,7 @@ Modules (one job each; everything public is re-exported here):
 
 * :mod:`zoo.export.contract`: signature names, input/output keys, the warm-up file, :class:`FeatureError`;
 * :mod:`zoo.export.graph`: the served graph (:func:`primary_path`, :func:`task_paths`, :func:`serving_model`,
-  :func:`check_model_inputs`);
+  :func:`check_model_inputs`, :func:`served_spec`: a routed model's carried cohort feature served);
 * :mod:`zoo.export.requests`: request features and warm-up records (:func:`check_features`,
   :func:`serialize_examples`, :func:`predict_request`, :func:`write_warmup_requests`, ...);
 * :mod:`zoo.export.savedmodel`: versions and the SavedModel itself (:func:`export_saved_model`);
@@ -43,7 +43,7 @@ Command line::
 from zoo.export.cli import main
 from zoo.export.contract import (EXAMPLES_INPUT, EXAMPLES_SIGNATURE, OUTPUT, SERVING_IMAGE, SIGNATURE, SIGNATURES,
                                  TOLERANCE, WARMUP_FILE, FeatureError, output_key)
-from zoo.export.graph import check_model_inputs, primary_path, serving_model, task_paths
+from zoo.export.graph import check_model_inputs, primary_path, served_spec, serving_model, task_paths
 from zoo.export.requests import (check_features, example_features, predict_request, serialize_examples,
                                  warmup_features, write_warmup_requests)
 from zoo.export.savedmodel import export_saved_model, next_version, signature_outputs, tensorflow_env, version_path
@@ -56,7 +56,7 @@ __all__ = [
     "SIGNATURES", "TOLERANCE", "WARMUP_FILE", "FeatureError",
     "check_features", "check_model_inputs", "docker_command", "example_features", "export_saved_model",
     "fold_mlet", "main", "model_config_text", "next_version", "output_key", "predict_request", "primary_path",
-    "rest_bodies", "serialize_examples", "serving_model", "serving_readme", "signature_outputs", "task_paths",
-    "tensorflow_env", "version_path",
+    "rest_bodies", "served_spec", "serialize_examples", "serving_model", "serving_readme", "signature_outputs",
+    "task_paths", "tensorflow_env", "version_path",
     "warmup_features", "write_model_config", "write_warmup_requests",
 ]

@@ -3,6 +3,8 @@ with its MLET tables folded, inputs checked against the spec."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 
 from zoo.export.contract import FeatureError
@@ -54,3 +56,18 @@ def check_model_inputs(model: keras.Model, spec: FeatureSpec) -> None:
         name = sorted(inputs)[0]
         raise FeatureError(f"feature '{name}': a model input that is not a spec input of '{spec.name}'")
 
+
+
+def served_spec(model: keras.Model, spec: FeatureSpec) -> FeatureSpec:
+    """``spec`` with the model's carried-feature inputs made serving inputs (else ``spec`` itself).
+
+    A routed model (:mod:`zoo.cohort_heads`) takes the raw feature of its cohort axis, which a spec
+    may carry for cohorts only (``input: false``); its served signature, ``tf.Example`` parse spec
+    and warm-up rows then include that feature, as a spec input would. Other inputs are unchanged.
+    """
+    names = {t.name for t in model.inputs} - {f.name for f in spec.inputs}
+    carried = {f.name for f in spec.features if not f.input} & names
+    if not carried:
+        return spec
+    features = tuple(dataclasses.replace(f, input=True) if f.name in carried else f for f in spec.features)
+    return dataclasses.replace(spec, features=features)

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from zoo.export.contract import EXAMPLES_INPUT, EXAMPLES_SIGNATURE, OUTPUT, SIGNATURE, TOLERANCE, output_key
-from zoo.export.graph import serving_model, task_paths
+from zoo.export.graph import primary_path, served_spec, serving_model, task_paths
 from zoo.export.requests import serialize_examples, warmup_features, write_warmup_requests
 from zoo.spec import FeatureSpec
 
@@ -65,7 +65,10 @@ def export_saved_model(model: keras.Model, spec: FeatureSpec, export_root: str, 
     Under a non-TensorFlow backend the model is saved as ``.keras`` and exported by
     ``python -m zoo.export`` in a ``KERAS_BACKEND=tensorflow`` subprocess; every layer class of the
     model must then be importable and registered there (the zoo's layers and backbones are).
+
+    A routed model's cohort feature is served even where the spec carries it (:func:`served_spec`).
     """
+    spec = served_spec(model, spec)
     if keras.backend.backend() != "tensorflow":
         return _export_through_tensorflow(model, spec, export_root, model_name, version, overwrite,
                                           eval_data=eval_data, warmup_rows=warmup_rows,

@@ -30,7 +30,7 @@ from zoo import cohorts
 from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec
 from zoo.study.plan import Plan
 from zoo.study.runs import (ATTENTION_BACKBONES, Run, build_run_model, cohort_masks, evaluate, inputs_of,
-                            options_tuple, predict, targets, train_run)
+                            input_names, options_tuple, predict, targets, train_run)
 from zoo.study.variants import BASELINE, C2AL, VARIANTS
 
 PAIR_STRATEGIES = {C2AL: "most", "least_pair": "least", "random_pair": "random"}
@@ -153,14 +153,15 @@ class Job:
         probe = {k: v[:rows] for k, v in self.valid.items()}
         steps = -(-len(self.train[self.spec.label]) // self.plan.training["batch_size"])
         kwargs: dict[str, Any] = {}
-        ablation = VARIANTS[run.variant].ablation if run.variant != BASELINE and VARIANTS[run.variant].heads \
-            else None
+        ablation = (VARIANTS[run.variant].ablation if run.variant != BASELINE and VARIANTS[run.variant].heads
+                    and run.method is None else None)
         if ablation not in (None, "reweight", "ple_towers"):  # models with auxiliary heads on the tap
             head, tail = cohort_masks(self.spec, probe, pair)
             kwargs = dict(probe_y=targets(self.spec, probe, run, pair),
                           lambdas={"aux_head": run.lam, "aux_tail": run.lam},
                           probe_cohorts={"head": head[:, 0] > 0, "tail": tail[:, 0] > 0})
-        return C2ALDiagnostics(inputs_of(self.spec, probe), every_n_steps=steps, max_abs_y=0, **kwargs)
+        names = input_names(self.spec, run, self.model_cfg, pair)  # + a served-tower run's routing feature
+        return C2ALDiagnostics(inputs_of(self.spec, probe, names), every_n_steps=steps, max_abs_y=0, **kwargs)
 
     def discover(self) -> None:
         """Cohort discovery on the seed-0 baseline's validation predictions (once per job)."""
@@ -251,7 +252,8 @@ class Job:
         for run in finals:
             if run.key in results:
                 continue
-            model = build_run_model(self.backbone, self.model_cfg, self.spec, run, 1e-3)
+            model = build_run_model(self.backbone, self.model_cfg, self.spec, run, 1e-3, self.pair_of(run), self.train)
+            model = getattr(model, "routed", model)  # D-Train: the served (routed) model holds the weights
             model.load_weights(self._weights(run))
             recorded = self.record["runs"][run.key]["valid"]["overall"]["ne"]
             reloaded = evaluate(self.spec, self.valid, predict(model, self.spec, self.valid))["overall"]["ne"]

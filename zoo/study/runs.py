@@ -8,6 +8,13 @@ baseline's updates and ends with its metrics (``tests/test_study.py`` checks it)
 study reports is the method's, not the noise of another path. (The ``ple_towers`` ablation builds
 extra experts in between: its initial weights differ.)
 
+The served-tower variants (:data:`VARIANTS` entries with a ``method``: ``cohort_heads``,
+``gradient_aggregation``, ``d_train``) build :func:`zoo.cohort_heads.build_cohort_heads` (D-Train:
+:func:`zoo.d_train.build_d_train`) with the same seeding, so their backbone starts from the baseline's
+initial weights too; their routing feature is added to the inputs (:func:`input_names`).
+Gradient Aggregation's prior is computed on the training split (users from ``spec.user_id``);
+D-Train runs its three phases, each one protocol fit.
+
 Runs train from NumPy arrays (the Beam job's TFRecords read back once, ``bench/c2al_study.py
 prepare``), so they need Keras only and run under JAX too.
 """
@@ -21,7 +28,11 @@ import keras
 import numpy as np
 
 from zoo import c2al as c2al_lib
-from zoo import crocodile, metrics
+from zoo import cohort_heads as ch
+from zoo import crocodile
+from zoo import d_train as dt
+from zoo import gradient_aggregation as ga
+from zoo import metrics
 from zoo.encoder import embedding_options
 from zoo.model import PRIMARY, build
 from zoo.protocol import FitResult, Protocol, fit, primary_probabilities
@@ -44,9 +55,15 @@ class Run:
     @property
     def key(self) -> str:
         """A stable id, e.g. ``c2al|lambda=0.3|seed=1`` or ``c2al|lambda=0.3|tap=interaction_output|seed=0``."""
-        parts = [self.variant] + ([f"lambda={self.lam:g}"] if self.variant != BASELINE else [])
+        lam = self.variant != BASELINE and self.method is None
+        parts = [self.variant] + ([f"lambda={self.lam:g}"] if lam else [])
         parts += [f"{k}={_text(v)}" for k, v in self.options]
         return "|".join(parts + [f"seed={self.seed}"])
+
+    @property
+    def method(self) -> str | None:
+        """The :mod:`zoo.cohort_heads` method of a served-tower variant, else None."""
+        return None if self.variant == BASELINE else VARIANTS[self.variant].method
 
     @property
     def config_key(self) -> str:
@@ -104,11 +121,44 @@ def cohort_masks(spec: FeatureSpec, arrays: Mapping[str, np.ndarray], pair: Mapp
     return head, tail
 
 
-def targets(spec: FeatureSpec, arrays: Mapping[str, np.ndarray], run: Run, pair: Mapping[str, Any] | None):
-    """Keras targets of a run: ``{"primary": y}`` plus its auxiliary labels."""
+def method_options(model_cfg: Mapping[str, Any], run: Run, pair: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``cohort_heads`` options of a served-tower run: the YAML's block, the run's method, the
+    pair's axis unless the block names one."""
+    block = dict(model_cfg.get("cohort_heads") or {})
+    block["method"] = run.method
+    if block.get("axis") is None and pair is not None:
+        block["axis"] = pair["axis"]
+    return ch.cohort_heads_options(block)
+
+
+def input_names(spec: FeatureSpec, run: Run, model_cfg: Mapping[str, Any],
+                pair: Mapping[str, Any] | None) -> list[str]:
+    """The model inputs of a run: the spec's, plus a served-tower run's routing feature."""
+    names = [f.name for f in spec.inputs]
+    if run.method is not None:
+        feature = spec.axis(ch.axis_name(spec, method_options(model_cfg, run, pair)["axis"])).feature
+        names += [feature] if feature not in names else []
+    return names
+
+
+def _groups(spec: FeatureSpec, arrays: Mapping[str, np.ndarray], options: Mapping[str, Any]):
+    axis = ch.axis_name(spec, options["axis"])
+    names, group_of = ch.axis_groups(spec, axis, options["groups"])
+    return names, ch.group_ids(spec, arrays, axis, group_of)
+
+
+def targets(spec: FeatureSpec, arrays: Mapping[str, np.ndarray], run: Run, pair: Mapping[str, Any] | None,
+            model_cfg: Mapping[str, Any] | None = None):
+    """Keras targets of a run: ``{"primary": y}`` plus its auxiliary labels (Gradient Aggregation:
+    ``[y, group]``)."""
     y = arrays[spec.label].astype("float32")
     out = {PRIMARY: y}
     if not _heads(run):
+        return out
+    if run.method == "gradient_aggregation":
+        _, groups = _groups(spec, arrays, method_options(model_cfg or {}, run, pair))
+        return {PRIMARY: ga.targets(y, groups)}
+    if run.method is not None:
         return out
     ablation = VARIANTS[run.variant].ablation
     head, tail = cohort_masks(spec, arrays, pair)
@@ -121,19 +171,45 @@ def targets(spec: FeatureSpec, arrays: Mapping[str, np.ndarray], run: Run, pair:
 def sample_weights(spec: FeatureSpec, train: Mapping[str, np.ndarray], run: Run,
                    pair: Mapping[str, Any] | None) -> np.ndarray | None:
     """The ``reweight`` ablation's primary-loss weights ``1 + (lambda / pi_C) 1[x in C]`` (else None)."""
-    if not _heads(run) or VARIANTS[run.variant].ablation != "reweight":
+    if not _heads(run) or run.method is not None or VARIANTS[run.variant].ablation != "reweight":
         return None
     head, tail = cohort_masks(spec, train, pair)
     a = c2al_lib.reweight_coefficients(run.lam, run.lam, float(head.mean()), float(tail.mean()))
     return (1.0 + a["head"] * head + a["tail"] * tail)[:, 0]
 
 
+def gradient_aggregation_prior(spec: FeatureSpec, train: Mapping[str, np.ndarray], options: Mapping[str, Any]):
+    """``P(z)`` of a Gradient Aggregation run on the training split (``user_share``: distinct users)."""
+    names, groups = _groups(spec, train, options)
+    users = train.get(spec.user_id) if options["prior"] == "user_share" else None
+    if options["prior"] == "user_share" and users is None:
+        raise ValueError(f"prior: 'user_share' needs the training arrays' user ids '{spec.user_id}'")
+    return ga.prior(options["prior"], len(names), users, groups)
+
+
 def build_run_model(backbone: str, model_cfg: Mapping[str, Any], spec: FeatureSpec, run: Run,
-                    learning_rate: float) -> keras.Model:
-    """The compiled training model of a run; the shared path's initial weights depend on the seed only."""
+                    learning_rate: float, pair: Mapping[str, Any] | None = None,
+                    train: Mapping[str, np.ndarray] | None = None):
+    """The compiled training model of a run; the shared path's initial weights depend on the seed only.
+
+    Served-tower runs need the ``pair`` (its axis) and Gradient Aggregation the ``train`` arrays (its
+    prior); D-Train returns the uncompiled :class:`zoo.d_train.DTrainModels` (compiled per phase).
+    """
     keras.backend.clear_session()  # a long job builds many models: free the previous ones' state
     keras.utils.set_random_seed(run.seed)
     hparams = dict(embedding=run_embedding(model_cfg, spec, run), **model_cfg["hparams"])
+    if run.method is not None:
+        options = method_options(model_cfg, run, pair)
+        if run.method == "d_train":
+            return dt.build_d_train(backbone, spec, options, **hparams)
+        model = ch.build_cohort_heads(backbone, spec, options, **hparams)
+        if run.method == "gradient_aggregation":
+            if train is None:
+                raise ValueError(f"run {run.key}: gradient_aggregation needs the training arrays for its prior")
+            ga.compile_gradient_aggregation(model, learning_rate, gradient_aggregation_prior(spec, train, options))
+        else:
+            c2al_lib.compile_model(model, learning_rate, None, auc_metric=False)
+        return model
     if not _heads(run):
         model = build(backbone, spec, **hparams)
         lambdas = None
@@ -144,8 +220,10 @@ def build_run_model(backbone: str, model_cfg: Mapping[str, Any], spec: FeatureSp
     return model
 
 
-def inputs_of(spec: FeatureSpec, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {f.name: arrays[f.name] for f in spec.inputs}
+def inputs_of(spec: FeatureSpec, arrays: Mapping[str, np.ndarray],
+              names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The model inputs of a split: the spec's inputs, or ``names`` (:func:`input_names`)."""
+    return {n: arrays[n] for n in (names or [f.name for f in spec.inputs])}
 
 
 def train_run(backbone: str, model_cfg: Mapping[str, Any], spec: FeatureSpec, train: Mapping[str, np.ndarray],
@@ -155,19 +233,48 @@ def train_run(backbone: str, model_cfg: Mapping[str, Any], spec: FeatureSpec, tr
     """Builds and trains one run under ``protocol``; the model ends with its best epoch's weights."""
     if run.variant != BASELINE and pair is None:
         raise ValueError(f"run {run.key}: a C2AL variant needs a cohort pair")
-    model = build_run_model(backbone, model_cfg, spec, run, learning_rate)
+    model = build_run_model(backbone, model_cfg, spec, run, learning_rate, pair, train)
+    names = input_names(spec, run, model_cfg, pair)
+    if run.method == "d_train":
+        return _train_d_train(model, spec, train, valid, run, names, protocol, batch_size, learning_rate, callbacks)
     keras.utils.set_random_seed(run.seed)  # the data order and dropout draws do not depend on the heads
-    result = fit(model, inputs_of(spec, train), targets(spec, train, run, pair),
-                 validation=(inputs_of(spec, valid), valid[spec.label]), protocol=protocol,
+    result = fit(model, inputs_of(spec, train, names), targets(spec, train, run, pair, model_cfg),
+                 validation=(inputs_of(spec, valid, names), valid[spec.label]), protocol=protocol,
                  extra_callbacks=callbacks, batch_size=batch_size, shuffle=True,
                  sample_weight=sample_weights(spec, train, run, pair))
     return model, result
 
 
+def _train_d_train(models: dt.DTrainModels, spec, train, valid, run, names, protocol, batch_size, learning_rate,
+                   callbacks) -> tuple[keras.Model, FitResult]:
+    """D-Train's three phases, each a protocol fit; the result sums epochs and time, the last phase's best."""
+    base_names = [f.name for f in spec.inputs]
+    y = {PRIMARY: train[spec.label].astype("float32")}
+
+    def compile_fn(model, phase):
+        c2al_lib.compile_model(model, learning_rate, None, auc_metric=False)
+
+    def fit_fn(model, phase):
+        use = base_names if phase == dt.PHASES[0] else names
+        keras.utils.set_random_seed(run.seed)  # phase a: the baseline's data order and dropout draws
+        return fit(model, inputs_of(spec, train, use), y, validation=(inputs_of(spec, valid, use), valid[spec.label]),
+                   protocol=protocol, extra_callbacks=callbacks if phase == dt.PHASES[-1] else (),
+                   batch_size=batch_size, shuffle=True)
+
+    phases = dt.train(models, compile_fn, fit_fn)
+    last = phases[dt.PHASES[-1]]
+    history = {f"{phase}/{k}": v for phase, r in phases.items() for k, v in r.history.items()}
+    result = dataclasses.replace(last, epochs_run=sum(r.epochs_run for r in phases.values()),
+                                 hit_cap=any(r.hit_cap for r in phases.values()),
+                                 seconds=sum(r.seconds for r in phases.values()), history={**last.history, **history})
+    return models.routed, result
+
+
 def predict(model: keras.Model, spec: FeatureSpec, arrays: Mapping[str, np.ndarray],
             batch_size: int = 16384) -> np.ndarray:
     """The primary head's probabilities ``(N,)`` on a split."""
-    return primary_probabilities(model.predict(inputs_of(spec, arrays), batch_size=batch_size, verbose=0))
+    names = [t.name for t in model.inputs]  # a served-tower model also takes its routing feature
+    return primary_probabilities(model.predict(inputs_of(spec, arrays, names), batch_size=batch_size, verbose=0))
 
 
 def evaluate(spec: FeatureSpec, arrays: Mapping[str, np.ndarray], p: np.ndarray) -> dict[str, Any]:

@@ -12,6 +12,11 @@ and, where the spec has a prior id input, the prior-informed gate). It serves it
 the baseline's (other embedding tables and experts), but its seed pairing is the same: built right
 after ``keras.utils.set_random_seed(seed)``, the data order and dropout reset to the seed before
 ``fit``.
+
+The served-tower methods (``method`` set: :mod:`zoo.cohort_heads`, :mod:`zoo.gradient_aggregation`,
+:mod:`zoo.d_train`) are different: their per-group towers on the pair's axis are the served model.
+They take the model YAML's ``cohort_heads`` block (groups, head units, prior) with ``axis`` defaulting to
+the pair's, ignore the lambda, and keep the seed pairing (the backbone is built first).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class Variant:
     backbones: tuple[str, ...] | None = None  # None: every backbone
     heads: bool = True  # False: no auxiliary heads (the baseline's model and targets)
     embedding: str | None = None  # a key of zoo.study.runs.EMBEDDINGS: the run's embedding options
+    method: str | None = None  # a zoo.cohort_heads method: served per-group towers instead of C2AL heads
 
     def applies_to(self, backbone: str) -> bool:
         return self.backbones is None or backbone in self.backbones
@@ -48,4 +54,9 @@ VARIANTS: dict[str, Variant] = {
     "least_pair": Variant(pair="least", description="C2AL on the least-divergent cohort pair"),
     "crocodile": Variant(heads=False, embedding="crocodile",
                          description="no heads; Crocodile multi-embedding (covariance loss, prior gate)"),
+    "cohort_heads": Variant(method="cohort_heads", description="one served tower per cohort group, routed"),
+    "gradient_aggregation": Variant(method="gradient_aggregation",
+                                    description="PIN-style: backdoor-adjusted group-balanced loss, served plug-ins "
+                                                "(our interpretation)"),
+    "d_train": Variant(method="d_train", description="D-Train: pre-train, split heads, fine-tune on a frozen backbone"),
 }
