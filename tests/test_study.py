@@ -11,7 +11,7 @@ import pytest
 
 from helpers import ROOT, SPEC, batch
 from zoo.protocol import Protocol
-from zoo.study.job import SealedSplit, TestSplitSealed, select
+from zoo.study.job import SealedSplit, SealedSplitError, select
 from zoo.study.plan import PlanError, load_plan, plan_from_mapping
 from zoo.study.runs import Run, evaluate, predict, train_run
 
@@ -45,11 +45,11 @@ def test_lambda_zero_reproduces_the_baseline_exactly_and_lambda_one_does_not():
 
 def test_the_test_split_is_sealed_until_the_selection_is_final_and_read_once_per_run():
     split = SealedSplit({"y": np.zeros(3)})
-    with pytest.raises(TestSplitSealed, match="before the selection was final"):
+    with pytest.raises(SealedSplitError, match="before the selection was final"):
         split.read("baseline|seed=0")
     split.unseal()
     assert split.read("baseline|seed=0")["y"].shape == (3,)
-    with pytest.raises(TestSplitSealed, match="read it a second time"):
+    with pytest.raises(SealedSplitError, match="read it a second time"):
         split.read("baseline|seed=0")
     assert split.reads == ["baseline|seed=0"]
 

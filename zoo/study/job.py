@@ -29,14 +29,14 @@ import numpy as np
 from zoo import cohorts
 from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec
 from zoo.study.plan import Plan
-from zoo.study.runs import (ATTENTION_BACKBONES, Run, build_run_model, cohort_masks, evaluate, inputs_of,
+from zoo.study.runs import (Run, build_run_model, cohort_masks, evaluate, inputs_of,
                             input_names, options_tuple, predict, targets, train_run)
 from zoo.study.variants import BASELINE, C2AL, VARIANTS
 
 PAIR_STRATEGIES = {C2AL: "most", "least_pair": "least", "random_pair": "random"}
 
 
-class TestSplitSealed(RuntimeError):
+class SealedSplitError(RuntimeError):
     """The test split was read before the selection was final, or twice for one run."""
 
 
@@ -56,9 +56,9 @@ class SealedSplit:
 
     def read(self, run_key: str) -> Mapping[str, np.ndarray]:
         if self.sealed:
-            raise TestSplitSealed(f"test split: read for '{run_key}' before the selection was final")
+            raise SealedSplitError(f"test split: read for '{run_key}' before the selection was final")
         if run_key in self.reads:
-            raise TestSplitSealed(f"test split: '{run_key}' read it a second time")
+            raise SealedSplitError(f"test split: '{run_key}' read it a second time")
         self.reads.append(run_key)
         return self._arrays
 

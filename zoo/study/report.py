@@ -66,8 +66,9 @@ def compare(job: Mapping[str, Any], config: str) -> dict[str, Any]:
             o = _scope(oracle, scope, pair)
             shares = [_scope(metrics.gap_closed(test[Run(BASELINE, s).key], test[f"{config}|seed={s}"], oracle),
                              scope, pair) for s in seeds]
+            share_mean, share_std = _stats(shares)
             row.update(ne_oracle=o["ne"], auc_oracle=o["auc"], gap_closed_runs=shares,
-                       gap_closed_mean=_stats(shares)[0], gap_closed_std=_stats(shares)[1])
+                       gap_closed_mean=share_mean, gap_closed_std=share_std)
         out[scope] = row
     return out
 
@@ -87,7 +88,8 @@ def summarize_job(job: Mapping[str, Any]) -> dict[str, Any]:
     baseline = {}
     for scope in SCOPES:
         ne = [_scope(test[Run(BASELINE, s).key], scope, pair)["ne"] for s in seeds]
-        baseline[scope] = {"ne_mean": _stats(ne)[0], "ne_std": _stats(ne)[1]}
+        mean, std = _stats(ne)
+        baseline[scope] = {"ne_mean": mean, "ne_std": std}
     configs = list(dict.fromkeys(job["runs"][k]["config"] for k in job["finals"]
                                  if job["runs"][k]["variant"] != BASELINE))
     runs = list(job["runs"].values())

@@ -39,9 +39,6 @@ from zoo.protocol import FitResult, Protocol, fit, primary_probabilities
 from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec
 from zoo.study.variants import BASELINE, VARIANTS
 
-ATTENTION_BACKBONES = ("dhen", "wukong")  # AttentionFM layers: attention-density diagnostics
-
-
 @dataclasses.dataclass(frozen=True)
 class Run:
     """What one run trains: ``variant`` (``baseline`` or a :data:`VARIANTS` name), its lambda
