@@ -102,7 +102,7 @@ from beam_jobs.options import parse_job_args
 from beam_jobs.columnar import BatchParser, StatsLayout
 from beam_jobs.tfrecord import frame_records, unframe
 from beam_jobs.vocabulary import (DEFAULT_VOCAB_SHARDS, VOCAB_DIR, VOCAB_SUMMARY, acquire_vocabularies,
-                                  build_vocab_pipeline, resolve_vocabularies)
+                                  build_vocab_pipeline, load_vocabularies, resolve_vocabularies)
 from zoo.spec import SPLITS, FeatureSpec, SpecError, load_spec, locate_spec_file
 
 NAMESPACE = "build_tfrecords"
@@ -420,6 +420,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 sizes = ", ".join(f"{t}={built[t]['vocab_size']}" for t in spec.vocabulary_tables if t in built)
                 print(f"build_tfrecords: vocabularies built ({sizes})")
         vocab_paths = {t: out.path(VOCAB_DIR, f"{t}.txt") for t in spec.vocabulary_tables}
+        if spec.needs_axis_ids:  # cohort axes listing raw values of vocabulary features
+            spec = spec.with_axis_ids(load_vocabularies(vocab_paths))
         result, state = _run_pipeline(pipeline_args, lambda p: build_pipeline(
             p, spec, args.input, out.staging, args.num_shards, vocab_paths=vocab_paths,
             vocab_summary=vocab_summary, chunk_bytes=args.chunk_bytes, compression_level=args.compression_level))

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from zoo.spec import PAD_ID, Feature
+from zoo.spec import PAD_ID, Feature, LabelRule
 
 _FLOAT32_MAX = 3.4028234663852886e38
 _INT64_MAX, _INT64_MIN = np.iinfo(np.int64).max, np.iinfo(np.int64).min
@@ -78,6 +78,19 @@ def float_column(col: Sequence[str], n: int, default: float | None) -> tuple[np.
     with np.errstate(invalid="ignore"):
         bad |= ~np.isfinite(v) | (np.abs(v) > _FLOAT32_MAX)
     return v, bad
+
+
+def label_column(col: Sequence[str], n: int, rule: LabelRule | None) -> tuple[np.ndarray, np.ndarray]:
+    """A label column as float64 0/1 and its bad rows (:func:`zoo.spec.rows.parse_label` row by row)."""
+    if rule is not None and rule.mapping is not None:
+        mapping = rule.mapping
+        texts = [t.strip() for t in col]
+        bad = np.fromiter((t not in mapping for t in texts), dtype=bool, count=n)
+        return np.fromiter((mapping.get(t, 0.0) for t in texts), dtype=np.float64, count=n), bad
+    v, bad = float_column(col, n, None)
+    if rule is None:
+        return v, bad | ~((v == 0.0) | (v == 1.0))
+    return np.where(bad, 0.0, rule.positive(v)).astype(np.float64), bad
 
 
 def transform_column(f: Feature, v: np.ndarray, bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -23,8 +23,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from beam_jobs.column_converters import (float_column, int_column, pad_sequence_column, split_sequence_column,
-                                        token_column, transform_column)
+from beam_jobs.column_converters import (float_column, int_column, label_column, pad_sequence_column,
+                                        split_sequence_column, token_column, transform_column)
 from beam_jobs.fileio import chunk_lines
 from zoo.spec import (COHORT_KEY_PREFIX, PAD_ID, SPLITS, Feature, FeatureSpec, RowError, SpecError,
                       hash_tokens, stable_hash_array)
@@ -157,8 +157,10 @@ class BatchParser:
         values: dict[str, Any] = {}
         seq_lengths: dict[str, np.ndarray] = {}
         for name in spec.labels:
-            label, lbad = float_column(columns[self.col_index[name]], n, None)
-            bad |= lbad | ~((label == 0.0) | (label == 1.0))
+            rule = spec.label_rules.get(name)
+            col = columns[self.col_index[spec.label_column(name)]]
+            label, lbad = label_column(col, n, rule)
+            bad |= lbad  # the per-row parser dead-letters them with the reason
             values[name] = label
         for f in spec.features:
             col = columns[self.col_index[f.name]]

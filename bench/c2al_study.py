@@ -2,6 +2,7 @@
 
     python bench/c2al_study.py [all|prepare|run|report] [--plan bench/c2al_study.yaml] [--quick]
         [--work runs/c2al_study] [--output bench/results/c2al] [--jobs 1] [--datasets a,b] [--backbones x,y]
+        [--variants v,w]
 
 ``prepare`` runs each dataset of the plan through the main job's path (adapter -> Beam job ->
 TFRecords) and reads every split back once into NumPy arrays (``<work>/<dataset>/{train,valid,test}.npz``
@@ -19,6 +20,7 @@ defaults ``--work``/``--output`` to ``runs/c2al_study_quick``, never to the comm
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -44,12 +46,12 @@ def prepare(plan, work: str, datasets: list[str]) -> None:
 
     for name in datasets:
         options = plan.datasets[name]
-        yaml_path = os.path.join(ROOT, options["dataset"])
-        spec = load_spec(yaml_path)
         base = os.path.join(work, name)
         if all(os.path.exists(os.path.join(base, f"{s}.npz")) for s in SPLITS):
             print(f"[prepare] {name}: arrays in {base} (kept)", flush=True)
             continue
+        yaml_path = dataset_yaml(options, base)
+        spec = load_spec(yaml_path)
         raw, tfrecords = os.path.join(base, "raw"), os.path.join(base, "tfrecords")
         start = time.time()
         source = os.path.join(SHARED_DATA, options["source"]) if options.get("source") else None
@@ -64,6 +66,23 @@ def prepare(plan, work: str, datasets: list[str]) -> None:
         with open(os.path.join(base, "spec.json"), "w") as fh:
             json.dump(resolved.to_dict(), fh)
         print(f"[prepare] {name}: {time.time() - start:.0f} s -> {base}", flush=True)
+
+
+def dataset_yaml(options, base: str) -> str:
+    """The dataset YAML of a plan dataset: the plan's file, or a copy in ``base`` with its ``split``."""
+    import yaml
+
+    path = os.path.join(ROOT, options["dataset"])
+    if options.get("split") is None:
+        return path
+    with open(path) as fh:
+        raw = yaml.safe_load(fh)
+    raw["split"] = dict(options["split"])
+    os.makedirs(base, exist_ok=True)
+    derived = os.path.join(base, "dataset.yaml")
+    with open(derived, "w") as fh:
+        yaml.safe_dump(raw, fh, sort_keys=False)
+    return derived
 
 
 def load_arrays(work: str, name: str):
@@ -143,11 +162,19 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="jobs at a time, one process each; 0 = in this process")
     parser.add_argument("--datasets", default="", help="comma-separated subset of the plan's datasets")
     parser.add_argument("--backbones", default="", help="comma-separated subset of the plan's backbones")
+    parser.add_argument("--variants", default=None, help="comma-separated subset of the plan's variants "
+                        "('' = none); the runs of the others are not trained (a staged study; resumable)")
     parser.add_argument("--job", help=argparse.SUPPRESS)  # worker: dataset:backbone
     args = parser.parse_args(argv)
     from zoo.study.plan import load_plan
 
     plan = load_plan(args.plan, quick=args.quick)
+    if args.variants is not None:
+        variants = [v for v in args.variants.split(",") if v]
+        bad = [v for v in variants if v not in plan.variants]
+        if bad:
+            raise SystemExit(f"--variants: {bad} not in the plan's {plan.variants}")
+        plan = dataclasses.replace(plan, variants=variants)
     work = args.work or os.path.join(ROOT, "runs", "c2al_study_quick" if args.quick else "c2al_study")
     output = args.output or (os.path.join(work, "report") if args.quick else os.path.join(ROOT, "bench", "results", "c2al"))
     datasets = [d for d in args.datasets.split(",") if d] or list(plan.datasets)
@@ -172,6 +199,7 @@ def main(argv=None) -> int:
             from workers import run_workers
 
             command = [sys.executable, os.path.abspath(__file__), "--plan", args.plan, "--work", work]
+            command += [] if args.variants is None else ["--variants", args.variants]
             failed = run_workers({f"{d}:{b}": command + (["--quick"] if args.quick else []) + ["--job", f"{d}:{b}"]
                                   for d, b in pending}, args.jobs)
             for failure in failed:

@@ -9,6 +9,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+from helpers import CLEAN_ROOM_PREAMBLE  # noqa: E402
 
 
 def pytest_configure(config):
@@ -258,25 +259,10 @@ def jax_run(request, tmp_path_factory, eval_data):
     return run
 
 
-CLEAN_ROOM = textwrap.dedent("""
-    # Runs in a fresh interpreter; must not import anything of the project.
-    import glob, json, sys
-    import numpy as np
-    import tensorflow as tf
+CLEAN_ROOM = CLEAN_ROOM_PREAMBLE + textwrap.dedent("""
     from tensorflow_serving.apis import prediction_log_pb2
 
-    export_dir, data_dir, out_json = sys.argv[1:4]
-    loaded = tf.saved_model.load(export_dir)
-    default = loaded.signatures["serving_default"]
-    on_examples = loaded.signatures["predict_examples"]
-    _, inputs = default.structured_input_signature
     _, example_inputs = on_examples.structured_input_signature
-
-    # The evaluation rows as stored (label and cohort ids included), parsed with nothing but the
-    # serving signature: one fixed-length feature per named input.
-    files = sorted(glob.glob(data_dir + "/test/*.tfrecord.gz"))
-    records = tf.constant([r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")])
-    feats = tf.io.parse_example(records, {k: tf.io.FixedLenFeature(s.shape[1:], s.dtype) for k, s in inputs.items()})
     pred = default(**feats)["probability"].numpy()
     pred_examples = on_examples(examples=records)["probability"].numpy()
 

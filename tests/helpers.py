@@ -155,6 +155,25 @@ EXPORT_HP = dict(num_cross_layers=2, dnn_units=[16, 8])  # the exported DCNv2
 MIN_EVAL_ROWS = 1000
 
 
+# The start of every clean-room script (a fresh interpreter that imports nothing of the project, run
+# as ``script EXPORT_DIR DATA_DIR OUT_JSON``): the SavedModel's two signatures and the stored test
+# rows, as serialized records and as features parsed with nothing but the serving signature.
+CLEAN_ROOM_PREAMBLE = """\
+import glob, json, sys
+import numpy as np
+import tensorflow as tf
+
+export_dir, data_dir, out_json = sys.argv[1:4]
+loaded = tf.saved_model.load(export_dir)
+default = loaded.signatures["serving_default"]
+on_examples = loaded.signatures["predict_examples"]
+_, inputs = default.structured_input_signature
+files = sorted(glob.glob(data_dir + "/test/*.tfrecord.gz"))
+records = tf.constant([r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")])
+feats = tf.io.parse_example(records, {k: tf.io.FixedLenFeature(s.shape[1:], s.dtype) for k, s in inputs.items()})
+"""
+
+
 def clean_env(**extra):
     """``os.environ`` without PYTHONPATH (a process that must not see the project), plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -166,6 +166,46 @@ def test_batch_parser_equals_parse_raw_row_on_fuzzed_rows(seed):
     assert StatsLayout(spec).batch_counts(batch, cohorts) == _reference_stats(spec, ref_rows)
 
 
+LABEL_RULES = {
+    "threshold": ({"name": "liked", "column": "y", "positive": ">= 4"},
+                  ["1", "2", "3", "3.99", "4", "4.0", " 5 ", "5", "40", "-4", "1e1"]),
+    "map": ({"name": "liked", "column": "y", "map": {"yes": 1, "no": 0, "1": 1, "maybe": 0}},
+            ["yes", "no", " yes", "no ", "1", "maybe", "Yes", "0"]),  # 'Yes' and '0' are not in the map
+}
+
+
+@pytest.mark.parametrize("rule", sorted(LABEL_RULES))
+def test_label_rules_fast_path_equals_parse_raw_row(rule):
+    """A label derived in the YAML (a threshold on a number, or a value map) gives the same labels and
+    the same dead letters (``bad_label``, ``unmapped_label``) on the column path as row by row."""
+    declaration, texts = LABEL_RULES[rule]
+    spec = FeatureSpec.from_dict({**RICH_SPEC, "label": declaration})
+    assert spec.label == "liked" and spec.label_column("liked") == "y"
+
+    def good(rng):
+        return [rng.choice(texts)] + _good_row(rng)[1:]
+
+    lines = _lines(random.Random(3), 1500, len(spec.raw_format.columns), good)
+    ref_good, ref_dead, ref_rows = _reference(spec, lines, RICH_VOCABS)
+    got_good, got_dead, parser, batch = _batched(spec, lines, RICH_VOCABS)
+    assert got_good == ref_good and got_dead == ref_dead
+    labels = collections.Counter(row["liked"] for _, row in ref_rows)
+    assert labels[0.0] > 100 and labels[1.0] > 100
+    reasons = collections.Counter(r for _, r, _ in ref_dead)
+    assert reasons["unmapped_label" if rule == "map" else "bad_label"] > 20, reasons
+    expected = {"threshold": lambda t: float(float(t) >= 4), "map": lambda t: {"yes": 1.0, "no": 0.0, "1": 1.0,
+                                                                               "maybe": 0.0}[t.strip()]}[rule]
+    for text in texts:
+        try:
+            want = expected(text)
+        except (KeyError, ValueError):
+            with pytest.raises(RowError):
+                spec.parse_raw_row(spec.split_line(f"{text},1,2,1.5,0.25,,,a,0,0.5,1,"), RICH_VOCABS)
+            continue
+        row = spec.parse_raw_row(spec.split_line(f"{text},1,2,1.5,0.25,,,a,0,0.5,1,"), RICH_VOCABS)
+        assert row["liked"] == want, text
+
+
 def test_batch_parser_token_mode_keeps_tokens():
     spec = FeatureSpec.from_dict({**RICH_SPEC, "features": [
         {**f, "vocabulary": {"min_count": 2}, "vocab_size": None} if f["name"] == "cat" else f

@@ -18,7 +18,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs import build_tfrecords, fileio
-from zoo.spec import SPLITS, FeatureSpec, hash_token, load_spec
+from zoo.spec import SPLITS, FeatureSpec, SpecError, hash_token, load_spec
 
 pytestmark = pytest.mark.tf_only
 
@@ -232,7 +232,74 @@ def test_spec_rules_for_vocabularies_and_transforms():
     bad(lambda r: r["features"][1].update(vocabulary={"min_count": 0}), "vocabulary.min_count must be an integer >= 1")
     bad(lambda r: r["features"][0].update(raw_type="float"), "raw_type must be one of")
     bad(lambda r: r.update(split_by="day"), "split_by: must be one of")
-    bad(lambda r: r["cohort_axes"].append({"name": "c", "feature": "city", "values": {"a": [1]}}),
-        "'values' needs raw integer ids")
+    bad(lambda r: r["cohort_axes"].append({"name": "c", "feature": "city", "boundaries": [2]}),
+        "cohort axis 'c': 'boundaries' needs a dense or raw-integer feature; the ids of 'city' are a vocabulary's")
+    bad(lambda r: r["cohort_axes"].append({"name": "c", "feature": "hx", "boundaries": [2]}),
+        "cohort axis 'c': 'boundaries' needs a dense or raw-integer feature; the ids of 'hx' are hash buckets")
+    bad(lambda r: r["cohort_axes"].append({"name": "c", "feature": "city", "values": {"a": ["oslo"], "b": [" oslo"]}}),
+        "cohort axis 'c': value ' oslo' is in both 'a' and 'b'")
+    bad(lambda r: r["cohort_axes"].append({"name": "c", "feature": "city", "values": {"a": [True]}}),
+        "cohort axis 'c': cohort 'a' lists True; raw values are strings")
+    bad(lambda r: r["cohort_axes"].append({"name": "c", "feature": "hx", "values": {"a": ["xyz"]}}),
+        "cohort axis 'c': cohort 'a' lists 'xyz'; 'hx' has hexadecimal raw values")
+    bad(lambda r: r["cohort_axes"].append({"name": "c", "feature": "u", "values": {"a": [1]}, "ids": {"a": [1]}}),
+        "cohort axis 'c': 'ids' belongs to raw values of a mapped feature")
+    colliding = next(t for t in (f"{i:x}" for i in range(1, 99)) if _h(t) == _h("ab"))
+    bad(lambda r: r["cohort_axes"].append({"name": "c", "feature": "hx", "values": {"a": ["AB"], "b": [colliding]}}),
+        f"cohort axis 'c': values 'ab' \\('a'\\) and '{colliding}' \\('b'\\) share hash bucket {_h('ab')} of 'hx'")
     with pytest.raises(SpecError, match="its vocabulary is not built yet"):
         FeatureSpec.from_dict(SPEC).feature("city").num_rows
+
+
+RAW_VALUE_AXES = [
+    # A vocabulary feature: raw tokens resolved to the built vocabulary's ids (oslo 3; rome 1, paris 0).
+    {"name": "region", "feature": "city", "values": {"north": ["oslo"], "south": ["rome", " paris"]},
+     "other": "elsewhere"},
+    # A hashed hex feature: the token's bucket (lower-cased like the row parser); a value in the same
+    # bucket counts in the cohort too, which is what the model's ids can tell.
+    {"name": "hex", "feature": "hx", "values": {"ab": ["AB"]}, "other": "rest"},
+]
+
+
+def test_cohort_axes_by_raw_values_of_string_features(raw, tmp_path):
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(json.dumps({**SPEC, "cohort_axes": SPEC["cohort_axes"] + RAW_VALUE_AXES}))
+    declared = load_spec(str(spec_path))
+    assert declared.needs_axis_ids and declared.axis("hex").raw_values == {"ab": ("ab",)}
+    assert declared.axis("hex").values == {"ab": (_h("ab"),)} and declared.axis("region").values is None
+    out = str(tmp_path / "data")
+    info = build_tfrecords.run(["--spec", str(spec_path), "--input", raw, "--output", out, "--num_shards", "1",
+                                "--direct_running_mode=in_memory"])
+    resolved = load_spec(out)
+    region = resolved.axis("region")
+    assert region.values == {"north": (3,), "south": (1, 0)} and region.raw_values["south"] == ("rome", "paris")
+    assert resolved.to_dict()["cohort_axes"][1] == {"name": "region", "feature": "city",
+                                                    "values": {"north": ["oslo"], "south": ["rome", "paris"]},
+                                                    "other": "elsewhere", "ids": {"north": [3], "south": [1, 0]}}
+    assert FeatureSpec.from_dict(resolved.to_dict()) == resolved
+    # good rows: city paris, paris, rome, oslo, paris (train), rome, tokyo (valid, OOV), oslo (test)
+    assert info["stats"]["cohorts"]["region"] == {"north": {"rows": 2, "positives": 0, "base_rate": 0.0},
+                                                  "south": {"rows": 5, "positives": 4, "base_rate": 0.8},
+                                                  "elsewhere": {"rows": 1, "positives": 0, "base_rate": 0.0}}
+    good = [(1.0, "ab"), (0.0, "ab"), (1.0, "ff"), (0.0, ""), (1.0, "1f"), (1.0, "ab"), (0.0, "cd"), (0.0, "00")]
+    in_ab = [y for y, hx in good if _h(hx) == _h("ab")]
+    assert info["stats"]["cohorts"]["hex"]["ab"]["rows"] == len(in_ab) >= 3
+    assert info["stats"]["cohorts"]["hex"]["ab"]["positives"] == sum(in_ab)
+
+    # The resolved spec.json as --spec (vocabularies reused) gives new rows the same cohorts.
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "rows.csv").write_text(HEADER + "\n1,3,oslo,lima,AB,0,blue,valid\n0,4,rome,,ff,1,red,valid\n")
+    out2 = str(tmp_path / "data2")
+    info2 = build_tfrecords.run(["--spec", os.path.join(out, "spec.json"), "--input", str(tmp_path / "more" / "*.csv"),
+                                 "--output", out2, "--num_shards", "1", "--direct_running_mode=in_memory"])
+    assert {k: v["rows"] for k, v in info2["stats"]["cohorts"]["region"].items()} == {"north": 1, "south": 1,
+                                                                                      "elsewhere": 0}
+
+    # A listed value that the vocabulary does not keep cannot be told from other unknown values.
+    bad_path = tmp_path / "bad.yaml"
+    axis = {"name": "far", "feature": "city", "values": {"east": ["tokyo"]}}
+    bad_path.write_text(json.dumps({**SPEC, "cohort_axes": SPEC["cohort_axes"] + [axis]}))
+    with pytest.raises(SpecError, match="cohort axis 'far': value 'tokyo' of cohort 'east' is not in the vocabulary "
+                                        "of 'city' \\(4 tokens"):
+        build_tfrecords.run(["--spec", str(bad_path), "--input", raw, "--output", str(tmp_path / "data3"),
+                             "--direct_running_mode=in_memory"])

@@ -15,7 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 import yaml
-from helpers import clean_env, raw_records
+from helpers import CLEAN_ROOM_PREAMBLE, clean_env, raw_records
 
 from zoo.spec import SPLITS, FeatureSpec, SpecError, decode_examples
 
@@ -66,7 +66,7 @@ def test_spec_labels_round_trip_and_single_label_still_works():
 @pytest.mark.parametrize("changes,message", [
     (dict(label="click"), "labels: give either 'label' (one task) or 'labels'"),
     (dict(labels=["click", "click"]), "label 'click': listed twice in labels"),
-    (dict(labels=["click", "bought"]), "label 'bought': not a column of format.columns"),
+    (dict(labels=["click", "bought"]), "label 'bought': column 'bought' is not a column of format.columns"),
     (dict(labels=["click", "user"]), "feature 'user': has the same name as the label 'user'"),
     (dict(labels=[]), "labels: must be a non-empty list"),
     (dict(labels=["click", "con-version"]), "label 'con-version': label names must be letters"),
@@ -173,19 +173,8 @@ def test_read_split_and_model_batches_give_both_targets(mt_data):
 # ---------------------------------------------------------------------------------------------------
 # Train a 2-task PLE (baseline and C2AL), metrics per task, export, clean-room reload
 # ---------------------------------------------------------------------------------------------------
-CLEAN_ROOM = textwrap.dedent("""
-    # A fresh interpreter that imports nothing of the project: every output of both signatures.
-    import glob, json, sys
-    import tensorflow as tf
-
-    export_dir, data_dir, out_json = sys.argv[1:4]
-    loaded = tf.saved_model.load(export_dir)
-    default = loaded.signatures["serving_default"]
-    on_examples = loaded.signatures["predict_examples"]
-    _, inputs = default.structured_input_signature
-    files = sorted(glob.glob(data_dir + "/test/*.tfrecord.gz"))
-    records = tf.constant([r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")])
-    feats = tf.io.parse_example(records, {k: tf.io.FixedLenFeature(s.shape[1:], s.dtype) for k, s in inputs.items()})
+CLEAN_ROOM = CLEAN_ROOM_PREAMBLE + textwrap.dedent("""
+    # every output of both signatures
     out = {"default": {k: v.numpy().ravel().tolist() for k, v in default(**feats).items()},
            "examples": {k: v.numpy().ravel().tolist() for k, v in on_examples(examples=records).items()},
            "outputs": {name: sorted(fn.structured_outputs) for name, fn in loaded.signatures.items()},

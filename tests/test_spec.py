@@ -28,9 +28,10 @@ BASE = {
 
 
 def spec_with(**changes):
+    """BASE with top-level keys replaced (``None`` removes one)."""
     raw = copy.deepcopy(BASE)
     raw.update(changes)
-    return raw
+    return {k: v for k, v in raw.items() if v is not None}
 
 
 def feature_with(index, **changes):
@@ -81,11 +82,54 @@ def feature_with(index, **changes):
     (spec_with(oracle="p_true"), "oracle 'p_true': must name a declared feature"),
     (spec_with(oracle="item"), "oracle 'item': must be a dense feature, got kind categorical"),
     (spec_with(oracle="price"), "oracle 'price': must have input: false"),
+    (spec_with(label={"column": "stars"}), "label 'stars': give exactly one of 'positive'"),
+    (spec_with(label={"column": "click", "positive": ">= 4", "map": {"a": 1}}), "label 'click': give exactly one of"),
+    (spec_with(label={"column": "click", "positive": "at least 4"}),
+     "label 'click': positive must be a comparison and a number"),
+    (spec_with(label={"column": "click", "positive": "=> 4"}), "label 'click': positive must be a comparison"),
+    (spec_with(label={"column": "click", "positive": ">= nan"}), "label 'click': positive must be a comparison"),
+    (spec_with(label={"column": "click", "map": {True: 1, "no": 0}}), "label 'click': map key True is a YAML boolean"),
+    (spec_with(label={"column": "click", "map": {"yes": 2}}), "label 'click': map value of 'yes' must be 0 or 1"),
+    (spec_with(label={"column": "click", "map": {"no": 0}}), "label 'click': map has no value mapped to 1"),
+    (spec_with(label={"column": "click", "positive": "> 3", "colour": 1}), "label 'click': unknown key(s) ['colour']"),
+    (spec_with(label={"name": "liked", "column": "stars", "positive": "> 3"}),
+     "label 'liked': column 'stars' is not a column of format.columns"),
+    (spec_with(label={"name": "liked", "column": "price", "positive": "> 3"}),
+     "label 'liked': column 'price' is also a feature"),
+    (spec_with(label=None, labels=[{"name": "a", "column": "click", "positive": "> 3"},
+                                   {"name": "b", "column": "click", "positive": "> 4"}]),
+     "label column 'click': read by two labels"),
 ])
 def test_malformed_spec_names_feature_and_problem(raw, message):
     with pytest.raises(SpecError) as err:
         FeatureSpec.from_dict(raw)
     assert message in str(err.value)
+
+
+def test_label_rules_derive_the_label_and_round_trip():
+    import yaml
+
+    spec = FeatureSpec.from_dict(spec_with(label={"name": "liked", "column": "click", "positive": "> 3.5"}))
+    assert spec.label == "liked" and spec.labels == ("liked",) and spec.label_column("liked") == "click"
+    assert FeatureSpec.from_dict(spec.to_dict()) == spec
+    assert spec.to_dict()["label"] == {"name": "liked", "column": "click", "positive": "> 3.5"}
+    assert [spec.parse_raw_row(f"{t},1,2,0.5,".split(","))["liked"] for t in ("3.5", "3.6", "5", " 1 ")] == [0, 1, 1, 0]
+    with pytest.raises(RowError) as err:
+        spec.parse_raw_row("four,1,2,0.5,".split(","))
+    assert err.value.reason == "bad_label" and "label 'liked': cannot parse 'four'" in str(err.value)
+    mapped = FeatureSpec.from_dict(spec_with(label={"column": "click", "map": yaml.safe_load('{"yes": 1, "no": 0, 7: 1}')}))
+    assert mapped.label == "click" and FeatureSpec.from_dict(mapped.to_dict()) == mapped
+    assert [mapped.parse_raw_row(f"{t},1,2,0.5,".split(","))["click"] for t in ("yes", " no ", "7")] == [1, 0, 1]
+    with pytest.raises(RowError) as err:
+        mapped.parse_raw_row("Yes,1,2,0.5,".split(","))
+    assert err.value.reason == "unmapped_label" and "column 'click' value 'Yes' is not in its map" in str(err.value)
+    # a multi-task list mixes plain 0/1 columns and rules
+    multi = FeatureSpec.from_dict(spec_with(
+        label=None, labels=["click", {"name": "long_view", "column": "secs", "positive": ">= 30"}],
+        format={"columns": ["click", "user", "item", "price", "hist", "secs"], "delimiter": ","}))
+    assert multi.labels == ("click", "long_view") and FeatureSpec.from_dict(multi.to_dict()) == multi
+    row = multi.parse_raw_row("1,1,2,0.5,,45".split(","))
+    assert (row["click"], row["long_view"]) == (1.0, 1.0)
 
 
 def test_load_spec_prefixes_the_file(tmp_path):

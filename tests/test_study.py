@@ -81,6 +81,9 @@ def test_the_shipped_plan_and_its_quick_block_load():
     ({"training": {"batch_size": 8, "epochs": 3}}, "training: unknown key 'epochs'"),
     ({"head_options": [{"head": [8]}]}, r"head_options\[0\]: must set some of"),
     ({"variant_datasets": ["criteo"]}, "variant_datasets: 'criteo' is not one of the plan's datasets"),
+    ({"datasets": {"s": {"dataset": "x.yaml", "split": {"train": 0.5, "valid": 0.1, "test": 0.3}}}},
+     "datasets.s.split: must map train, valid and test to positive fractions summing to 1"),
+    ({"datasets": {"s": {"dataset": "x.yaml", "split": {"train": 0.9, "test": 0.1}}}}, "datasets.s.split: must map"),
 ])
 def test_a_bad_plan_names_the_key(change, message):
     import yaml
@@ -90,6 +93,21 @@ def test_a_bad_plan_names_the_key(change, message):
     raw.update(change)
     with pytest.raises(PlanError, match="^my.yaml: .*" + message):
         plan_from_mapping(raw, where="my.yaml")
+
+
+def test_a_plan_split_replaces_only_the_dataset_yamls_split(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import c2al_study
+
+    from zoo.spec import load_spec
+
+    original = os.path.join(ROOT, "configs", "datasets", "synthetic.yaml")
+    split = {"train": 0.6, "valid": 0.1, "test": 0.3}
+    assert c2al_study.dataset_yaml({"dataset": "configs/datasets/synthetic.yaml"}, str(tmp_path)) == original
+    derived = load_spec(c2al_study.dataset_yaml({"dataset": "configs/datasets/synthetic.yaml", "split": split},
+                                                str(tmp_path)))
+    assert dict(derived.split) == split
+    assert {**derived.to_dict(), "split": None} == {**load_spec(original).to_dict(), "split": None}
 
 
 def test_the_quick_study_runs_end_to_end_and_reads_the_test_split_only_for_the_final_runs(tmp_path):

@@ -2,8 +2,9 @@
 
 ``source`` is the path of the GroupLens ``ml-100k`` folder (``u.data``, ``u.user``, ``u.item``,
 ``u.occupation``). One output row per rating, in ``u.data`` order, so the output is
-deterministic. The label ``click`` is 1 when the rating is >= 4, else 0 (55,375 of the 100,000
-ratings, 55.4 %).
+deterministic. The adapter writes the raw ``rating`` (1..5 stars); the dataset YAML derives the label
+``click`` from it (``label: {name: click, column: rating, positive: ">= 4"}``: 55,375 of the 100,000
+ratings, 55.4 %), so another threshold needs no code.
 
 Column mapping (every id is 0-based and lies in ``0..vocab_size-1`` of
 ``configs/datasets/movielens100k.yaml``):
@@ -30,7 +31,7 @@ weekday          weekday of the rating's unix time, UTC (0 Monday .. 6 Sunday, a
 user_activity    number of ratings the user has in the whole ``u.data`` (20..737); a dense
                  column with ``input: false``: it carries the user-activity cohort axis only
                  (as a model input it would leak the future size of the user's history)
-click            label: 1 if rating >= 4 else 0
+rating           the raw rating, 1..5 stars (the YAML's label rule reads it)
 ================ ===========================================================================
 
 Cohort axes (declared in the YAML; listed here for reference):
@@ -159,7 +160,7 @@ def write_raw(spec: FeatureSpec, source: str, out_dir: str, **unused) -> list[st
 
     fmt = spec.raw_format
     unknown = set(fmt.columns) - {
-        spec.label, "user_id", "item_id", "age_bucket", "gender", "occupation", "zip_region",
+        "rating", "user_id", "item_id", "age_bucket", "gender", "occupation", "zip_region",
         "genres", "release_decade", "hour", "weekday", "user_activity",
     }
     if unknown:
@@ -176,7 +177,7 @@ def write_raw(spec: FeatureSpec, source: str, out_dir: str, **unused) -> list[st
         u, it = users[user], items[item]
         hour, weekday = hour_and_weekday(unix_time)
         row = {
-            spec.label: 1 if rating >= 4 else 0,
+            "rating": rating,
             "user_id": user - 1,
             "item_id": item - 1,
             "age_bucket": u["age_bucket"],

@@ -36,10 +36,20 @@ An axis maps one feature to a small set of named cohorts:
 
 * ordinal: ``boundaries: [b0, b1, ...]`` (strictly increasing) and
   ``cohorts`` with ``len(boundaries) + 1`` names; a value ``v`` falls in
-  cohort ``i`` where ``b_{i-1} <= v < b_i``.
+  cohort ``i`` where ``b_{i-1} <= v < b_i``. Only on a dense or raw-integer
+  feature: the ids of a vocabulary feature are frequency ranks and those of
+  a hashed one buckets, so ranges of them mean nothing (a spec error).
 * categorical: ``values: {cohort_name: [id, ...], ...}``; ids not listed fall
   in the cohort named by ``other`` (default ``"other"``), which is reported
-  like any other cohort.
+  like any other cohort. For a feature whose ids are mapped from raw values
+  (``raw_type: string | hex``, or a vocabulary) the lists hold raw values,
+  e.g. ``values: {female: [F], male: [M]}``, normalized like the row parser
+  (stripped; hex lower-cased) and resolved to stored ids: hash buckets at
+  once (two cohorts' values in one bucket are a spec error; an unlisted value
+  in a listed bucket counts in that cohort, since the ids cannot tell them
+  apart), vocabulary ids once the vocabulary is built (the Beam job; a listed
+  value the vocabulary does not keep is an error naming it). The resolved
+  ``spec.json`` records both (``values`` and ``ids``).
 
 Raw column types, vocabularies and transforms
 ---------------------------------------------
@@ -82,6 +92,14 @@ overall and per split). Label names are letters, digits and underscores, unique 
 names: label ``<l>`` (not the primary) is the model output ``task_<l>`` and the served output
 ``probability_<l>`` (the primary's are ``primary`` and ``probability``).
 
+A label can also be derived from a raw column that is not 0/1, in the YAML alone: an entry
+``{name: click, column: rating, positive: ">= 4"}`` (a number compared with a threshold: ``>=``,
+``>``, ``<=``, ``<``, ``==``, ``!=``; a non-number is a ``bad_label`` dead letter) or ``{column:
+answer, map: {"yes": 1, "no": 0}}`` (the stripped text looked up; a value outside the map is an
+``unmapped_label`` dead letter). ``name`` defaults to the column; the column is read, the label is
+stored under its name (``FeatureSpec.label_rules``). Quote map keys such as ``"yes"``: YAML reads an
+unquoted yes/no as a boolean, which the spec refuses.
+
 ``split_by: line`` splits rows by a stable hash of the raw line
 (datasets without a user id, e.g. Criteo) instead of the user id;
 ``format.type: libfm`` reads libFM/libSVM lines (``label idx:val ...``, one
@@ -112,7 +130,7 @@ from zoo.spec.hashing import hash_token, hash_tokens, stable_hash, stable_hash_a
 from zoo.spec.loader import load_spec, locate_spec_file
 from zoo.spec.rows import RowError, apply_transforms, parse_token
 from zoo.spec.schema import (AUX_KEY_PREFIX, COHORT_KEY_PREFIX, PAD_ID, SPLITS, TASK_PREFIX, CohortAxis, Feature,
-                             RawFormat, SpecError, Vocabulary)
+                             LabelRule, RawFormat, SpecError, Vocabulary)
 
 __all__ = [
     "AUX_KEY_PREFIX",
@@ -123,6 +141,7 @@ __all__ = [
     "CohortAxis",
     "Feature",
     "FeatureSpec",
+    "LabelRule",
     "RawFormat",
     "RowError",
     "SpecError",

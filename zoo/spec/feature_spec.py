@@ -16,7 +16,8 @@ from typing import Any, Mapping, Sequence
 
 from zoo.spec import example_codec, hashing
 from zoo.spec import rows as raw_rows
-from zoo.spec.schema import AUX_KEY_PREFIX, COHORT_KEY_PREFIX, CohortAxis, Feature, RawFormat, SpecError, find_axis
+from zoo.spec.schema import (AUX_KEY_PREFIX, COHORT_KEY_PREFIX, CohortAxis, Feature, LabelRule, RawFormat, SpecError,
+                             find_axis)
 from zoo.spec.validation import spec_fields
 
 
@@ -38,6 +39,7 @@ class FeatureSpec:
     aux_labels: Mapping[str, Any] | None = None  # set by beam_jobs.add_aux_labels
     oracle: str | None = None  # a carried dense feature holding the true P(y=1|x) (synthetic data)
     labels: tuple[str, ...] = ()  # every task's label, the primary (``label``) first; () = (label,)
+    label_rules: Mapping[str, LabelRule] = dataclasses.field(default_factory=dict)  # label -> its raw-column rule
 
     def __post_init__(self):
         if not self.labels:
@@ -88,7 +90,8 @@ class FeatureSpec:
         out = {
             "name": self.name,
             "description": self.description,
-            **({"labels": list(self.labels)} if len(self.labels) > 1 else {"label": self.label}),
+            **({"labels": [self._label_entry(n) for n in self.labels]} if len(self.labels) > 1
+               else {"label": self._label_entry(self.label)}),
             "user_id": self.user_id,
             "format": self.raw_format.to_dict(),
             "split": dict(self.split),
@@ -106,6 +109,15 @@ class FeatureSpec:
         if self.oracle is not None:
             out["oracle"] = self.oracle
         return out
+
+    def _label_entry(self, name: str) -> str | dict[str, Any]:
+        rule = self.label_rules.get(name)
+        return name if rule is None else rule.to_dict(name)
+
+    def label_column(self, name: str) -> str:
+        """The raw column a label is read from: its rule's ``column``, else its own name."""
+        rule = self.label_rules.get(name)
+        return name if rule is None else rule.column
 
     # ----- vocabularies -------------------------------------------------------------
     @property
@@ -130,6 +142,35 @@ class FeatureSpec:
                 size, path = built[rf["name"]]
                 rf["vocab_size"] = int(size)
                 rf["vocabulary"] = {**rf["vocabulary"], "file": path}
+        return FeatureSpec.from_dict(raw)
+
+    @property
+    def needs_axis_ids(self) -> bool:
+        """True while a cohort axis lists raw values whose vocabulary ids are not resolved yet."""
+        return any(not a.resolved for a in self.cohort_axes)
+
+    def with_axis_ids(self, vocabularies: Mapping[str, Mapping[str, int]]) -> "FeatureSpec":
+        """The spec with every cohort axis's raw values resolved to vocabulary ids (``{table: {token:
+        id}}``, the built vocabularies). A listed value outside its vocabulary is a :class:`SpecError`
+        naming the axis, the cohort and the value: its rows would be out-of-vocabulary ids, shared
+        with every other unknown value."""
+        raw = self.to_dict()
+        for axis, ra in zip(self.cohort_axes, raw["cohort_axes"]):
+            if axis.resolved:
+                continue
+            table = self.feature(axis.feature).table
+            vocab = vocabularies.get(table)
+            if vocab is None:
+                raise SpecError(f"cohort axis '{axis.name}': the vocabulary of table '{table}' is not loaded")
+            ids = {}
+            for cohort, tokens in axis.raw_values.items():
+                missing = [t for t in tokens if t not in vocab]
+                if missing:
+                    raise SpecError(f"cohort axis '{axis.name}': value {missing[0]!r} of cohort '{cohort}' is not in "
+                                    f"the vocabulary of '{table}' ({len(vocab)} tokens: rarer than its min_count, "
+                                    "outside max_size, or absent from the data)")
+                ids[cohort] = [vocab[t] for t in tokens]
+            ra["ids"] = ids
         return FeatureSpec.from_dict(raw)
 
     def to_json(self) -> str:

@@ -13,7 +13,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from zoo.spec.hashing import hash_token
-from zoo.spec.schema import PAD_ID, SPLITS, Feature, SpecError, SpecView
+from zoo.spec.schema import PAD_ID, SPLITS, Feature, LabelRule, SpecError, SpecView
 
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _FLOAT32_MAX = 3.4028234663852886e38
@@ -75,14 +75,8 @@ def parse_raw_row(spec: SpecView, fields: Sequence[str],
     raw = dict(zip(cols, fields))
     row: dict[str, Any] = {}
     for name in spec.labels:
-        label_text = raw[name].strip()
-        try:
-            label = float(label_text)
-        except ValueError:
-            raise RowError("bad_label", f"label '{name}': cannot parse {label_text!r}") from None
-        if label not in (0.0, 1.0):
-            raise RowError("bad_label", f"label '{name}': {label_text!r} is not 0 or 1")
-        row[name] = label
+        rule = spec.label_rules.get(name)
+        row[name] = parse_label(name, raw[rule.column if rule else name].strip(), rule)
     for f in spec.features:
         text = raw[f.name].strip()
         if f.kind == "dense":
@@ -108,6 +102,29 @@ def parse_raw_row(spec: SpecView, fields: Sequence[str],
             raise RowError("bad_split", f"column '{spec.raw_format.split_column}': {split!r} is not one of {SPLITS}")
         row["__split__"] = split
     return row
+
+
+def parse_label(name: str, text: str, rule: LabelRule | None = None) -> float:
+    """A label's value 0.0 or 1.0 from its raw text: the text itself (must be 0 or 1), or the spec's
+    rule (``positive: ">= 4"`` on a number; ``map`` on the text). Raises :class:`RowError`:
+    ``bad_label`` (not a number, or not 0/1), ``unmapped_label`` (a text outside the map)."""
+    if rule is not None and rule.mapping is not None:
+        if text not in rule.mapping:
+            shown = text if len(text) <= 40 else text[:40] + "..."
+            raise RowError("unmapped_label", f"label '{name}': column '{rule.column}' value {shown!r} is not in "
+                           f"its map {sorted(rule.mapping)}")
+        return rule.mapping[text]
+    try:
+        value = float(text)
+    except ValueError:
+        raise RowError("bad_label", f"label '{name}': cannot parse {text[:40]!r}") from None
+    if rule is not None:
+        if not math.isfinite(value):
+            raise RowError("bad_label", f"label '{name}': column '{rule.column}' value {text!r} is not finite")
+        return 1.0 if rule.positive(value) else 0.0
+    if value not in (0.0, 1.0):
+        raise RowError("bad_label", f"label '{name}': {text!r} is not 0 or 1")
+    return value
 
 
 def to_id(f: Feature, value: int | str,

@@ -25,6 +25,44 @@ class SpecError(ValueError):
     """A dataset spec is malformed; the message names the feature and problem."""
 
 
+# A threshold label rule's comparisons, as written in the YAML: ``positive: ">= 4"``.
+LABEL_COMPARISONS = {
+    ">=": lambda v, t: v >= t, ">": lambda v, t: v > t, "<=": lambda v, t: v <= t,
+    "<": lambda v, t: v < t, "==": lambda v, t: v == t, "!=": lambda v, t: v != t,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelRule:
+    """How a label is derived from a raw column that is not already 0/1.
+
+    Exactly one of:
+      comparison, threshold: ``positive: ">= 4"``: the column is a number; the label is 1 where
+        ``value <comparison> threshold`` holds, else 0.
+      mapping: ``map: {"yes": 1, "no": 0}``: the column's stripped text is looked up; a value
+        outside the map is a dead letter (``unmapped_label``).
+
+    ``column`` is the raw column read (``format.columns``); the label keeps its own name.
+    """
+
+    column: str
+    comparison: str | None = None
+    threshold: float | None = None
+    mapping: Mapping[str, float] | None = None
+
+    def positive(self, value):
+        """The threshold rule on a number or a NumPy array (bool, or a bool array)."""
+        return LABEL_COMPARISONS[self.comparison](value, self.threshold)
+
+    def to_dict(self, name: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": name, "column": self.column}
+        if self.mapping is not None:
+            out["map"] = {k: int(v) for k, v in self.mapping.items()}
+        else:
+            out["positive"] = f"{self.comparison} {self.threshold!r}"
+        return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Vocabulary:
     """How a vocabulary is built from the data (``file`` is set once it is built)."""
@@ -117,7 +155,14 @@ class Feature:
 
 @dataclasses.dataclass(frozen=True)
 class CohortAxis:
-    """A named partition of rows into cohorts by one feature."""
+    """A named partition of rows into cohorts by one feature.
+
+    ``boundaries`` (ordinal, a dense or raw-integer feature) or ``values`` (cohort -> stored ids). For
+    a feature whose ids are mapped from raw values (a string/hex token, or an id with a vocabulary),
+    ``raw_values`` holds the declared raw values (normalized tokens) and ``values`` their resolved ids:
+    hash buckets at once, vocabulary ids once the vocabulary is built (None until then;
+    :meth:`zoo.spec.FeatureSpec.with_axis_ids`).
+    """
 
     name: str
     feature: str
@@ -125,6 +170,12 @@ class CohortAxis:
     boundaries: tuple[float, ...] | None = None
     values: Mapping[str, tuple[int, ...]] | None = None
     other: str | None = None
+    raw_values: Mapping[str, tuple[str, ...]] | None = None
+
+    @property
+    def resolved(self) -> bool:
+        """False while the stored ids of raw ``values`` wait for the feature's vocabulary."""
+        return self.boundaries is not None or self.values is not None
 
     @property
     def ordinal(self) -> bool:
@@ -145,6 +196,9 @@ class CohortAxis:
 
     @property
     def _value_to_id(self) -> dict[int, int]:
+        if self.values is None:
+            raise SpecError(f"cohort axis '{self.name}': its values are raw values of '{self.feature}', whose ids "
+                            "are known once the feature's vocabulary is built (the Beam job resolves them)")
         cache = self.__dict__.get("_cache")
         if cache is None:
             cache = {
@@ -168,6 +222,11 @@ class CohortAxis:
         if self.boundaries is not None:
             out["boundaries"] = list(self.boundaries)
             out["cohorts"] = list(self.cohorts)
+        elif self.raw_values is not None:
+            out["values"] = {k: list(v) for k, v in self.raw_values.items()}
+            out["other"] = self.other
+            if self.values is not None:
+                out["ids"] = {k: list(v) for k, v in self.values.items()}
         else:
             out["values"] = {k: list(v) for k, v in self.values.items()}
             out["other"] = self.other
@@ -223,6 +282,7 @@ class SpecView(Protocol):
     name: str
     label: str
     labels: tuple[str, ...]
+    label_rules: Mapping[str, LabelRule]
     features: tuple[Feature, ...]
     cohort_axes: tuple[CohortAxis, ...]
     raw_format: RawFormat

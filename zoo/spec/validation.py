@@ -12,7 +12,9 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
-from zoo.spec.schema import SPLITS, CohortAxis, Feature, RawFormat, SpecError, Vocabulary, find_axis
+from zoo.spec.hashing import hash_token
+from zoo.spec.schema import (LABEL_COMPARISONS, SPLITS, CohortAxis, Feature, LabelRule, RawFormat, SpecError, Vocabulary,
+                             find_axis)
 
 _FEATURE_KINDS = ("categorical", "dense", "sequence")
 _TRUNCATION_POLICIES = ("keep_last", "keep_first", "error")
@@ -33,7 +35,7 @@ def spec_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise SpecError(f"spec: unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(_TOP_LEVEL_KEYS)}")
     name = _require(raw, "name", "spec", str)
-    labels = _parse_labels(raw)
+    labels, label_rules = _parse_labels(raw)
     label = labels[0]
     defaults = raw.get("defaults", {}) or {}
     default_dim = defaults.get("embedding_dim")
@@ -108,11 +110,16 @@ def spec_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise SpecError(f"split_by: must be one of {_SPLIT_BY}, got {split_by!r}")
 
     fmt = raw.get("format") or {}
-    columns = fmt.get("columns") or list(labels) + [f.name for f in features]
+    label_columns = [label_rules[lab].column if lab in label_rules else lab for lab in labels]
+    columns = fmt.get("columns") or label_columns + [f.name for f in features]
     split_column = fmt.get("split_column")
-    for lab in labels:
-        if lab not in columns:
-            raise SpecError(f"label '{lab}': not a column of format.columns {list(columns)}")
+    for lab, column in zip(labels, label_columns):
+        if column not in columns:
+            raise SpecError(f"label '{lab}': column '{column}' is not a column of format.columns {list(columns)}")
+        if column in by_name:
+            raise SpecError(f"label '{lab}': column '{column}' is also a feature; a label is never a model input")
+        if column == split_column:
+            raise SpecError(f"label '{lab}': column '{column}' is the split column")
     needed = [f.name for f in features] + ([split_column] if split_column else [])
     missing = [c for c in needed if c not in columns]
     if missing:
@@ -128,7 +135,7 @@ def spec_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     if fmt_type == "libfm":
         if len(labels) > 1:
             raise SpecError(f"labels: format.type libfm has one label column, got {list(labels)}")
-        if columns[0] != label or split_column or any(by_name.get(c) is None for c in columns[1:]):
+        if columns[0] != label_columns[0] or split_column or any(by_name.get(c) is None for c in columns[1:]):
             raise SpecError("format.type libfm: columns must be the label, then one feature per token")
         if any(by_name[c].kind == "sequence" for c in columns[1:]):
             raise SpecError("format.type libfm: sequence features cannot be read from libFM tokens")
@@ -174,31 +181,94 @@ def spec_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
         name=name, label=label, labels=labels, user_id=user_id, features=tuple(features), cohort_axes=axes,
         raw_format=raw_format, split=split, c2al=c2al, description=raw.get("description", ""),
         adapter=raw.get("adapter"), split_by=split_by,
-        aux_labels=None if aux_labels is None else dict(aux_labels), oracle=oracle,
+        aux_labels=None if aux_labels is None else dict(aux_labels), oracle=oracle, label_rules=label_rules,
     )
 
 
-def _parse_labels(raw: Mapping[str, Any]) -> tuple[str, ...]:
-    """The spec's labels: ``label: y`` (one task) or ``labels: [y, y2, ...]`` (multi-task; the first is primary)."""
+def _parse_labels(raw: Mapping[str, Any]) -> tuple[tuple[str, ...], dict[str, LabelRule]]:
+    """The spec's labels and their rules.
+
+    ``label: y`` (one task) or ``labels: [y, y2, ...]`` (multi-task; the first is primary). Each entry
+    is a column name holding 0/1, or a rule deriving the label from a raw column:
+    ``{name: click, column: rating, positive: ">= 4"}`` or ``{column: answer, map: {"yes": 1, "no": 0}}``
+    (``name`` defaults to the column).
+    """
     if "label" in raw and "labels" in raw:
         raise SpecError("labels: give either 'label' (one task) or 'labels' (a list, the first is the primary task), "
                         "not both")
-    if "labels" not in raw:
-        return (_require(raw, "label", "spec", str),)
-    labels = raw["labels"]
-    if isinstance(labels, str):
-        labels = [labels]
-    if not isinstance(labels, list) or not labels:
-        raise SpecError(f"labels: must be a non-empty list of column names, got {labels!r}")
-    seen: set[str] = set()
-    for lab in labels:
-        if not isinstance(lab, str) or not lab or not lab.replace("_", "a").isalnum():
-            raise SpecError(f"label {lab!r}: label names must be letters, digits and underscores "
+    if "labels" in raw:
+        labels = raw["labels"]
+        if isinstance(labels, (str, Mapping)):
+            labels = [labels]
+        if not isinstance(labels, list) or not labels:
+            raise SpecError(f"labels: must be a non-empty list of column names or label rules, got {labels!r}")
+    else:
+        if "label" not in raw:
+            raise SpecError("spec: missing required key 'label'")
+        labels = [raw["label"]]
+    names: list[str] = []
+    rules: dict[str, LabelRule] = {}
+    for entry in labels:
+        if isinstance(entry, Mapping):
+            name, rule = _parse_label_rule(entry)
+            rules[name] = rule
+        elif isinstance(entry, str):
+            name = entry
+        else:
+            raise SpecError(f"label {entry!r}: must be a column name or a rule {{column, positive | map}}")
+        if not name or not name.replace("_", "a").isalnum():
+            raise SpecError(f"label {name!r}: label names must be letters, digits and underscores "
                             "(they name model outputs and serving outputs)")
-        if lab in seen:
-            raise SpecError(f"label '{lab}': listed twice in labels {labels}")
-        seen.add(lab)
-    return tuple(labels)
+        if name in names:
+            raise SpecError(f"label '{name}': listed twice in labels")
+        names.append(name)
+    columns = [rules[n].column if n in rules else n for n in names]
+    twice = [c for c in columns if columns.count(c) > 1]
+    if twice:
+        raise SpecError(f"label column '{twice[0]}': read by two labels; derive one label per column")
+    return tuple(names), rules
+
+
+def _parse_label_rule(entry: Mapping[str, Any]) -> tuple[str, LabelRule]:
+    unknown = set(entry) - {"name", "column", "positive", "map"}
+    column = entry.get("column")
+    name = entry.get("name", column)
+    where = f"label '{name}'"
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {sorted(unknown)}; a label rule has name, column and "
+                        "one of positive or map")
+    if not isinstance(column, str) or not column:
+        raise SpecError(f"{where}: a label rule needs 'column' (the raw column it reads)")
+    if ("positive" in entry) == ("map" in entry):
+        raise SpecError(f"{where}: give exactly one of 'positive' (e.g. \">= 4\") or 'map' (e.g. {{\"yes\": 1, \"no\": 0}})")
+    if "positive" in entry:
+        text = entry["positive"]
+        parts = text.split() if isinstance(text, str) else []
+        if len(parts) == 1:  # ">=4": split the comparison from the number
+            op = next((o for o in sorted(LABEL_COMPARISONS, key=len, reverse=True) if parts[0].startswith(o)), "")
+            parts = [op, parts[0][len(op):]] if op else parts
+        try:
+            threshold = float(parts[1]) if len(parts) == 2 else math.nan
+        except ValueError:
+            threshold = math.nan
+        if len(parts) != 2 or parts[0] not in LABEL_COMPARISONS or not math.isfinite(threshold):
+            raise SpecError(f"{where}: positive must be a comparison and a number, e.g. \">= 4\"; got {text!r} "
+                            f"(comparisons: {' '.join(LABEL_COMPARISONS)})")
+        return name, LabelRule(column=column, comparison=parts[0], threshold=threshold)
+    mapping = entry["map"]
+    if not isinstance(mapping, Mapping) or not mapping:
+        raise SpecError(f"{where}: map must map raw values to 0 or 1, got {mapping!r}")
+    parsed: dict[str, float] = {}
+    for key, value in mapping.items():
+        if isinstance(key, bool) or key is None:
+            raise SpecError(f"{where}: map key {key!r} is a YAML {'boolean' if key is not None else 'null'} "
+                            "(unquoted yes/no/true/false/null); quote the raw value, e.g. \"yes\": 1")
+        if isinstance(value, bool) or value not in (0, 1):
+            raise SpecError(f"{where}: map value of {key!r} must be 0 or 1, got {value!r}")
+        parsed[str(key)] = float(value)
+    if 1.0 not in parsed.values():
+        raise SpecError(f"{where}: map has no value mapped to 1 (every row would be negative)")
+    return name, LabelRule(column=column, mapping=parsed)
 
 
 def _parse_feature(rf: Mapping[str, Any], default_dim: int | None) -> Feature:
@@ -333,12 +403,20 @@ def _parse_axis(ra: Mapping[str, Any], by_name: Mapping[str, Feature]) -> Cohort
     where = f"cohort axis '{name}'"
     if not isinstance(name, str):
         raise SpecError("cohort_axes: each axis needs a 'name'")
+    unknown = set(ra) - {"name", "feature", "boundaries", "cohorts", "values", "other", "ids"}
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {sorted(unknown)}")
     feat = by_name.get(ra.get("feature"))
     if feat is None or feat.kind == "sequence":
         raise SpecError(f"{where}: feature {ra.get('feature')!r} is not a declared categorical or dense feature")
     if ("boundaries" in ra) == ("values" in ra):
         raise SpecError(f"{where}: give exactly one of 'boundaries' (ordinal) or 'values' (categorical)")
+    mapped = feat.kind == "categorical" and (feat.tokens or feat.vocabulary is not None)
     if "boundaries" in ra:
+        if mapped:
+            how = "a vocabulary's frequency ranks" if feat.vocabulary is not None else "hash buckets"
+            raise SpecError(f"{where}: 'boundaries' needs a dense or raw-integer feature; the ids of '{feat.name}' "
+                            f"are {how}, so ranges of them mean nothing (list raw values in 'values')")
         bounds = [float(b) for b in ra["boundaries"]]
         if not bounds or any(b >= c for b, c in zip(bounds, bounds[1:])):
             raise SpecError(f"{where}: boundaries must be non-empty and strictly increasing, got {bounds}")
@@ -348,27 +426,91 @@ def _parse_axis(ra: Mapping[str, Any], by_name: Mapping[str, Feature]) -> Cohort
         return CohortAxis(name=name, feature=feat.name, cohorts=tuple(cohorts), boundaries=tuple(bounds))
     if feat.kind != "categorical":
         raise SpecError(f"{where}: 'values' needs a categorical feature; '{feat.name}' is {feat.kind}")
-    if feat.tokens or feat.vocabulary is not None:
-        raise SpecError(f"{where}: 'values' needs raw integer ids; '{feat.name}' is mapped from "
-                        f"{feat.raw_type or 'int'} tokens")
     values = ra["values"]
     if not isinstance(values, Mapping) or not values:
-        raise SpecError(f"{where}: values must map cohort names to lists of ids")
+        raise SpecError(f"{where}: values must map cohort names to lists of {'raw values' if mapped else 'ids'}")
     other = ra.get("other", "other")
+    if other in {str(c) for c in values}:
+        raise SpecError(f"{where}: '{other}' is reserved for unlisted ids; rename the cohort or set 'other'")
+    if not mapped:
+        if "ids" in ra:
+            raise SpecError(f"{where}: 'ids' belongs to raw values of a mapped feature; '{feat.name}' has raw integer ids")
+        parsed = _axis_ids(values, where, lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None,
+                           "non-integer id")
+        return CohortAxis(name=name, feature=feat.name, cohorts=tuple(parsed) + (other,), values=parsed, other=other)
+    # Raw values of a mapped feature: normalized as the row parser does, resolved to their stored ids.
+    raw_values: dict[str, tuple[str, ...]] = {}
+    seen: dict[str, str] = {}
+    for cohort, listed in values.items():
+        listed = [listed] if isinstance(listed, (str, int)) else list(listed or [])
+        tokens = []
+        for v in listed:
+            token = _axis_token(feat, v, where, cohort)
+            if token in seen:
+                raise SpecError(f"{where}: value {v!r} is in both '{seen[token]}' and '{cohort}'")
+            seen[token] = str(cohort)
+            tokens.append(token)
+        if not tokens:
+            raise SpecError(f"{where}: cohort '{cohort}' lists no value")
+        raw_values[str(cohort)] = tuple(tokens)
+    cohorts = tuple(raw_values) + (other,)
+    if feat.vocabulary is None:  # hashed tokens: the ids are known now
+        ids = {c: tuple(hash_token(t) % feat.hash_buckets for t in ts) for c, ts in raw_values.items()}
+        _check_buckets(ids, raw_values, where, feat)
+        return CohortAxis(name=name, feature=feat.name, cohorts=cohorts, values=ids, other=other, raw_values=raw_values)
+    resolved = None
+    if "ids" in ra:  # a resolved spec.json
+        resolved = _axis_ids(ra["ids"], where, lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None,
+                             "non-integer id")
+        if {c: len(v) for c, v in resolved.items()} != {c: len(v) for c, v in raw_values.items()}:
+            raise SpecError(f"{where}: 'ids' must list one id per raw value of each cohort {list(raw_values)}")
+    return CohortAxis(name=name, feature=feat.name, cohorts=cohorts, values=resolved, other=other,
+                      raw_values=raw_values)
+
+
+def _axis_ids(values: Mapping[str, Any], where: str, check, what: str) -> dict[str, tuple[int, ...]]:
     seen: dict[int, str] = {}
     parsed: dict[str, tuple[int, ...]] = {}
     for cohort, ids in values.items():
         ids = [ids] if isinstance(ids, int) else list(ids)
         for v in ids:
-            if not isinstance(v, int):
-                raise SpecError(f"{where}: cohort '{cohort}' lists non-integer id {v!r}")
+            if check(v) is None:
+                raise SpecError(f"{where}: cohort '{cohort}' lists {what} {v!r}")
             if v in seen:
                 raise SpecError(f"{where}: id {v} is in both '{seen[v]}' and '{cohort}'")
             seen[v] = str(cohort)
         parsed[str(cohort)] = tuple(ids)
-    if other in parsed:
-        raise SpecError(f"{where}: '{other}' is reserved for unlisted ids; rename the cohort or set 'other'")
-    return CohortAxis(name=name, feature=feat.name, cohorts=tuple(parsed) + (other,), values=parsed, other=other)
+    return parsed
+
+
+def _axis_token(feat: Feature, value: Any, where: str, cohort: str) -> str:
+    """A listed raw value as the token the feature's ids are mapped from (hex lower-cased, ints as text)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise SpecError(f"{where}: cohort '{cohort}' lists {value!r}; raw values are strings (or integers); "
+                        "quote yes/no/true/false, which YAML reads as booleans")
+    text = str(value).strip()
+    if not feat.tokens:  # integer ids mapped through a vocabulary: the token is the id's text
+        try:
+            return str(int(text))
+        except ValueError:
+            raise SpecError(f"{where}: cohort '{cohort}' lists {value!r}; '{feat.name}' has integer raw values") from None
+    if feat.raw_type == "hex":
+        if not text or any(ch not in "0123456789abcdefABCDEF" for ch in text):
+            raise SpecError(f"{where}: cohort '{cohort}' lists {value!r}; '{feat.name}' has hexadecimal raw values")
+        return text.lower()
+    return text
+
+
+def _check_buckets(ids, raw_values, where: str, feat: Feature) -> None:
+    """Two cohorts' values in one hash bucket cannot be told apart: an error naming both."""
+    owner: dict[int, tuple[str, str]] = {}
+    for cohort, buckets in ids.items():
+        for token, bucket in zip(raw_values[cohort], buckets):
+            if bucket in owner and owner[bucket][0] != cohort:
+                raise SpecError(f"{where}: values {owner[bucket][1]!r} ('{owner[bucket][0]}') and {token!r} "
+                                f"('{cohort}') share hash bucket {bucket} of '{feat.name}'; raise its hash_buckets "
+                                "or give it a vocabulary")
+            owner.setdefault(bucket, (cohort, token))
 
 
 def _require(raw: Mapping[str, Any], key: str, where: str, typ: type) -> Any:

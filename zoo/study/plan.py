@@ -17,7 +17,7 @@ from zoo.protocol import Protocol
 from zoo.registry import backbone_names
 from zoo.study.variants import VARIANTS
 
-DATASET_KEYS = ("dataset", "source", "rows", "users", "contrast")
+DATASET_KEYS = ("dataset", "source", "rows", "users", "contrast", "split")
 SELECT_ON = ("overall", "cohorts")
 MODEL_CONFIGS = ("full", "tiny")
 HEAD_OPTION_KEYS = ("head_units", "tap")
@@ -33,7 +33,9 @@ class Plan:
 
     Attributes:
       datasets: name -> ``{dataset: YAML path, source: folder under ../shared/data or None, rows,
-        users, contrast}`` (``rows``/``users``/``contrast``: synthetic generator options).
+        users, contrast, split}`` (``rows``/``users``/``contrast``: synthetic generator options;
+        ``split``: ``{train, valid, test}`` fractions replacing the dataset YAML's, e.g. a large test
+        split, which costs predictions only and removes evaluation noise).
       backbones: registered backbone names.
       model_configs: ``full`` (``configs/models/<b>.yaml``) or ``tiny`` (``<b>_test.yaml``).
       seeds: the paired seeds of the final runs.
@@ -114,6 +116,12 @@ def _check(plan: Plan, where: str) -> None:
         for key in ("rows", "users"):
             if key in options and not (isinstance(options[key], int) and options[key] > 0):
                 fail(f"datasets.{name}.{key}", f"must be a positive int, got {options[key]!r}")
+        split = options.get("split")
+        if split is not None and (not isinstance(split, Mapping) or set(split) != {"train", "valid", "test"}
+                                  or not all(isinstance(v, (int, float)) and v > 0 for v in split.values())
+                                  or abs(sum(split.values()) - 1.0) > 1e-9):
+            fail(f"datasets.{name}.split", f"must map train, valid and test to positive fractions summing "
+                 f"to 1, got {split!r}")
     registered = backbone_names()
     unknown = [b for b in plan.backbones if b not in registered]
     if not plan.backbones or unknown:
