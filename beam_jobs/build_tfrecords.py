@@ -293,9 +293,7 @@ def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: st
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
     if spec.needs_vocabularies:
         raise SpecError(f"spec '{spec.name}': vocabularies are not built; run build_vocab_pipeline first")
-    fmt = spec.raw_format
-    chunks = pipeline | "ReadChunks" >> fileio.ReadLineChunks(
-        input_pattern, skip_header_lines=1 if fmt.header else 0, chunk_bytes=chunk_bytes)
+    chunks = pipeline | "ReadChunks" >> fileio.raw_chunks(spec, input_pattern, chunk_bytes)
     encoded = chunks | "Encode" >> beam.ParDo(
         EncodeChunk(spec, num_shards, vocab_paths, compression_level)).with_outputs(
         DEAD_LETTER_TAG, STATS_TAG, main="shards")

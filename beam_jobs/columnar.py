@@ -25,9 +25,10 @@ import numpy as np
 
 from beam_jobs.column_converters import (float_column, int_column, label_column, pad_sequence_column,
                                         split_sequence_column, token_column, transform_column)
-from beam_jobs.fileio import chunk_lines
+from beam_jobs.fileio import chunk_records
 from zoo.spec import (COHORT_KEY_PREFIX, PAD_ID, SPLITS, Feature, FeatureSpec, RowError, SpecError,
                       hash_tokens, stable_hash_array)
+from zoo.spec.rows import split_quoted
 
 _SPLIT_INDEX = {s: i for i, s in enumerate(SPLITS)}
 
@@ -79,19 +80,27 @@ class BatchParser:
 
     # ----- entry points -------------------------------------------------------------------------
     def parse_chunk(self, chunk: bytes) -> tuple[Batch, list[bytes]]:
-        """Parses a chunk of whole lines (``\\n`` or ``\\r\\n`` terminated; the last may be unterminated).
+        """Parses a chunk of whole records (``\\n`` or ``\\r\\n`` terminated; the last may be unterminated).
 
-        Returns the batch and the raw lines (without terminators), as Beam's text source reads them.
+        Returns the batch and the raw records (without terminators): the lines, as Beam's text source
+        reads them, or with ``format.multiline`` the records of :func:`beam_jobs.fileio.chunk_records`.
         """
-        lines = chunk_lines(chunk)
+        fmt = self.spec.raw_format
+        lines = chunk_records(chunk, fmt.quote.encode("utf-8") if fmt.multiline else None)
         return self.parse_lines(lines), lines
 
     def parse_lines(self, raw_lines: Sequence[bytes]) -> Batch:
         """Parses raw lines (bytes, without line terminators)."""
         spec = self.spec
+        fmt = spec.raw_format
         dead: list[tuple[str, str, str]] = []
+        joined = b"\n".join(raw_lines)
+        quoted = fmt.quote is not None and fmt.quote.encode("utf-8") in joined  # one C-level scan
         try:
-            texts = b"\n".join(raw_lines).decode("utf-8").split("\n") if raw_lines else []
+            if fmt.multiline and quoted:  # records may hold line breaks
+                texts = [raw.decode("utf-8") for raw in raw_lines]
+            else:
+                texts = joined.decode("utf-8").split("\n") if raw_lines else []
             good_raw = list(raw_lines)
         except UnicodeDecodeError:
             texts, good_raw = [], []
@@ -104,8 +113,9 @@ class BatchParser:
         # Split into fields; rows with the wrong field count go to the reference parser.
         slow: list[int] = []  # positions in texts
         fast: list[int] = []
-        fmt = spec.raw_format
-        if fmt.type == "delimited":
+        if fmt.type == "delimited" and quoted:
+            columns = self._split_quoted(texts, fast, slow)
+        elif fmt.type == "delimited":
             delim = fmt.delimiter
             want = self.ncols - 1
             counts = [t.count(delim) for t in texts]
@@ -149,6 +159,29 @@ class BatchParser:
             batch = self._merge(batch, self._parse_slow(sorted(slow), texts, good_raw, dead))
         batch.dead = dead
         return batch
+
+    def _split_quoted(self, texts: list[str], fast: list[int], slow: list[int]) -> list[list[str]]:
+        """Columns of a chunk in which some records hold the quote character: those are read with
+        :func:`zoo.spec.rows.split_quoted`, the others split at the delimiter; records with a
+        quoting error or the wrong field count go to ``slow`` (the reference parser's reasons)."""
+        fmt = self.spec.raw_format
+        quote, delim = fmt.quote, fmt.delimiter
+        rows: list[list[str]] = []
+        for i, text in enumerate(texts):
+            if quote in text:
+                try:
+                    fields = split_quoted(text, fmt)
+                except RowError:
+                    slow.append(i)
+                    continue
+            else:
+                fields = text.split(delim)
+            if len(fields) != self.ncols:
+                slow.append(i)
+                continue
+            fast.append(i)
+            rows.append(fields)
+        return [list(c) for c in zip(*rows)] if rows else [[] for _ in range(self.ncols)]
 
     # ----- fast path: columns -------------------------------------------------------------------
     def _convert(self, columns: list[list[str]], n: int):

@@ -4,7 +4,8 @@
   ``chunk_bytes`` of whole lines, with exactly the lines Beam's ``ReadFromText`` would yield (``\\n``
   or ``\\r\\n`` terminated, header lines skipped per file, files split into ranges for parallel
   reading). A Beam element per chunk instead of per line is what lets the jobs parse and encode
-  in batches.
+  in batches. For multiline CSV (quoted fields holding line breaks) chunks end only outside
+  quotes and :func:`chunk_records` joins a chunk's lines into records.
 * :class:`WriteBlobs` writes ``bytes`` elements as they are to sharded files (Beam's file sink:
   temporary files, renamed into place when the write finalizes).
 * :class:`OutputDir` makes a job's output directory appear all at once: the pipeline writes under
@@ -49,10 +50,13 @@ class _LineChunkSource(filebasedsource.FileBasedSource):
     reading stops.
     """
 
-    def __init__(self, file_pattern: str, skip_header_lines: int, chunk_bytes: int):
-        super().__init__(file_pattern, compression_type=CompressionTypes.AUTO, splittable=True)
+    def __init__(self, file_pattern: str, skip_header_lines: int, chunk_bytes: int, quote: bytes | None = None):
+        # Multiline CSV: a line break may lie inside a quoted field, which a reader starting in the
+        # middle of a file cannot tell, so each file is read whole by one reader.
+        super().__init__(file_pattern, compression_type=CompressionTypes.AUTO, splittable=quote is None)
         self._skip = skip_header_lines
         self._chunk_bytes = max(int(chunk_bytes), 1)
+        self._quote = quote
 
     def read_records(self, file_name: str, range_tracker) -> Iterator[tuple[str, bytes]]:
         start = range_tracker.start_position()
@@ -92,9 +96,9 @@ class _LineChunkSource(filebasedsource.FileBasedSource):
                     pass
                 if not buf:
                     return
-                cut = buf.rfind(b"\n")
+                cut = buf.rfind(b"\n") if self._quote is None else _last_record_end(buf, self._quote)
                 if cut < 0 and not eof:
-                    fill()  # a line longer than the chunk size: keep reading
+                    fill()  # a line (record) longer than the chunk size: keep reading
                     continue
                 end = len(buf) if (eof and cut < len(buf) - 1) else cut + 1  # unterminated last line
                 chunk = buf[:end]
@@ -110,6 +114,48 @@ class _LineChunkSource(filebasedsource.FileBasedSource):
                 pos, buf = pos + end, buf[end:]
 
 
+def _last_record_end(buf: bytes, quote: bytes) -> int:
+    """The last line break of ``buf`` outside quoted fields (an even number of quote bytes before
+    it; ``buf`` starts at a record start), or -1. One backward pass over ``buf``."""
+    odd = buf.count(quote) & 1  # parity of the quotes before position `pos`
+    pos = len(buf)
+    while True:
+        cut = buf.rfind(b"\n", 0, pos)
+        if cut < 0:
+            return -1
+        odd ^= buf.count(quote, cut + 1, pos) & 1
+        if not odd:
+            return cut
+        pos = cut
+
+
+def chunk_records(chunk: bytes, quote: bytes | None = None) -> list[bytes]:
+    """The records of a chunk without terminators: its lines (:func:`chunk_lines`), or with
+    ``quote`` (multiline CSV) the lines joined by ``\n`` while a quoted field is open, i.e. while
+    the count of quote bytes so far is odd (a doubled quote inside a field counts twice). A line
+    break inside a quoted field is kept as ``\n`` (a ``\r\n`` there becomes ``\n``). A quote left
+    open at the end of the chunk makes the rest one record, which the row parser dead-letters.
+    """
+    lines = chunk_lines(chunk)
+    if quote is None or quote not in chunk:
+        return lines
+    records: list[bytes] = []
+    held: list[bytes] = []
+    odd = False
+    for line in lines:
+        odd ^= bool(line.count(quote) & 1)
+        if odd or held:
+            held.append(line)
+            if not odd:
+                records.append(b"\n".join(held))
+                held = []
+        else:
+            records.append(line)
+    if held:
+        records.append(b"\n".join(held))
+    return records
+
+
 def chunk_lines(chunk: bytes) -> list[bytes]:
     """The lines of a chunk without terminators (``\\n``, or ``\\r\\n`` as Beam's text source)."""
     lines = chunk.split(b"\n")
@@ -123,14 +169,29 @@ def chunk_lines(chunk: bytes) -> list[bytes]:
 
 
 class ReadLineChunks(beam.PTransform):
-    """Reads text files matching a pattern as ``(file name, chunk of whole lines)`` elements."""
+    """Reads text files matching a pattern as ``(file name, chunk of whole lines)`` elements.
 
-    def __init__(self, file_pattern: str, skip_header_lines: int = 0, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+    With ``quote`` (multiline CSV, ``format.multiline``) a chunk ends only at a line break outside
+    quoted fields, so no record is cut in two (split it with :func:`chunk_records`), and each file
+    is read by one reader (not split into ranges).
+    """
+
+    def __init__(self, file_pattern: str, skip_header_lines: int = 0, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                 quote: str | None = None):
         super().__init__()
-        self._source = _LineChunkSource(file_pattern, skip_header_lines, chunk_bytes)
+        self._source = _LineChunkSource(file_pattern, skip_header_lines, chunk_bytes,
+                                        quote.encode("utf-8") if quote else None)
 
     def expand(self, pbegin):
         return pbegin | beam.io.Read(self._source)
+
+
+def raw_chunks(spec: FeatureSpec, file_pattern: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> ReadLineChunks:
+    """Reads a spec's raw files: the header line skipped when ``format.header``, records kept whole
+    when ``format.multiline``."""
+    fmt = spec.raw_format
+    return ReadLineChunks(file_pattern, skip_header_lines=1 if fmt.header else 0, chunk_bytes=chunk_bytes,
+                          quote=fmt.quote if fmt.multiline else None)
 
 
 # ---------------------------------------------------------------------------------------------------

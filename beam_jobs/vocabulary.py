@@ -164,9 +164,7 @@ def build_vocab_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_patte
     tables = {t: f.vocabulary for t, f in spec.vocabulary_tables.items() if not f.vocabulary_built}
     if not tables:
         raise ValueError(f"spec '{spec.name}': no vocabulary to build")
-    fmt = spec.raw_format
-    chunks = pipeline | "ReadChunks" >> fileio.ReadLineChunks(
-        input_pattern, skip_header_lines=1 if fmt.header else 0, chunk_bytes=chunk_bytes)
+    chunks = pipeline | "ReadChunks" >> fileio.raw_chunks(spec, input_pattern, chunk_bytes)
     built = (chunks
              | "CountTokens" >> beam.ParDo(CountTokens(spec, shards))
              | "MergeCounts" >> beam.CombinePerKey(MergeCounts())

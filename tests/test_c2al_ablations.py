@@ -277,10 +277,10 @@ def test_resolve_c2al_takes_a_whole_pair_in_either_form(data_dir):
 
     spec = load_spec(data_dir)
     pair = {"axis": "user_value", "head": "p75_95", "tail": "p05_25"}
-    assert resolve_c2al(spec, pair) == {**pair, "lambda_head": 0.1, "lambda_tail": 0.1}
+    assert resolve_c2al(spec, pair) == {**pair, "lambda_head": 0.03, "lambda_tail": 0.03}
     quantile = {"axis": "user_value", "feature": "user_value", "head_min": 2.0, "tail_max": -1.0}
     resolved = resolve_c2al(spec, {**quantile, "lambda_tail": 0.5})
-    assert resolved == {**quantile, "lambda_head": 0.1, "lambda_tail": 0.5}  # the spec's head/tail are gone
+    assert resolved == {**quantile, "lambda_head": 0.03, "lambda_tail": 0.5}  # the spec's head/tail are gone
     with pytest.raises(SpecError, match="'nope'"):
         resolve_c2al(spec, {"feature": "nope", "head_min": 1.0, "tail_max": 0.0})
     with pytest.raises(ValueError, match="'tail_max'"):

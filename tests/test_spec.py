@@ -99,6 +99,17 @@ def feature_with(index, **changes):
     (spec_with(label=None, labels=[{"name": "a", "column": "click", "positive": "> 3"},
                                    {"name": "b", "column": "click", "positive": "> 4"}]),
      "label column 'click': read by two labels"),
+    (spec_with(format={"columns": ["click", "user", "item", "price", "hist"], "quote": ","}),
+     "format.quote: must be one character other than the delimiter"),
+    (spec_with(format={"columns": ["click", "user", "item", "price", "hist"], "quote": "''"}),
+     "format.quote: must be one character"),
+    (spec_with(format={"columns": ["click", "user", "item", "price", "hist"], "quote": None, "multiline": True}),
+     "format.multiline: true needs a quote character"),
+    (spec_with(format={"columns": ["click", "user", "item", "price", "hist"], "multiline": "yes"}),
+     "format.multiline: must be true or false"),
+    ({"name": "fm", "label": "y", "split_by": "line", "features": [{"name": "a", "kind": "categorical", "vocab_size": 5, "embedding_dim": 2}],
+      "format": {"columns": ["y", "a"], "type": "libfm", "quote": '"'}},
+     "format: ['quote'] apply to delimited files, not format.type libfm"),
 ])
 def test_malformed_spec_names_feature_and_problem(raw, message):
     with pytest.raises(SpecError) as err:

@@ -71,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=200_000, help="synthetic rows")
     parser.add_argument("--malformed-rows", type=int, default=40,
                         help="corrupted synthetic lines appended to exercise the dead-letter output")
-    parser.add_argument("--model", default="configs/models/dcnv2.yaml", help="model YAML")
+    parser.add_argument("--model", default="configs/models/dcnv2_c2al.yaml",
+                        help="model YAML (default: DCNv2 with the C2AL heads the study chose)")
     parser.add_argument("--variants", default="baseline,c2al")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-epochs", type=int, default=None, help="override the model YAML's training.max_epochs")

@@ -83,6 +83,21 @@ a raw text column becomes one (all optional, applied by the Beam writer):
     model, the cohort axes and the statistics see) is the transformed one; a
     non-finite result is a ``bad_number`` dead letter.
 
+Raw format
+----------
+``format: {columns: [...], delimiter: ",", header: true, sequence_delimiter: " ", split_column: null,
+quote: '"', multiline: false}`` says how the Beam writer reads the raw files (``type: libfm`` for libFM
+lines, which take no quoting). Delimited records follow RFC 4180 (read with the standard :mod:`csv`
+module, :func:`zoo.spec.rows.split_quoted`): a field starting with ``quote`` ends at the next lone
+quote and may hold the delimiter; ``""`` inside it is one quote; a quote inside an unquoted field is
+a plain character; text after a closing quote or a quote left open is a ``bad_quoting`` dead letter.
+``quote: null`` splits at every delimiter. With ``multiline: true`` quoted fields may also hold line
+breaks (stored as ``\\n``): a record then ends at a line break outside quotes, and each input file is
+read by one reader instead of being split into ranges (a reader starting mid-file cannot tell a
+quoted line break from a record end), so shard large inputs into several files. A quote left open in
+multiline mode runs on to the end of the file and becomes one dead letter; without ``multiline``
+each line is one record.
+
 Top level: ``label: <column>`` names the one label (0/1), or ``labels: [<primary>, <other>, ...]``
 (not both) declares a multi-task dataset: one 0/1 column per task, the first the primary task
 (``FeatureSpec.label``; ``FeatureSpec.labels`` lists all). Every label is stored in the TFRecords

@@ -9,11 +9,12 @@ every feature's value and the split column, and :func:`to_id` maps a raw value t
 
 from __future__ import annotations
 
+import csv
 import math
 from typing import Any, Mapping, Sequence
 
 from zoo.spec.hashing import hash_token
-from zoo.spec.schema import PAD_ID, SPLITS, Feature, LabelRule, SpecError, SpecView
+from zoo.spec.schema import PAD_ID, SPLITS, Feature, LabelRule, RawFormat, SpecError, SpecView
 
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _FLOAT32_MAX = 3.4028234663852886e38
@@ -30,16 +31,20 @@ class RowError(ValueError):
 
 
 def split_line(spec: SpecView, line: str) -> list[str]:
-    """One raw line as column texts: split by ``format.delimiter``, or libFM tokens.
+    """One raw record as column texts: delimited fields (RFC 4180 quoting), or libFM tokens.
 
-    For ``format.type: libfm`` the texts are the label (``-1`` becomes ``0``,
+    A delimited record without the ``format.quote`` character is split at every
+    ``format.delimiter``; one with it is read by :func:`split_quoted`. For
+    ``format.type: libfm`` the texts are the label (``-1`` becomes ``0``,
     ``+1`` ``1``) and, per feature column, ``idx`` (categorical) or ``val``
     (dense) of its ``idx:val`` token; raises :class:`RowError` for a token
     without ``:``.
     """
     fmt = spec.raw_format
     if fmt.type == "delimited":
-        return line.split(fmt.delimiter)
+        if fmt.quote is None or fmt.quote not in line:
+            return line.split(fmt.delimiter)
+        return split_quoted(line, fmt)
     tokens = line.split()
     if len(tokens) != len(fmt.columns):
         return tokens  # parse_raw_row reports wrong_column_count
@@ -50,6 +55,30 @@ def split_line(spec: SpecView, line: str) -> list[str]:
             raise RowError("bad_number", f"column '{name}': libFM token {token!r} is not idx:val")
         out.append(val if spec.feature_kinds[name] == "dense" else idx)
     return out
+
+
+def split_quoted(line: str, fmt: RawFormat) -> list[str]:
+    """The fields of one delimited record that holds the quote character, per RFC 4180.
+
+    A field that starts with ``fmt.quote`` is quoted: it ends at the next lone
+    quote, may hold the delimiter (and, with ``fmt.multiline``, line breaks),
+    and ``""`` inside it is one quote; a quote inside an unquoted field is a
+    plain character. Parsed by the standard :mod:`csv` module in strict mode:
+    text after a closing quote other than the delimiter, or a quote left open
+    at the end of the record, raises :class:`RowError` ``bad_quoting``.
+
+    >>> fmt = RawFormat(columns=("a", "b", "c"))
+    >>> split_quoted('1,"Shawshank Redemption, The (1994)","a ""b"" c"', fmt)
+    ['1', 'Shawshank Redemption, The (1994)', 'a "b" c']
+    """
+    try:
+        return next(csv.reader((line,), delimiter=fmt.delimiter, quotechar=fmt.quote, doublequote=True,
+                               strict=True))
+    except csv.Error as err:
+        hint = ""
+        if "unexpected end of data" in str(err) and not fmt.multiline:
+            hint = " (a quoted field is not closed in this line; set format.multiline: true if quoted fields span lines)"
+        raise RowError("bad_quoting", f"CSV quoting: {err}{hint}") from None
 
 
 def parse_raw_row(spec: SpecView, fields: Sequence[str],

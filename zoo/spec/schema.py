@@ -254,7 +254,7 @@ def _transform_to_yaml(t: tuple) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class RawFormat:
-    """How the Beam writer reads raw text rows."""
+    """How the Beam writer reads raw text rows (the ``format`` block; see :mod:`zoo.spec`)."""
 
     columns: tuple[str, ...]
     delimiter: str = ","
@@ -262,11 +262,15 @@ class RawFormat:
     sequence_delimiter: str = " "
     split_column: str | None = None  # a column holding train/valid/test
     type: str = "delimited"  # or "libfm"
+    quote: str | None = '"'  # RFC 4180 quoting of delimited fields; None: no quoting
+    multiline: bool = False  # quoted fields may hold line breaks (files are then read whole)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self) | {"columns": list(self.columns)}
         if self.type == "delimited":
             del out["type"]
+        else:  # libFM lines have no quoting
+            del out["quote"], out["multiline"]
         return out
 
 

@@ -139,13 +139,17 @@ def spec_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
             raise SpecError("format.type libfm: columns must be the label, then one feature per token")
         if any(by_name[c].kind == "sequence" for c in columns[1:]):
             raise SpecError("format.type libfm: sequence features cannot be read from libFM tokens")
+    delimiter = _unescape(fmt.get("delimiter", ","))
+    quote, multiline = _quoting(fmt, fmt_type, delimiter)
     raw_format = RawFormat(
         columns=tuple(columns),
-        delimiter=_unescape(fmt.get("delimiter", ",")),
+        delimiter=delimiter,
         header=bool(fmt.get("header", True)),
         sequence_delimiter=_unescape(fmt.get("sequence_delimiter", " ")),
         split_column=split_column,
         type=fmt_type,
+        quote=quote,
+        multiline=multiline,
     )
 
     split = raw.get("split") or {"train": 0.8, "valid": 0.1, "test": 0.1}
@@ -519,6 +523,26 @@ def _require(raw: Mapping[str, Any], key: str, where: str, typ: type) -> Any:
     if not isinstance(raw[key], typ):
         raise SpecError(f"{where}: '{key}' must be {typ.__name__}, got {type(raw[key]).__name__}")
     return raw[key]
+
+
+def _quoting(fmt: Mapping[str, Any], fmt_type: str, delimiter: str) -> tuple[str | None, bool]:
+    """``format.quote`` (one character or null; default ``"``) and ``format.multiline`` (a bool that
+    needs a quote character); libFM lines take neither."""
+    if fmt_type != "delimited":
+        given = sorted(k for k in ("quote", "multiline") if k in fmt)
+        if given:
+            raise SpecError(f"format: {given} apply to delimited files, not format.type {fmt_type}")
+        return None, False
+    quote = fmt.get("quote", '"')
+    if quote is not None and (not isinstance(quote, str) or len(quote) != 1 or quote in (delimiter, "\n", "\r")):
+        raise SpecError(f"format.quote: must be one character other than the delimiter and line breaks, "
+                        f"or null (no quoting); got {quote!r}")
+    multiline = fmt.get("multiline", False)
+    if not isinstance(multiline, bool):
+        raise SpecError(f"format.multiline: must be true or false, got {multiline!r}")
+    if multiline and quote is None:
+        raise SpecError("format.multiline: true needs a quote character (format.quote)")
+    return quote, multiline
 
 
 def _unescape(text: str) -> str:
