@@ -7,7 +7,11 @@
 * :mod:`beam_jobs.add_aux_labels`: existing shards -> the same shards with ``aux/head`` and
   ``aux/tail`` labels of a cohort pair.
 
+* :mod:`beam_jobs.verify`: reads every shard of a data directory in full against its manifest
+  (checksums, gzip and TFRecord integrity, record counts); exit status 0 or 1.
+
 Shared building blocks: :mod:`beam_jobs.columnar` (batched parsing with the spec's semantics),
 :mod:`beam_jobs.tfrecord` (batched TFRecord framing and reading), :mod:`beam_jobs.fileio` (chunked
-line reading, grouped file writing, atomic output directories).
+line reading, grouped file writing, atomic output directories), :mod:`beam_jobs.manifest` (the
+shards' ``manifest.json``: writing it, and the cheap check every reader runs).
 """

@@ -13,7 +13,8 @@ On Dataflow::
         --runner DataflowRunner --project PROJECT --region REGION --temp_location gs://BUCKET/tmp \
         --setup_file ./setup.py
 
-Reads every shard of ``--data`` (a directory written by ``beam_jobs.build_tfrecords``) and writes
+Reads every shard of ``--data`` (a directory written by ``beam_jobs.build_tfrecords``, checked
+against its manifest first: :func:`beam_jobs.manifest.check_shards`) and writes
 the same records with two more features, ``aux/head = y * 1[cohort == head]`` and
 ``aux/tail = y * 1[cohort == tail]`` (``y`` the label, the cohort the stored ``cohort/<axis>`` id;
 float32 like the label, or int64), to ``--output``, shard for shard (same file names, so the same
@@ -23,7 +24,8 @@ re-serialized deterministically (keys sorted, as ``FeatureSpec.encode_example`` 
 
 ``--output`` gets ``spec.json`` (the spec with ``aux_labels: {axis, head, tail, dtype}``, so
 ``FeatureSpec.parse_spec("all")`` parses the new keys), ``stats.json`` (the input's, plus
-``aux_labels``: per split the rows and positives of each aux label), the input's ``vocab/`` files
+``aux_labels``: per split the rows and positives of each aux label), ``manifest.json`` (records,
+bytes and SHA-256 of every new shard, :mod:`beam_jobs.manifest`), the input's ``vocab/`` files
 and dead letters, and ``_SUCCESS`` last; like ``build_tfrecords`` it is staged in
 ``<output>/.tmp-<run id>/`` and promoted only when the pipeline succeeded.
 """
@@ -39,8 +41,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs import fileio
-from beam_jobs.build_tfrecords import DEFAULT_COMPRESSION_LEVEL, OUTPUTS, SHARD_SUFFIX, _run_pipeline
+from beam_jobs import fileio, manifest
+from beam_jobs.build_tfrecords import DEFAULT_COMPRESSION_LEVEL, OUTPUTS, _run_pipeline
+from beam_jobs.manifest import MANIFEST_TAG, SHARD_SUFFIX
 from beam_jobs.options import parse_job_args
 from beam_jobs.tfrecord import ReadTFRecordBatches, frame
 from zoo.spec import AUX_KEY_PREFIX, COHORT_KEY_PREFIX, SPLITS, FeatureSpec, example_class
@@ -55,7 +58,7 @@ def aux_spec(spec: FeatureSpec, axis: str, head: str, tail: str, dtype: str = "f
 
 
 class AddAuxLabels(beam.DoFn):
-    """``(shard file, [records])`` -> ``(relative shard path, gzip member)``; tag ``counts``: aux label counts."""
+    """``(shard file, [records])`` -> ``(relative shard path, (records, gzip member))``; tag ``counts``: aux label counts."""
 
     def __init__(self, spec: FeatureSpec, data_dir: str, compression_level: int = DEFAULT_COMPRESSION_LEVEL):
         self.spec = spec
@@ -97,7 +100,7 @@ class AddAuxLabels(beam.DoFn):
             tail_rows += in_tail
             head_pos += h == 1.0
             tail_pos += t == 1.0
-        yield rel, fileio.gzip_member(frame(out), self.compression_level)
+        yield rel, (n, fileio.gzip_member(frame(out), self.compression_level))
         yield beam.pvalue.TaggedOutput("counts", (split, np.array([n, head_rows, head_pos, tail_rows, tail_pos])))
 
 
@@ -113,7 +116,8 @@ def _aux_stats(counts: Mapping[str, Any], aux: Mapping[str, Any]) -> dict[str, A
 def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, data_dir: str, output_dir: str,
                    shards: Sequence[str], compression_level: int = DEFAULT_COMPRESSION_LEVEL):
     """Adds the job; ``spec`` has ``aux_labels``; ``shards``: every input shard path (relative paths
-    are the output names). Returns ``{"records": (shard, [records]), "aux_stats": one dict}``."""
+    are the output names). Returns ``{"shards": (shard, (records, gzip member)), "aux_stats": one dict,
+    "manifest": (shard, manifest entry)}``; the shards' ``manifest.json`` is written too."""
     data_dir = data_dir.rstrip("/")
     reads = [pipeline | f"Read_{s}" >> ReadTFRecordBatches(FileSystems.join(data_dir, s, f"part-*{SHARD_SUFFIX}"))
              for s in SPLITS]
@@ -122,15 +126,16 @@ def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, data_dir: str, ou
         "counts", main="shards")
     rel = [p[len(data_dir):].lstrip("/") for p in shards]
     seeds = pipeline | "EveryShard" >> beam.Create([(p, None) for p in rel])
-    _ = ((added.shards, seeds)
-         | "AllShards" >> beam.Flatten()
-         | "ByShard" >> beam.GroupByKey()
-         | "Write" >> beam.ParDo(fileio.WriteGroupedFiles(output_dir)))
+    written = ((added.shards, seeds)
+               | "AllShards" >> beam.Flatten()
+               | "ByShard" >> beam.GroupByKey()
+               | "Write" >> beam.ParDo(manifest.WriteShardFiles(output_dir)).with_outputs(MANIFEST_TAG, main="files"))
+    _ = written[MANIFEST_TAG] | "Manifest" >> manifest.WriteManifest(output_dir)
     aux_stats = (added["counts"]
                  | "SumPerSplit" >> beam.CombinePerKey(sum)
                  | "ToDict" >> beam.combiners.ToDict()
                  | "AuxStats" >> beam.Map(_aux_stats, spec.aux_labels))
-    return {"shards": added.shards, "aux_stats": aux_stats}
+    return {"shards": added.shards, "aux_stats": aux_stats, "manifest": written[MANIFEST_TAG]}
 
 
 def parse_args(argv: Sequence[str] | None = None):
@@ -149,7 +154,7 @@ def parse_args(argv: Sequence[str] | None = None):
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the job; returns ``{"output", "spec", "stats"}``."""
     args, pipeline_args = parse_args(argv)
-    data_dir, spec = fileio.open_data_dir(args.data)
+    data_dir, spec = manifest.open_data_dir(args.data)  # the cheap shard check first
     c2al = spec.c2al or {}
     axis, head, tail = (args.axis or c2al.get("axis"), args.head or c2al.get("head"), args.tail or c2al.get("tail"))
     if not (axis and head and tail):
@@ -185,7 +190,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         s = aux["splits"][split]
         print(f"add_aux_labels: {split:<5} rows {s['rows']:>9d}  aux/head positives {s['head']['positives']:>7d} "
               f"({head})  aux/tail positives {s['tail']['positives']:>7d} ({tail})")
-    print(f"add_aux_labels: wrote {out.output} ({len(shards)} shards, spec.json with aux_labels, _SUCCESS)")
+    print(f"add_aux_labels: wrote {out.output} ({len(shards)} shards, spec.json with aux_labels, manifest.json, _SUCCESS)")
     return {"output": out.output, "spec": out_spec, "stats": stats}
 
 

@@ -25,19 +25,24 @@ on Beam's Python SDK::
     pass 2:
     ReadLineChunks (header lines skipped per file when format.header)
       -> EncodeChunk: BatchParser (spec.parse_raw_row semantics, vocabularies loaded in setup),
-         cohort ids, split, spec.encode_examples_flat, TFRecord framing, one gzip member per split
-           |-- <split>:     gzip member of framed records -> WriteBlobs <output>/<split>/part-SSSSS-of-NNNNN.tfrecord.gz
-           |-- stats:       per-chunk counts -> CombineGlobally(DatasetStatsFn) --+
-           '-- dead_letter: {"file", "line", "reason", "error"} (+ Metrics counter per reason)
-      dead_letter -> (reason, 1) -> Count.PerKey -> AsDict side input ---------> stats.json
-      dead_letter -> JSON lines -> <output>/dead_letter/part-*.jsonl
+         cohort ids, split, spec.encode_examples_flat, TFRecord framing, gzip members per split
+         (one per chunk and split; small inputs: dealt over every shard, see EncodeChunk)
+           |-- <split>:     (records, gzip member) keyed by <split>/part-SSSSS-of-NNNNN.tfrecord.gz
+           |-- stats:       per-chunk counts, keyed by stats.json
+           '-- dead_letter: {"file", "line", "reason", "error"} (+ Metrics counter per reason),
+                            as JSON lines keyed by dead_letter/part-00000-of-00001.jsonl
+      -> GroupByKey(file) -> WriteOutputs: each file written once (stats summed by DatasetStatsFn);
+         each shard described (records, bytes, SHA-256) -> GroupByKey -> manifest.json
     spec.json (the resolved spec) is written by the driver after the pipeline succeeds.
 
 Atomic output: everything is written under ``<output>/.tmp-<run id>/``; only when both passes
 succeeded are the previous outputs of ``--output`` (shards, dead letters, ``stats.json``,
-``spec.json``, ``vocab/``, ``_SUCCESS``) removed, the new files renamed into place (shards first,
-``stats.json`` and ``spec.json`` last) and ``_SUCCESS`` written. A failed run leaves the previous
-outputs as they were (see :mod:`beam_jobs.fileio`). Readers should require ``_SUCCESS``.
+``spec.json``, ``manifest.json``, ``vocab/``, ``_SUCCESS``) removed, the new files renamed into place
+(shards first, ``stats.json``, ``spec.json`` and ``manifest.json`` last) and ``_SUCCESS`` written. A
+failed run leaves the previous outputs as they were (see :mod:`beam_jobs.fileio`). Readers should
+require ``_SUCCESS``; they check the shards against ``manifest.json`` (presence, sizes, record totals,
+:func:`beam_jobs.manifest.check_shards`), and ``python -m beam_jobs.verify <output>`` checks every
+shard's checksum and records (:mod:`beam_jobs.verify`).
 
 Vocabularies of an earlier run are reused by passing its ``spec.json`` as ``--spec`` (e.g. to encode
 new days with the training vocabulary): ``vocabulary.file`` paths are relative to the spec file, and
@@ -83,6 +88,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import posixpath
 import random
@@ -90,6 +96,7 @@ import zlib
 from typing import Any, Callable, Mapping, Sequence
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
@@ -97,45 +104,56 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 from apache_beam.utils import shared
 
-from beam_jobs import fileio
+from beam_jobs import fileio, manifest
+from beam_jobs.manifest import MANIFEST_FILE, MANIFEST_TAG, SHARD_SUFFIX, STATS_FILE
 from beam_jobs.options import parse_job_args
 from beam_jobs.columnar import BatchParser, StatsLayout
-from beam_jobs.tfrecord import frame_records, unframe
+from beam_jobs.tfrecord import RECORD_OVERHEAD, frame_records, unframe
 from beam_jobs.vocabulary import (DEFAULT_VOCAB_SHARDS, VOCAB_DIR, VOCAB_SUMMARY, acquire_vocabularies,
                                   build_vocab_pipeline, load_vocabularies, resolve_vocabularies)
 from zoo.spec import SPLITS, FeatureSpec, SpecError, load_spec, locate_spec_file
 
 NAMESPACE = "build_tfrecords"
-SHARD_SUFFIX = ".tfrecord.gz"
 DEFAULT_NUM_SHARDS = 4
+# Inputs of fewer chunks than this many per shard have every chunk dealt over all shards (see
+# EncodeChunk); larger ones send each chunk's records of a split to one shard.
+SPREAD_BELOW_CHUNKS_PER_SHARD = 8
 DEFAULT_COMPRESSION_LEVEL = 6  # zlib's default, as Beam's GZIP sink uses
 DEAD_LETTER_TAG = "dead_letter"
 STATS_TAG = "stats"
-STATS_FILE = "stats.json"
 DEAD_LETTER_FILE = "dead_letter/part-00000-of-00001.jsonl"
 # Every file the job owns in --output (relative glob patterns); earlier copies are replaced.
 OUTPUTS = ([f"{s}/part-*{SHARD_SUFFIX}" for s in SPLITS]
-           + ["dead_letter/part-*.jsonl", f"{VOCAB_DIR}/*", "stats.json", "spec.json"])
+           + ["dead_letter/part-*.jsonl", f"{VOCAB_DIR}/*", STATS_FILE, "spec.json", MANIFEST_FILE])
 
 
 # ---------------------------------------------------------------------------------------------------
 # Pass 2: parse, encode, write
 # ---------------------------------------------------------------------------------------------------
 class EncodeChunk(beam.DoFn):
-    """``(file, chunk of raw lines)`` -> ``(shard path, gzip member of framed Examples)`` per split.
+    """``(file, chunk of raw lines)`` -> ``(shard path, (records, gzip member of framed Examples))``.
 
     Tagged outputs: ``stats``: ``("stats.json", (StatsLayout counts, {reason: dead letters}))`` per
     chunk; ``dead_letter``: ``{"file", "line", "reason", "error"}`` with the raw line text.
     Vocabularies are read in ``setup`` (through FileSystems, so ``gs://`` works) from ``vocab_paths``.
-    Shards are assigned round-robin per split from a random start, like Beam's fixed-shard sinks.
+
+    Shards follow a rotation per split from a random start, like Beam's fixed-shard sinks. By default
+    (large inputs) a chunk's records of a split go to the next shard as one gzip member, the fast
+    path. With ``spread`` (small inputs, see :func:`spreads_records`) they are dealt over the shards:
+    from the rotation's current shard on, each of the ``num_shards`` shards gets ``k // num_shards``
+    consecutive records of the chunk's ``k``, the first ``k % num_shards`` one more, and the rotation
+    moves on by ``k % num_shards``. So with ``k >= num_shards`` no shard is empty, and the records of
+    one encoder instance are balanced across shards within one record (over several instances, within
+    their number).
     """
 
     def __init__(self, spec: FeatureSpec, num_shards: int, vocab_paths: Mapping[str, str] | None = None,
-                 compression_level: int = DEFAULT_COMPRESSION_LEVEL):
+                 compression_level: int = DEFAULT_COMPRESSION_LEVEL, spread: bool = False):
         self.spec = spec
         self.num_shards = num_shards
         self.vocab_paths = dict(vocab_paths or {})
         self.compression_level = compression_level
+        self.spread = spread
         self._shared = shared.Shared()  # one copy of the vocabularies per worker process, not per thread
 
     def setup(self):
@@ -178,10 +196,27 @@ class EncodeChunk(beam.DoFn):
                 continue
             part = columns if k == batch.n else {key: v[sel] for key, v in columns.items()}
             flat, lengths = self.spec.encode_examples_flat(part)
-            shard = self._next[i]
-            self._next[i] = (shard + 1) % self.num_shards
-            yield (shard_path(split, shard, self.num_shards),
-                   fileio.gzip_member(frame_records(flat, lengths), self.compression_level))
+            for shard, records, framed in self._deal(i, frame_records(flat, lengths), lengths):
+                yield (shard_path(split, shard, self.num_shards),
+                       (records, fileio.gzip_member(framed, self.compression_level)))
+
+    def _deal(self, split_index: int, framed: bytes, lengths):
+        """``(shard, records, framed bytes)`` of one chunk's records of a split (see the class docstring)."""
+        n, start, k = self.num_shards, self._next[split_index], len(lengths)
+        if not self.spread:
+            self._next[split_index] = (start + 1) % n
+            yield start, k, framed
+            return
+        q, r = divmod(k, n)
+        counts = [q + 1] * r + [q] * (n - r) if q else [1] * k
+        ends = np.cumsum(np.asarray(lengths, dtype=np.int64) + RECORD_OVERHEAD).tolist()
+        view = memoryview(framed)
+        first = pos = 0
+        for j, count in enumerate(counts):
+            end = ends[first + count - 1]
+            yield (start + j) % n, count, view[pos:end]
+            first, pos = first + count, end
+        self._next[split_index] = (start + r) % n
 
 
 def shard_path(split: str, shard: int, num_shards: int) -> str:
@@ -218,8 +253,8 @@ class DatasetStatsFn(beam.CombineFn):
         return _with_dead_letters(self._layout.extract(acc[0]), acc[1], self.vocabularies)
 
 
-class WriteOutputs(fileio.WriteGroupedFiles):
-    """The grouped writer of the job: shards and dead letters as they are; ``stats.json`` summed.
+class WriteOutputs(manifest.WriteShardFiles):
+    """The grouped writer of the job: shards (described, tag ``manifest``) and dead letters; ``stats.json`` summed.
 
     Yields the stats dict (tag ``stats``) besides writing it.
     """
@@ -258,6 +293,19 @@ def _gunzip_records(blob: bytes) -> list[bytes]:
     return unframe(zlib.decompress(blob, 47))  # 47: a gzip (or zlib) member
 
 
+def spreads_records(input_pattern: str, num_shards: int, chunk_bytes: int) -> bool:
+    """Whether the input is small enough to deal every chunk's records over all shards.
+
+    True when the input files (their sizes as listed; compressed inputs count smaller than they
+    read) make fewer than ``SPREAD_BELOW_CHUNKS_PER_SHARD * num_shards`` chunks of ``chunk_bytes``:
+    with few chunks per shard, whole chunks per shard would leave shards empty or unbalanced. At most
+    ``num_shards`` gzip members per chunk and split then (a few per cent larger shards at hundreds of
+    shards); larger inputs keep one member per chunk and split.
+    """
+    size = sum(fileio.match_sizes([input_pattern]).values())
+    return math.ceil(size / max(int(chunk_bytes), 1)) < SPREAD_BELOW_CHUNKS_PER_SHARD * num_shards
+
+
 class _Outputs(dict):
     """The PCollections of a pipeline; some are only built (added to the pipeline) when asked for."""
 
@@ -283,9 +331,14 @@ def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: st
     (:class:`WriteOutputs`): a Beam file sink per output would add several stages each, which
     dominate the run time of small inputs on the DirectRunner.
 
+    The writer describes each shard it writes (records, bytes, SHA-256; :mod:`beam_jobs.manifest`);
+    one more GroupByKey gathers the descriptions into ``manifest.json``. Small inputs are dealt over
+    every shard (:func:`spreads_records`, :class:`EncodeChunk`).
+
     Returns:
       ``dead_letter``: dead-letter dicts; ``stats``: one stats dict (as in stats.json); ``files``:
-      the relative paths written. Built only when looked up (tests; they cost per-row steps):
+      the relative paths written; ``manifest``: ``(shard path, manifest entry)`` per shard. Built
+      only when looked up (tests; they cost per-row steps):
       ``examples``: ``(split, serialized Example)``, one per row; ``dead_letter_counts``:
       ``(reason, count)``.
     """
@@ -294,8 +347,9 @@ def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: st
     if spec.needs_vocabularies:
         raise SpecError(f"spec '{spec.name}': vocabularies are not built; run build_vocab_pipeline first")
     chunks = pipeline | "ReadChunks" >> fileio.raw_chunks(spec, input_pattern, chunk_bytes)
+    spread = spreads_records(input_pattern, num_shards, chunk_bytes)
     encoded = chunks | "Encode" >> beam.ParDo(
-        EncodeChunk(spec, num_shards, vocab_paths, compression_level)).with_outputs(
+        EncodeChunk(spec, num_shards, vocab_paths, compression_level, spread)).with_outputs(
         DEAD_LETTER_TAG, STATS_TAG, main="shards")
     dead = encoded[DEAD_LETTER_TAG]
     dead_lines = dead | "DeadLetterJson" >> beam.Map(lambda d: (DEAD_LETTER_FILE, (json.dumps(d) + "\n").encode("utf-8")))
@@ -306,11 +360,12 @@ def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: st
                | "AllFiles" >> beam.Flatten()
                | "ByFile" >> beam.GroupByKey()
                | "Write" >> beam.ParDo(WriteOutputs(output_dir, spec, vocab_summary)).with_outputs(
-                   STATS_TAG, main="files"))
+                   STATS_TAG, MANIFEST_TAG, main="files"))
+    _ = written[MANIFEST_TAG] | "Manifest" >> manifest.WriteManifest(output_dir)
 
     def examples():
         return (encoded.shards
-                | "Records" >> beam.FlatMap(lambda kv: [(kv[0].split("/")[0], r) for r in _gunzip_records(kv[1])]))
+                | "Records" >> beam.FlatMap(lambda kv: [(kv[0].split("/")[0], r) for r in _gunzip_records(kv[1][1])]))
 
     def dead_letter_counts():
         return (dead
@@ -318,7 +373,7 @@ def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: st
                 | "CountDeadLetters" >> beam.combiners.Count.PerKey())
 
     return _Outputs({"examples": examples, "dead_letter_counts": dead_letter_counts},
-                    dead_letter=dead, stats=written[STATS_TAG], files=written.files)
+                    dead_letter=dead, stats=written[STATS_TAG], files=written.files, manifest=written[MANIFEST_TAG])
 
 
 def write_spec(spec: FeatureSpec, output_dir: str) -> str:
@@ -433,7 +488,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     output = out.output
     print(f"build_tfrecords: wrote {posixpath.join(output, '{' + ','.join(SPLITS) + '}', 'part-*' + SHARD_SUFFIX)}, "
           f"{FileSystems.join(output, 'dead_letter', 'part-*.jsonl')}, "
-          f"{FileSystems.join(output, 'stats.json')}, {FileSystems.join(output, 'spec.json')}"
+          f"{FileSystems.join(output, 'stats.json')}, {FileSystems.join(output, 'spec.json')}, "
+          f"{FileSystems.join(output, MANIFEST_FILE)}"
           + (f", {FileSystems.join(output, VOCAB_DIR, '*.txt')}" if spec.vocabulary_tables else "")
           + f", {FileSystems.join(output, fileio.SUCCESS_MARKER)}")
     print(f"build_tfrecords: {summary_line(stats)}")

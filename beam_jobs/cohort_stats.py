@@ -13,7 +13,8 @@ On Dataflow::
         --setup_file ./setup.py
 
 Reads the TFRecord shards of the chosen splits (``spec.json`` of the directory says how to decode
-them) and writes one JSON file::
+them; the shards are checked against ``manifest.json`` first, :func:`beam_jobs.manifest.check_shards`)
+and writes one JSON file::
 
     {"dataset", "data_dir", "splits", "rows", "positives", "base_rate",
      "axes": {axis: {"feature", "kind": "ordinal" | "categorical",
@@ -59,7 +60,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import fileio
-from beam_jobs.build_tfrecords import SHARD_SUFFIX
+from beam_jobs.manifest import SHARD_SUFFIX, open_data_dir
 from beam_jobs.options import parse_job_args
 from beam_jobs.tfrecord import ReadTFRecordBatches
 from zoo.spec import COHORT_KEY_PREFIX, PAD_ID, SPLITS, FeatureSpec, decode_examples
@@ -389,7 +390,7 @@ def parse_args(argv: Sequence[str] | None = None):
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the job; returns the statistics and prints a per-cohort summary."""
     args, pipeline_args = parse_args(argv)
-    data_dir, spec = fileio.open_data_dir(args.data)
+    data_dir, spec = open_data_dir(args.data)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     extra = [s.strip() for s in args.numeric_features.split(",") if s.strip()]
     with beam.Pipeline(options=PipelineOptions(pipeline_args)) as p:

@@ -31,9 +31,8 @@ from apache_beam.io import filebasedsink, filebasedsource
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from zoo.spec import FeatureSpec, load_spec
-
 SUCCESS_MARKER = "_SUCCESS"
+_DESCRIPTIONS = ("stats.json", "spec.json", "manifest.json")  # promoted after the files they describe
 STAGING_PREFIX = ".tmp-"
 DEFAULT_CHUNK_BYTES = 1 << 20
 
@@ -197,7 +196,7 @@ def raw_chunks(spec: FeatureSpec, file_pattern: str, chunk_bytes: int = DEFAULT_
 # ---------------------------------------------------------------------------------------------------
 # Writing blobs
 # ---------------------------------------------------------------------------------------------------
-_EMPTY_GZIP = (lambda c: c.compress(b"") + c.flush())(zlib.compressobj(6, zlib.DEFLATED, 31))
+EMPTY_GZIP = (lambda c: c.compress(b"") + c.flush())(zlib.compressobj(6, zlib.DEFLATED, 31))
 
 
 def gzip_member(data: bytes, level: int = 6) -> bytes:
@@ -258,7 +257,7 @@ class WriteBlobs(beam.PTransform):
 
 def write_gzip_blobs(file_path_prefix: str, file_name_suffix: str, num_shards: int) -> WriteBlobs:
     """:class:`WriteBlobs` for elements that are gzip members (empty shards get an empty member)."""
-    return WriteBlobs(file_path_prefix, file_name_suffix, num_shards, empty=_EMPTY_GZIP)
+    return WriteBlobs(file_path_prefix, file_name_suffix, num_shards, empty=EMPTY_GZIP)
 
 
 class WriteGroupedFiles(beam.DoFn):
@@ -279,7 +278,7 @@ class WriteGroupedFiles(beam.DoFn):
         path, values = element
         data = b"".join(v for v in values if v)
         if not data and path.endswith(".gz"):
-            data = _EMPTY_GZIP
+            data = EMPTY_GZIP
         write_bytes(FileSystems.join(self.base, path), data)
         yield path
 
@@ -307,9 +306,15 @@ def write_json(path: str, obj: Any) -> str:
 
 
 def match(patterns: Sequence[str]) -> list[str]:
-    found = []
+    return list(match_sizes(patterns))
+
+
+def match_sizes(patterns: Sequence[str]) -> dict[str, int]:
+    """``{path: size in bytes}`` of the files matching ``patterns`` (sizes come with the listing)."""
+    found = {}
     for result in FileSystems.match(list(patterns)):
-        found.extend(m.path for m in result.metadata_list)
+        for m in result.metadata_list:
+            found[m.path] = int(m.size_in_bytes)
     return found
 
 
@@ -381,8 +386,8 @@ class OutputDir:
         _delete(match([marker]))  # from here on, readers see "not done"
         _delete(match([FileSystems.join(self.output, p) for p in self.outputs]))
         staged = self.staged_files()
-        # stats.json and spec.json last: shards first, then the files describing them.
-        staged.sort(key=lambda p: (p.endswith(("stats.json", "spec.json")), p))
+        # Shards first, then the files describing them.
+        staged.sort(key=lambda p: (p.endswith(_DESCRIPTIONS), p))
         finals = [self.final(p[len(self.staging):].lstrip("/")) for p in staged]
         for d in sorted({f.rsplit("/", 1)[0] for f in finals}):
             _mkdirs(d)
@@ -417,8 +422,3 @@ def require_complete(data_dir: str) -> None:
         raise FileNotFoundError(f"{data_dir}: no _SUCCESS marker; the ingest job has not finished there")
 
 
-def open_data_dir(path: str) -> tuple[str, FeatureSpec]:
-    """``(data_dir, spec)`` of a finished ingest job's output (FileNotFoundError naming it otherwise)."""
-    data_dir = path.rstrip("/")
-    require_complete(data_dir)
-    return data_dir, load_spec(data_dir)

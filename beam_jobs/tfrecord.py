@@ -6,11 +6,13 @@ A TFRecord file is a sequence of records, each framed as::
 
 The Beam jobs encode a batch of Examples at once (``FeatureSpec.encode_examples_flat``) and frame
 the whole batch with array operations (:func:`frame_records`, CRC-32C computed for all records
-together); the framed batch is compressed as one gzip member (``fileio.gzip_member``), so a batch
-travels through the pipeline as one ``bytes`` element and shards are concatenations of members,
-which every gzip reader (``tf.data.TFRecordDataset(..., compression_type="GZIP")`` included) reads
-as one stream. :class:`ReadTFRecordBatches` reads TFRecord files back as batches of records (CRCs
-verified).
+together); the framed batch is compressed as one gzip member per shard it goes to
+(``fileio.gzip_member``), so a batch travels through the pipeline as a few ``bytes`` elements and
+shards are concatenations of members, which every gzip reader
+(``tf.data.TFRecordDataset(..., compression_type="GZIP")`` included) reads as one stream.
+:func:`read_record_batches` reads an open TFRecord stream back as batches of records (CRCs
+verified; ``beam_jobs.verify`` uses it), :class:`ReadTFRecordBatches` does so for the files of a
+pattern in a pipeline.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from apache_beam.io import filebasedsource
 from apache_beam.io.filesystem import CompressionTypes
 
 _POLY = 0x82F63B78  # CRC-32C (Castagnoli), reflected
+RECORD_OVERHEAD = 16  # framing bytes per record: 8 length, 4 length CRC, 4 data CRC
 
 
 def _crc_tables() -> np.ndarray:
@@ -164,6 +167,40 @@ def _verify(blob: bytes, records: list[bytes]) -> None:
 # ---------------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------------
+def read_record_batches(fh, batch_bytes: int = 1 << 20, name: str = "") -> Iterator[list[bytes]]:
+    """The records of an open (decompressed) TFRecord stream, about ``batch_bytes`` of them at a time.
+
+    CRCs are checked (:func:`unframe`).
+
+    Raises:
+      ValueError: a record's CRC does not match, or the stream ends inside a record (the message
+        starts with ``name``, when given).
+    """
+    pending = b""
+    while True:
+        chunk = fh.read(batch_bytes)
+        data = pending + chunk if pending else chunk
+        if not data:
+            return
+        # Cut after the last complete record.
+        pos, end = 0, len(data)
+        while pos + 12 <= end:
+            (length,) = struct.unpack_from("<Q", data, pos)
+            if pos + RECORD_OVERHEAD + length > end:
+                break
+            pos += RECORD_OVERHEAD + length
+        if pos:
+            try:
+                yield unframe(data[:pos])
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}" if name else str(err)) from None
+        pending = data[pos:]
+        if not chunk:
+            if pending:
+                raise ValueError(f"{name}: " * bool(name) + "truncated TFRecord at the end of the file")
+            return
+
+
 class _TFRecordBatchSource(filebasedsource.FileBasedSource):
     """Whole TFRecord files (compression by extension), as ``(file, [records])`` batches."""
 
@@ -174,27 +211,9 @@ class _TFRecordBatchSource(filebasedsource.FileBasedSource):
     def read_records(self, file_name: str, range_tracker) -> Iterator[tuple[str, list[bytes]]]:
         if not range_tracker.try_claim(range_tracker.start_position()):
             return
-        pending = b""
         with self.open_file(file_name) as fh:
-            while True:
-                chunk = fh.read(self._batch_bytes)
-                data = pending + chunk if pending else chunk
-                if not data:
-                    return
-                # Cut after the last complete record.
-                pos, end = 0, len(data)
-                while pos + 12 <= end:
-                    (length,) = struct.unpack_from("<Q", data, pos)
-                    if pos + 16 + length > end:
-                        break
-                    pos += 16 + length
-                if pos:
-                    yield file_name, unframe(data[:pos])
-                pending = data[pos:]
-                if not chunk:
-                    if pending:
-                        raise ValueError(f"{file_name}: truncated TFRecord at the end of the file")
-                    return
+            for records in read_record_batches(fh, self._batch_bytes, file_name):
+                yield file_name, records
 
 
 class ReadTFRecordBatches(beam.PTransform):

@@ -55,7 +55,7 @@ def test_add_aux_labels_exact(tiny_case, tiny_data, tmp_path):
     with BeamTestPipeline() as p:
         pcolls = add_aux_labels.build_pipeline(p, spec, tiny_data, out, shards)
         records = pcolls["shards"] | beam.FlatMap(
-            lambda kv: [(kv[0].split("/")[0], _decode(r)) for r in build_tfrecords._gunzip_records(kv[1])])
+            lambda kv: [(kv[0].split("/")[0], _decode(r)) for r in build_tfrecords._gunzip_records(kv[1][1])])
         for split in SPLITS:
             assert_that(records | f"Only_{split}" >> beam.Filter(lambda kv, s=split: kv[0] == s)
                         | f"Rows_{split}" >> beam.Map(lambda kv: kv[1]),
@@ -91,3 +91,18 @@ def test_add_aux_labels_cli_and_reader(tiny_case, tiny_data, tmp_path):
                 got[tuple(sorted((k, "float_list" if v.dtype.name == "float32" else "int64_list",
                                   tuple(v[i].numpy().tolist())) for k, v in batch.items()))] += 1
         assert got == collections.Counter(_expected(tiny_case, split, int)), split
+    # The new shards' manifest: every shard's records, bytes and SHA-256 as on disk (shard for shard
+    # the input's record counts).
+    import hashlib
+    import json
+
+    written = json.load(open(os.path.join(out, "manifest.json")))
+    source = json.load(open(os.path.join(tiny_data, "manifest.json")))
+    for split in SPLITS:
+        shards = written["splits"][split]["shards"]
+        assert sorted(shards) == sorted(source["splits"][split]["shards"])
+        assert written["splits"][split]["records"] == info["stats"]["splits"][split]["rows"]
+        for name, entry in shards.items():
+            raw = open(os.path.join(out, split, name), "rb").read()
+            assert entry == {"records": source["splits"][split]["shards"][name]["records"], "bytes": len(raw),
+                             "sha256": hashlib.sha256(raw).hexdigest()}

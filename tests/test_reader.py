@@ -4,12 +4,14 @@ of the tiny fixture (tests/conftest.py ``tiny_case``), and model_batches builds 
 from __future__ import annotations
 
 import collections
+import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from beam_jobs import build_tfrecords
+from beam_jobs.manifest import IntegrityError
 from zoo import data
 from zoo.spec import SPLITS, load_spec
 
@@ -101,11 +103,17 @@ def test_read_split_length_is_known_from_stats_and_checked(tiny_case, tiny_data,
     assert int(data.read_split(tiny_data, "train", batch_size=4).cardinality()) == 2
     assert int(data.read_split(tiny_data, "train", batch_size=4, drop_remainder=True).cardinality()) == rows // 4
     assert int(data.read_split(tiny_data, "train", batch_size=4, repeat=True).cardinality()) == -1  # infinite
-    # Shards that disagree with stats.json fail instead of silently training on part of the data.
+    # Shards that disagree with stats.json fail instead of silently training on part of the data:
+    # before reading, against manifest.json's record count, and without a manifest (older jobs) when
+    # the dataset turns out shorter than its known length.
     broken = str(tmp_path / "broken")
     shutil.copytree(tiny_data, broken)
     stats = json.load(open(f"{broken}/stats.json"))
     stats["splits"]["train"]["rows"] = rows + 4
     json.dump(stats, open(f"{broken}/stats.json", "w"))
+    with pytest.raises(IntegrityError, match=f"stats.json: split 'train' has {rows + 4} rows but manifest.json "
+                                             f"lists {rows} records"):
+        data.read_split(broken, "train", batch_size=4)
+    os.remove(f"{broken}/manifest.json")
     with pytest.raises(tf.errors.FailedPreconditionError, match="expected to contain 3 elements but contained only 2"):
         list(data.read_split(broken, "train", batch_size=4))

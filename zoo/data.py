@@ -4,8 +4,16 @@ Layout written by :mod:`beam_jobs.build_tfrecords` under one data directory::
 
     spec.json                       the resolved feature spec
     stats.json                      rows, positives, per-split and per-cohort counts, OOV counts
+    manifest.json                   records, bytes and SHA-256 of every shard (beam_jobs.manifest)
     {train,valid,test}/part-*.tfrecord.gz
     dead_letter/*.jsonl
+    _SUCCESS
+
+Before a split is read its shards are checked against ``manifest.json`` (presence and byte sizes
+from one listing, record totals against ``stats.json``; :func:`beam_jobs.manifest.check_shards`): a
+missing, truncated or stray shard raises :class:`~beam_jobs.manifest.IntegrityError`, one line
+naming it, instead of failing mid-epoch. A directory without a manifest (older jobs, hand-written
+test directories) is read as found. ``python -m beam_jobs.verify DIR`` checks the checksums.
 
 Batches are parsed with the spec's ``tf.io.parse_example`` features (after batching, one vectorized
 parse per batch). :func:`model_batches` turns parsed batches into Keras ``(x, y)`` pairs, attaching
@@ -23,9 +31,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from beam_jobs.manifest import SHARD_SUFFIX, check_shards
 from zoo.spec import COHORT_KEY_PREFIX, SPLITS, TASK_PREFIX, FeatureSpec, load_spec
-
-SHARD_SUFFIX = ".tfrecord.gz"
 
 
 def load_stats(data_dir: str) -> dict[str, Any]:
@@ -44,7 +51,9 @@ def read_split(data_dir: str, split: str, batch_size: int, *, spec: FeatureSpec 
                repeat: bool = False, drop_remainder: bool = False) -> tf.data.Dataset:
     """Parsed batches of one split: dict of every label, every feature and ``cohort/<axis>`` ids.
 
-    Shapes: label and scalar features ``(B, 1)``, sequences ``(B, max_length)``.
+    Shapes: label and scalar features ``(B, 1)``, sequences ``(B, max_length)``. The dataset's
+    length is known (and checked by tf.data) from the manifest's record count of the split, or
+    ``stats.json``'s rows without a manifest.
 
     Args:
       data_dir: the Beam job's output directory.
@@ -56,12 +65,18 @@ def read_split(data_dir: str, split: str, batch_size: int, *, spec: FeatureSpec 
       shuffle_buffer: rows held by the row shuffle.
       repeat: repeat forever (use with ``steps_per_epoch``).
       drop_remainder: drop the last partial batch.
+
+    Raises:
+      IntegrityError: a shard is missing, has the wrong size or is not in ``manifest.json``.
+      FileNotFoundError: no ``spec.json`` (and no ``spec``), or no shards.
     """
+    if split not in SPLITS:
+        raise ValueError(f"split '{split}': must be one of {SPLITS}")
     spec = spec or load_spec(data_dir)
-    files = tf.io.gfile.glob(shard_pattern(data_dir, split))
+    shards = check_shards(data_dir, [split])[split]
+    files = shards.files
     if not files:
         raise FileNotFoundError(f"no shards match {shard_pattern(data_dir, split)}")
-    files = sorted(files)
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -77,10 +92,10 @@ def read_split(data_dir: str, split: str, batch_size: int, *, spec: FeatureSpec 
         ds = ds.repeat()
     features = spec.parse_spec("all")
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    rows = _split_rows(data_dir, split)
+    rows = shards.records if shards.records is not None else _split_rows(data_dir, split)
     if rows is not None and not repeat:
-        # Known length: Keras shows full progress bars from the first epoch, and a shard set that
-        # disagrees with stats.json fails loudly instead of training on partial data.
+        # Known length: Keras shows full progress bars from the first epoch, and shards holding fewer
+        # records than the manifest (or stats.json) says fail loudly instead of training on partial data.
         batches = rows // batch_size if drop_remainder else -(-rows // batch_size)
         ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     ds = ds.map(lambda s: tf.io.parse_example(s, features), num_parallel_calls=tf.data.AUTOTUNE)

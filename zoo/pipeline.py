@@ -6,7 +6,7 @@
 Steps:
   1. the dataset's adapter writes raw CSV rows (``<output>/raw``);
   2. ``beam_jobs.build_tfrecords`` parses them, counts dead letters, computes cohort ids and the
-     user-hash split, and writes GZIP TFRecord shards, ``spec.json`` and ``stats.json`` (``<output>/data``);
+     user-hash split, and writes GZIP TFRecord shards, ``spec.json``, ``stats.json`` and ``manifest.json`` (``<output>/data``);
   3. ``zoo.train`` trains the baseline; cohort discovery (``zoo.cohorts``) streams the validation
      split through it and picks the most contrasting (head, tail) pair of the spec's C2AL axis
      (``<output>/train/discovery/cohort_divergence.{json,png}``; ``--no-discover`` keeps the spec's
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     oov = {name: f["out_of_vocab"] for name, f in stats["features"].items() if f["out_of_vocab"]}
     print(f"out-of-vocabulary ids (mapped to each feature's OOV row): {oov or 'none'}")
     print("\noutputs:")
-    print(f"  TFRecords, spec.json, stats.json: {os.path.abspath(data_dir)}")
+    print(f"  TFRecords, spec.json, stats.json, manifest.json: {os.path.abspath(data_dir)}")
     print(f"  metrics.json:                     {os.path.abspath(os.path.join(train_dir, 'metrics.json'))}")
     if "discovery" in summary:
         d = summary["discovery"]

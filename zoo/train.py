@@ -20,6 +20,11 @@ YAML's ``c2al.ablation`` or ``--c2al-ablation``; the auxiliary heads' tap by ``c
 (``c2al_tap``). The cohort pair is the dataset spec's ``c2al`` block, overridden by the command line
 or, from Python, by a whole pair passed to :func:`run` (``{axis, head, tail}`` or the quantile form
 ``{feature, head_min, tail_max}``), e.g. from :func:`zoo.cohorts.choose_pair`.
+
+The data directory is checked before training (:func:`beam_jobs.manifest.check_shards`: every shard
+of ``manifest.json`` there with its size). Errors (a missing ``spec.json``, a missing or truncated
+shard, a shard that cannot be decompressed mid-training, a bad option) end the CLI with one line on
+stderr and exit status 1; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import argparse
 import copy
 import json
 import os
+import re
 import sys
 from typing import Any, Mapping, Sequence
 
@@ -35,6 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from beam_jobs.manifest import VERIFY_COMMAND, check_shards
 from zoo import c2al as c2al_lib
 from zoo.c2al import compile_model
 from zoo import data, metrics, protocol
@@ -268,6 +275,7 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
     if bad or not variants:
         raise ValueError(f"variants: must be a non-empty subset of {VARIANTS}, got {list(variants)}")
     spec = load_spec(data_dir)
+    check_shards(data_dir)  # every split's shards against manifest.json, before hours of training
     model_cfg = (copy.deepcopy(dict(model_config)) if isinstance(model_config, Mapping)
                  else load_model_config(model_config))
     if max_epochs is not None:
@@ -446,6 +454,29 @@ def discovery_options(args: argparse.Namespace) -> dict[str, Any] | None:
             "quantile": args.discover_quantile, "strategy": args.discover_strategy}
 
 
+# Errors the CLI reports as one line (the configuration, spec and data checks raise these with
+# messages naming the file or key; TensorFlow raises OpErrors from inside model.fit).
+CLI_ERRORS = (OSError, ValueError, tf.errors.OpError)
+
+
+def error_line(err: BaseException, data_dir: str) -> str:
+    """One line for an error ending the CLI: the message, without TensorFlow's graph and node context.
+
+    A tf.data read failure (``DataLossError``: a corrupt or truncated shard whose size is right, so
+    the manifest check passed) names the data directory and the command that finds the shard.
+    """
+    if isinstance(err, tf.errors.OpError):
+        text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", err.message)
+        text = re.sub(r"\s*\[\[\{\{node [^]]*\]\]|\s*\[Op:[^]]*\].*", "", text, flags=re.S)
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        text = f"{type(err).__name__}: {lines[-1] if lines else type(err).__name__}"
+        if isinstance(err, tf.errors.DataLossError):
+            return (f"{data_dir}: a shard could not be read ({text}); run `{VERIFY_COMMAND} {data_dir}` to "
+                    "find it, then re-copy it or re-run the Beam job")
+        return text
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.train", description=__doc__.split("\n")[0],
                                      allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -473,12 +504,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="log C2AL diagnostics (zoo.diagnostics) every N training steps; 0 = off")
     parser.add_argument("--export-root", default=None, help="export the served model here (e.g. saved_models)")
     parser.add_argument("--model-name", default=None, help="export directory name (default <backbone>_<dataset>)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error, not one line")
     args = parser.parse_args(argv)
     overrides = {k: getattr(args, k) for k in PAIR_KEYS + LAMBDA_KEYS + ("ablation", "tap")}
-    summary = run(args.data, args.model, args.output, [v.strip() for v in args.variants.split(",") if v.strip()],
-                  seed=args.seed, c2al_overrides=overrides, export_root=args.export_root,
-                  model_name=args.model_name, max_epochs=args.max_epochs, discover=discovery_options(args),
-                  diagnostics_every=args.diagnostics_every or None)
+    try:
+        summary = run(args.data, args.model, args.output, [v.strip() for v in args.variants.split(",") if v.strip()],
+                      seed=args.seed, c2al_overrides=overrides, export_root=args.export_root,
+                      model_name=args.model_name, max_epochs=args.max_epochs, discover=discovery_options(args),
+                      diagnostics_every=args.diagnostics_every or None)
+    except CLI_ERRORS as err:
+        if args.debug:
+            raise
+        print(f"zoo.train: error: {error_line(err, args.data)} (--debug for the traceback)", file=sys.stderr)
+        return 1
     print("\n" + format_report(summary))
     print(f"\nmetrics: {os.path.join(os.path.abspath(args.output), 'metrics.json')}")
     if "export" in summary:
