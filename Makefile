@@ -2,7 +2,6 @@
 # Both create .venv and install the project with its dev extras on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: run test install clean
 

@@ -15,3 +15,7 @@ Shared building blocks: :mod:`beam_jobs.columnar` (batched parsing with the spec
 line reading, grouped file writing, atomic output directories), :mod:`beam_jobs.manifest` (the
 shards' ``manifest.json``: writing it, and the cheap check every reader runs).
 """
+
+from zoo.cli import quiet_entry_point
+
+quiet_entry_point("beam_jobs", tensorflow=False)  # `python -m beam_jobs.<job>`: Beam's start-up noise

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from typing import Any, Mapping, Sequence
 
 import apache_beam as beam
@@ -44,7 +45,8 @@ from apache_beam.io.filesystems import FileSystems
 from beam_jobs import fileio, manifest
 from beam_jobs.build_tfrecords import DEFAULT_COMPRESSION_LEVEL, OUTPUTS, _run_pipeline
 from beam_jobs.manifest import MANIFEST_TAG, SHARD_SUFFIX
-from beam_jobs.options import parse_job_args
+from beam_jobs.options import job_main, parse_job_args
+from beam_jobs.progress import Progress
 from beam_jobs.tfrecord import ReadTFRecordBatches, frame
 from zoo.spec import AUX_KEY_PREFIX, COHORT_KEY_PREFIX, SPLITS, FeatureSpec, example_class
 
@@ -72,6 +74,10 @@ class AddAuxLabels(beam.DoFn):
         self._head, self._tail = axis.index(aux["head"]), axis.index(aux["tail"])
         self._int = aux.get("dtype", "float32") == "int64"
         self._example = example_class()
+        self._progress = Progress("add_aux_labels")
+
+    def teardown(self):
+        self._progress.log()
 
     def process(self, element):
         path, records = element
@@ -100,6 +106,7 @@ class AddAuxLabels(beam.DoFn):
             tail_rows += in_tail
             head_pos += h == 1.0
             tail_pos += t == 1.0
+        self._progress.add(n, n, 0)
         yield rel, (n, fileio.gzip_member(frame(out), self.compression_level))
         yield beam.pvalue.TaggedOutput("counts", (split, np.array([n, head_rows, head_pos, tail_rows, tail_pos])))
 
@@ -196,6 +203,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     logging.getLogger().setLevel(logging.WARNING)
+    # Import through the package so pickled DoFns reference beam_jobs.add_aux_labels, not __main__.
     from beam_jobs.add_aux_labels import run as _run
 
-    _run()
+    sys.exit(job_main("python -m beam_jobs.add_aux_labels", _run))

@@ -88,6 +88,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import math
 import os
 import posixpath
@@ -106,11 +107,13 @@ from apache_beam.utils import shared
 
 from beam_jobs import fileio, manifest
 from beam_jobs.manifest import MANIFEST_FILE, MANIFEST_TAG, SHARD_SUFFIX, STATS_FILE
-from beam_jobs.options import parse_job_args
+from beam_jobs.options import job_main, parse_job_args
+from beam_jobs.progress import Progress
 from beam_jobs.columnar import BatchParser, StatsLayout
 from beam_jobs.tfrecord import RECORD_OVERHEAD, frame_records, unframe
 from beam_jobs.vocabulary import (DEFAULT_VOCAB_SHARDS, VOCAB_DIR, VOCAB_SUMMARY, acquire_vocabularies,
                                   build_vocab_pipeline, load_vocabularies, resolve_vocabularies)
+from zoo import cli
 from zoo.spec import SPLITS, FeatureSpec, SpecError, load_spec, locate_spec_file
 
 NAMESPACE = "build_tfrecords"
@@ -164,6 +167,10 @@ class EncodeChunk(beam.DoFn):
         self._rows = Metrics.counter(NAMESPACE, "rows")
         self._counters: dict[str, Any] = {}
         self._next = [random.randrange(self.num_shards) for _ in SPLITS]
+        self._progress = Progress(NAMESPACE)
+
+    def teardown(self):
+        self._progress.log()
 
     def _dead(self, filename: str, line: str, reason: str, error: str):
         counter = self._counters.get(reason)
@@ -177,6 +184,7 @@ class EncodeChunk(beam.DoFn):
         filename, chunk = element
         parser = self._parser
         batch, _ = parser.parse_chunk(chunk)
+        self._progress.add(batch.n + len(batch.dead), batch.n, len(batch.dead))
         reasons: dict[str, int] = {}
         for text, reason, error in batch.dead:
             reasons[reason] = reasons.get(reason, 0) + 1
@@ -419,8 +427,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
 def _run_pipeline(pipeline_args: Sequence[str], build: Callable[[beam.Pipeline], Any]):
     pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
     build(pipeline)
-    result = pipeline.run()
-    state = result.wait_until_finish()
+    with cli.worker_noise_filtered():
+        result = pipeline.run()
+        state = result.wait_until_finish()
     if state not in (None, PipelineState.DONE):
         raise RuntimeError(f"pipeline finished in state {state}")
     return result, state
@@ -455,6 +464,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the job; returns ``{"output", "stats", "counters", "state", "spec"}`` and prints a summary."""
     args, pipeline_args = parse_args(argv)
     spec = load_spec(args.spec)
+    inputs = fileio.match_sizes([args.input])
+    if not inputs:
+        raise FileNotFoundError(f"--input {args.input}: no file matches")
+    if not any(inputs.values()):
+        raise ValueError(f"--input {args.input}: the {len(inputs)} matching file(s) are empty")
     out = fileio.OutputDir(args.output, OUTPUTS)
     stale = out.prepare()
     if stale:
@@ -481,6 +495,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         counters = _counters(result)
         write_spec(spec, out.staging)
         stats = fileio.read_json(out.path("stats.json"))
+        if stats["rows"] == 0 and stats["dead_letter"]["total"] == 0:
+            raise ValueError(f"--input {args.input}: no rows in the {len(inputs)} matching file(s)"
+                             + (" (header lines only)" if spec.raw_format.header else ""))
         out.promote()
     except BaseException:
         out.discard()
@@ -501,4 +518,4 @@ if __name__ == "__main__":
     # Import through the package so pickled DoFns reference beam_jobs.build_tfrecords, not __main__.
     from beam_jobs.build_tfrecords import run as _run
 
-    _run()
+    sys.exit(job_main("python -m beam_jobs.build_tfrecords", _run))

@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import math
 from typing import Any, Sequence
 
@@ -61,8 +62,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import fileio
 from beam_jobs.manifest import SHARD_SUFFIX, open_data_dir
-from beam_jobs.options import parse_job_args
+from beam_jobs.options import job_main, parse_job_args
 from beam_jobs.tfrecord import ReadTFRecordBatches
+from zoo import cli
 from zoo.spec import COHORT_KEY_PREFIX, PAD_ID, SPLITS, FeatureSpec, decode_examples
 
 DEFAULT_QS = (0.05, 0.1, 0.25)
@@ -393,7 +395,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     data_dir, spec = open_data_dir(args.data)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     extra = [s.strip() for s in args.numeric_features.split(",") if s.strip()]
-    with beam.Pipeline(options=PipelineOptions(pipeline_args)) as p:
+    with cli.worker_noise_filtered(), beam.Pipeline(options=PipelineOptions(pipeline_args)) as p:
         build_pipeline(p, spec, data_dir, args.output, splits, args.top_k, args.q, numeric_features(spec, extra),
                        args.num_quantiles, args.value_shards)
     stats = fileio.read_json(args.output)
@@ -407,6 +409,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     logging.getLogger().setLevel(logging.WARNING)
+    # Import through the package so pickled DoFns reference beam_jobs.cohort_stats, not __main__.
     from beam_jobs.cohort_stats import run as _run
 
-    _run()
+    sys.exit(job_main("python -m beam_jobs.cohort_stats", _run))

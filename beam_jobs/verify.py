@@ -34,6 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_jobs import fileio
 from beam_jobs.manifest import CHECKSUM, MANIFEST_FILE, STATS_FILE, read_manifest, shard_glob
 from beam_jobs.tfrecord import read_record_batches
+from zoo import cli
 from zoo.spec import SPLITS
 
 READ_BYTES = 1 << 20
@@ -160,12 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      allow_abbrev=False)
     parser.add_argument("data_dir", help="a data directory written by beam_jobs.build_tfrecords (local or gs://)")
     parser.add_argument("--threads", type=int, default=4, help="shards read at once (default 4)")
+    cli.add_cli_flags(parser)
     args = parser.parse_args(argv)
-    try:
-        reports, problems, has_manifest = verify(args.data_dir, args.threads)
-    except (OSError, ValueError) as err:  # an unreadable manifest.json or stats.json, a bad path
-        print(f"verify: error: {err}", file=sys.stderr)
-        return 1
+    return cli.run_reporting_errors(parser.prog, lambda: _report(args), args.debug)
+
+
+def _report(args: argparse.Namespace) -> int:
+    reports, problems, has_manifest = verify(args.data_dir, args.threads)  # raises on a bad path or manifest
     for report in reports:
         print(report.line())
     for problem in problems:

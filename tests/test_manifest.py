@@ -155,7 +155,7 @@ def test_truncated_shard_is_an_error_naming_it(data_dir, tmp_path, capsys):
     assert train.main(["--data", broken, "--model", "configs/models/dcnv2_test.yaml",
                        "--output", str(tmp_path / "run"), "--variants", "baseline"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == f"zoo.train: error: {message} (--debug for the traceback)"
+    assert err == f"python -m zoo.train: error: {message} (--debug for the traceback)"
 
 
 def test_missing_and_stray_shards_are_errors_naming_them(data_dir, tmp_path):
@@ -199,7 +199,7 @@ def test_flipped_byte_is_reported_by_verify_and_good_data_passes(data_dir, tmp_p
     with pytest.raises(tf.errors.DataLossError) as raised:
         for _ in data.read_split(broken, "train", 32):
             pass
-    line = train.error_line(raised.value, broken)
+    line = train.data_loss_hint(broken)(raised.value)
     assert "\n" not in line and "function_node" not in line and "[Op:" not in line
     assert line.startswith(f"{broken}: a shard could not be read (DataLossError: ")
     assert line.endswith(f"run `python -m beam_jobs.verify {broken}` to find it, then re-copy it or re-run the Beam job")
@@ -241,7 +241,7 @@ def test_train_without_spec_json_is_one_line(tmp_path, capsys):
     argv = ["--data", empty, "--output", str(tmp_path / "run"), "--variants", "baseline"]
     assert train.main(argv) == 1
     captured = capsys.readouterr()
-    assert captured.err == (f"zoo.train: error: {empty}: data directory has no spec.json (write one with "
+    assert captured.err == (f"python -m zoo.train: error: {empty}: data directory has no spec.json (write one with "
                             "beam_jobs.build_tfrecords) (--debug for the traceback)\n")
     with pytest.raises(FileNotFoundError, match="no spec.json"):
         train.main(argv + ["--debug"])

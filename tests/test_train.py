@@ -29,7 +29,7 @@ def test_train_cli_writes_per_cohort_metrics_and_exports(data_dir, tmp_path):
     assert code == 0
     summary = json.load(open(os.path.join(out, "metrics.json")))
     assert summary["c2al"] == {"axis": "user_value", "head": "p95_100", "tail": "p00_05",
-                               "lambda_head": 0.2, "lambda_tail": 0.1}
+                               "lambda_head": 0.2, "lambda_tail": 0.03}
     for variant in ("baseline", "c2al"):
         result = summary["variants"][variant]
         cohorts = result["cohorts"]["user_value"]
@@ -78,7 +78,7 @@ def test_discovery_picks_the_pair_that_c2al_then_trains_on(data_dir, tmp_path):
     assert {found["head"], found["tail"]} <= {"p05_25", "p25_50", "p50_75", "p75_95"}
     assert summary["discovery"]["head"] == found["head"] and summary["discovery"]["tail"] == found["tail"]
     assert summary["c2al"] == {"axis": "user_value", "head": found["head"], "tail": found["tail"],
-                               "lambda_head": 0.1, "lambda_tail": 0.1}
+                               "lambda_head": 0.03, "lambda_tail": 0.03}
     # The chosen pair is the most divergent eligible one in the saved matrix.
     names, matrix = found["cohorts"], found["matrix"]
     eligible = [names.index(c) for c in found["eligible"]]

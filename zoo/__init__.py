@@ -9,6 +9,10 @@ The common entry points are importable from the package; they load lazily, so im
 
 import importlib
 
+from zoo.cli import quiet_entry_point
+
+quiet_entry_point("zoo")  # `python -m zoo.<entry point>`: silence TensorFlow's start-up before it loads
+
 _EXPORTS = {
     "load_spec": "zoo.spec",
     "FeatureSpec": "zoo.spec",

@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Sequence
 
-from zoo import datasets, train
+from zoo import cli, datasets, train
 from zoo.config import load_model_config
 from zoo.spec import load_spec
 
@@ -80,10 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="directory of the raw rows, TFRecords and training run (default runs/<dataset name>)")
     parser.add_argument("--export-root", default="saved_models")
     train.add_discovery_arguments(parser, default=True)
+    cli.add_cli_flags(parser)
     args, beam_args = parser.parse_known_args(argv)  # the Beam job's and Beam's options, checked below
+    return cli.run_reporting_errors(parser.prog, lambda: _main(args, beam_args), args.debug)
 
+
+def _main(args: argparse.Namespace, beam_args: list[str]) -> int:
     from beam_jobs import build_tfrecords
-    from beam_jobs.options import first_flag, unknown_pipeline_flags
 
     start = time.time()
     spec = load_spec(args.dataset)

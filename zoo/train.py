@@ -33,7 +33,6 @@ import argparse
 import copy
 import json
 import os
-import re
 import sys
 from typing import Any, Mapping, Sequence
 
@@ -43,6 +42,7 @@ import tensorflow as tf
 
 from beam_jobs.manifest import VERIFY_COMMAND, check_shards
 from zoo import c2al as c2al_lib
+from zoo import cli
 from zoo.c2al import compile_model
 from zoo import data, metrics, protocol
 from zoo.config import load_model_config, training_options
@@ -454,27 +454,16 @@ def discovery_options(args: argparse.Namespace) -> dict[str, Any] | None:
             "quantile": args.discover_quantile, "strategy": args.discover_strategy}
 
 
-# Errors the CLI reports as one line (the configuration, spec and data checks raise these with
-# messages naming the file or key; TensorFlow raises OpErrors from inside model.fit).
-CLI_ERRORS = (OSError, ValueError, tf.errors.OpError)
-
-
-def error_line(err: BaseException, data_dir: str) -> str:
-    """One line for an error ending the CLI: the message, without TensorFlow's graph and node context.
-
-    A tf.data read failure (``DataLossError``: a corrupt or truncated shard whose size is right, so
-    the manifest check passed) names the data directory and the command that finds the shard.
-    """
-    if isinstance(err, tf.errors.OpError):
-        text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", err.message)
-        text = re.sub(r"\s*\[\[\{\{node [^]]*\]\]|\s*\[Op:[^]]*\].*", "", text, flags=re.S)
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        text = f"{type(err).__name__}: {lines[-1] if lines else type(err).__name__}"
+def data_loss_hint(data_dir: str):
+    """A better one-line error for a tf.data read failure (``DataLossError``: a corrupt or truncated
+    shard whose size is right, so the manifest check passed): names the data directory and the
+    command that finds the shard."""
+    def hint(err: BaseException) -> str | None:
         if isinstance(err, tf.errors.DataLossError):
-            return (f"{data_dir}: a shard could not be read ({text}); run `{VERIFY_COMMAND} {data_dir}` to "
-                    "find it, then re-copy it or re-run the Beam job")
-        return text
-    return " ".join(str(err).split()) or type(err).__name__
+            return (f"{data_dir}: a shard could not be read ({cli.error_line(err)}); run `{VERIFY_COMMAND} "
+                    f"{data_dir}` to find it, then re-copy it or re-run the Beam job")
+        return None
+    return hint
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -504,19 +493,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="log C2AL diagnostics (zoo.diagnostics) every N training steps; 0 = off")
     parser.add_argument("--export-root", default=None, help="export the served model here (e.g. saved_models)")
     parser.add_argument("--model-name", default=None, help="export directory name (default <backbone>_<dataset>)")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error, not one line")
+    cli.add_cli_flags(parser)
     args = parser.parse_args(argv)
+    return cli.run_reporting_errors(parser.prog, lambda: _main(args), args.debug, data_loss_hint(args.data))
+
+
+def _main(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in PAIR_KEYS + LAMBDA_KEYS + ("ablation", "tap")}
-    try:
-        summary = run(args.data, args.model, args.output, [v.strip() for v in args.variants.split(",") if v.strip()],
-                      seed=args.seed, c2al_overrides=overrides, export_root=args.export_root,
-                      model_name=args.model_name, max_epochs=args.max_epochs, discover=discovery_options(args),
-                      diagnostics_every=args.diagnostics_every or None)
-    except CLI_ERRORS as err:
-        if args.debug:
-            raise
-        print(f"zoo.train: error: {error_line(err, args.data)} (--debug for the traceback)", file=sys.stderr)
-        return 1
+    summary = run(args.data, args.model, args.output, [v.strip() for v in args.variants.split(",") if v.strip()],
+                  seed=args.seed, c2al_overrides=overrides, export_root=args.export_root,
+                  model_name=args.model_name, max_epochs=args.max_epochs, discover=discovery_options(args),
+                  diagnostics_every=args.diagnostics_every or None)
     print("\n" + format_report(summary))
     print(f"\nmetrics: {os.path.join(os.path.abspath(args.output), 'metrics.json')}")
     if "export" in summary:

@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Sequence
 
+from zoo import cli
 from zoo.registry import backbone_names, get_backbone
 
 MODEL_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -32,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.backbones", description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("names", nargs="*", help="backbones to describe in full (default: list them all)")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    cli.add_cli_flags(parser)
     args = parser.parse_args(argv)
     registered = backbone_names()
     unknown = [n for n in args.names if n not in registered]

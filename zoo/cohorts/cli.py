@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import Sequence
 
+from zoo import cli
 from zoo.cohorts.divergence import DIVERGENCES
 from zoo.cohorts.stream import MODES, discover
 
@@ -28,7 +29,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quantile", type=float, default=0.05)
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--max-batches", type=int, default=None)
+    cli.add_cli_flags(parser)
     args = parser.parse_args(argv)
+    return cli.run_reporting_errors(parser.prog, lambda: _main(args), args.debug)
+
+
+def _main(args: argparse.Namespace) -> int:
     from zoo.model import load_model  # the CLI alone needs Keras; discovery's maths does not
 
     model = load_model(args.model)

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import keras
 
+from zoo import cli
 from zoo.export.contract import FeatureError
 from zoo.export.savedmodel import export_saved_model, tensorflow_env, version_path
 from zoo.export.serving_config import serving_readme, write_model_config
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="also write <export-root>/models.config for this model")
     parser.add_argument("--serving-readme", action="store_true",
                         help="print the README's generated TF Serving snippets for --spec and exit")
+    cli.add_cli_flags(parser)
     return parser
 
 
@@ -46,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the export command line; returns the exit status (1 for a refused version or a feature error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    return cli.run_reporting_errors(_parser().prog, lambda: _main(args, argv), args.debug)
+
+
+def _main(args: argparse.Namespace, argv: list[str]) -> int:
     spec_path = args.spec or args.eval_data
     if not spec_path:
         _parser().error("give --spec (or --eval-data with a spec.json)")
@@ -73,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   eval_data=args.eval_data, warmup_rows=args.warmup_rows,
                                   warmup_split=args.warmup_split, verify=args.verify)
     except (FileExistsError, FeatureError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"{_parser().prog}: error: {cli.error_line(err)}", file=sys.stderr)
         return 1
     print(f"exported {args.model} -> {os.path.abspath(path)}")
     if args.write_model_config:

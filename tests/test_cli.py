@@ -1,0 +1,170 @@
+"""The command-line entry points: quiet start-up (``--verbose`` brings the noise back), a user error
+as one line on stderr with exit status 1 (``--debug``: the traceback), and the Beam jobs' progress."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT, SYNTHETIC_SPEC_PATH, clean_env
+
+NOISE = ("I0000", "E0000", "absl::InitializeLog", "oneDNN", "cuInit", "apitools", "Discarding unparseable args",
+         "semi_persistent_directory", "Logging handler created")
+
+
+def _run(args, cwd):
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**clean_env(), "PYTHONPATH": ROOT})
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def raw_rows(tmp_path_factory):
+    from zoo import datasets
+    from zoo.spec import load_spec
+
+    root = tmp_path_factory.mktemp("cli")
+    datasets.write_raw(load_spec(SYNTHETIC_SPEC_PATH), None, str(root / "raw"), rows=400, seed=1, malformed_rows=2)
+    return root
+
+
+def test_beam_job_is_quiet_logs_progress_and_verbose_brings_the_noise_back(raw_rows):
+    args = ["-m", "beam_jobs.build_tfrecords", "--spec", SYNTHETIC_SPEC_PATH, "--input", str(raw_rows / "raw" / "*.csv")]
+    code, out, err = _run(args + ["--output", str(raw_rows / "quiet")], raw_rows)
+    assert code == 0, err
+    assert "rows: train=" in out and "dead letters: 2" in out
+    lines = err.splitlines()
+    assert lines and all("beam_jobs.progress" in ln for ln in lines), err  # nothing but progress lines
+    # Every worker's lines add up to the rows read: 400 rows and 2 corrupted lines, 400 written.
+    totals = [ln.split("(this worker): ")[1].split(";")[0] for ln in lines]
+    read = sum(int(t.split(" rows read")[0].replace(",", "")) for t in totals)
+    written = sum(int(t.split(", ")[1].split(" written")[0].replace(",", "")) for t in totals)
+    assert (read, written) == (402, 400), totals
+    code, _, err = _run(args + ["--output", str(raw_rows / "verbose"), "--verbose"], raw_rows)
+    assert code == 0 and "Discarding unparseable args" in err  # Beam's worker start-up, let through
+
+
+def test_zoo_cli_errors_are_one_line_without_start_up_noise(tmp_path):
+    missing = str(tmp_path / "nowhere")
+    code, out, err = _run(["-m", "zoo.train", "--data", missing, "--output", str(tmp_path / "run")], tmp_path)
+    assert code == 1 and out == ""
+    assert err == (f"python -m zoo.train: error: {missing}: no such spec file or data directory "
+                   "(--debug for the traceback)\n")
+    code, _, err = _run(["-m", "zoo.train", "--data", missing, "--output", str(tmp_path / "run"), "--debug"],
+                        tmp_path)
+    assert code == 1 and "Traceback (most recent call last)" in err and "FileNotFoundError" in err
+    assert not any(n in err for n in ("I0000", "absl::InitializeLog", "cuInit"))  # quiet even with --debug
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no file matches"),
+    ("", "the 1 matching file(s) are empty"),
+    ("click,user_id\n", "no rows in the 1 matching file(s) (header lines only)"),
+])
+def test_build_tfrecords_refuses_missing_and_empty_inputs_in_one_line(tmp_path, capsys, content, message):
+    from beam_jobs import build_tfrecords
+    from beam_jobs.options import job_main
+
+    pattern = str(tmp_path / "raw" / "*.csv")
+    if content is not None:
+        (tmp_path / "raw").mkdir()
+        (tmp_path / "raw" / "part.csv").write_text(content)
+    argv = ["--spec", SYNTHETIC_SPEC_PATH, "--input", pattern, "--output", str(tmp_path / "out"),
+            "--direct_running_mode=in_memory"]
+    assert job_main("python -m beam_jobs.build_tfrecords", build_tfrecords.run, argv) == 1
+    err = capsys.readouterr().err
+    assert err == f"python -m beam_jobs.build_tfrecords: error: --input {pattern}: {message} (--debug for the traceback)\n"
+    assert not os.path.exists(tmp_path / "out" / "_SUCCESS")  # nothing promoted
+
+
+def test_bad_yaml_and_spec_errors_name_the_file(tmp_path, capsys):
+    from beam_jobs import build_tfrecords
+    from beam_jobs.options import job_main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nfeatures: [\n")
+    argv = ["--spec", str(bad), "--input", "x", "--output", str(tmp_path / "out")]
+    assert job_main("job", build_tfrecords.run, argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"job: error: {bad}: not valid YAML (") and err.count("\n") == 1
+    with pytest.raises(Exception, match="not valid YAML"):
+        job_main("job", build_tfrecords.run, argv + ["--debug"])
+
+
+def test_export_and_cohorts_clis_report_one_line(tmp_path, capsys):
+    from zoo.cohorts import cli as cohorts_cli
+    from zoo.export import cli as export_cli
+
+    missing = str(tmp_path / "model.keras")
+    assert export_cli.main(["--spec", SYNTHETIC_SPEC_PATH, "--model", missing, "--model-name", "m",
+                            "--export-root", str(tmp_path / "sm")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("python -m zoo.export: error: ") and missing in err and err.count("\n") == 1
+    assert cohorts_cli.main(["--data", str(tmp_path / "nodata"), "--model", missing, "--axis", "a",
+                             "--output", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("python -m zoo.cohorts: error: ") and err.count("\n") == 1
+
+
+def test_run_reporting_errors_sorts_user_errors_from_bugs(capsys):
+    from zoo import cli
+
+    def fails(err):
+        def body():
+            raise err
+        return body
+
+    assert cli.run_reporting_errors("p", fails(ValueError("feature 'x':\n  bad value"))) == 1
+    assert capsys.readouterr().err == "p: error: feature 'x': bad value (--debug for the traceback)\n"
+    assert cli.run_reporting_errors("p", fails(KeyError("key 'k' missing"))) == 1
+    assert capsys.readouterr().err == "p: error: key 'k' missing (--debug for the traceback)\n"
+    assert cli.run_reporting_errors("p", lambda: 3) == 3 and cli.run_reporting_errors("p", lambda: None) == 0
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        cli.run_reporting_errors("p", lambda: 1 / 0)
+    with pytest.raises(ValueError):
+        cli.run_reporting_errors("p", fails(ValueError("v")), debug=True)
+    assert cli.run_reporting_errors("p", fails(ValueError("v")), hint=lambda e: "better") == 1
+    assert capsys.readouterr().err == "p: error: better (--debug for the traceback)\n"
+
+
+def test_error_line_strips_tensorflow_op_context():
+    import tensorflow as tf
+
+    from zoo import cli
+
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+        tf.debugging.assert_equal(tf.constant(1), tf.constant(2), message="shapes differ")
+    line = cli.error_line(raised.value)
+    assert line.startswith("InvalidArgumentError: ") and "\n" not in line and "[Op:" not in line
+
+
+def test_launched_module_only_while_python_locates_a_dash_m_module(monkeypatch):
+    from zoo import cli
+
+    monkeypatch.setattr(sys, "argv", ["-m", "--data", "d"])
+    monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "zoo.train", "--data", "d"])
+    assert cli.launched_module() == "zoo.train"
+    monkeypatch.setattr(sys, "argv", ["/path/zoo/train.py", "--data", "d"])  # located: argv[0] is the file
+    assert cli.launched_module() is None
+    monkeypatch.setattr(sys, "argv", ["script.py"])
+    monkeypatch.setattr(sys, "orig_argv", ["python", "script.py"])
+    assert cli.launched_module() is None
+
+
+def test_progress_counts_and_logs_at_intervals(caplog, monkeypatch):
+    from beam_jobs import progress
+
+    clock = iter([0.0, 1.0, 20.0, 20.0, 21.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    with caplog.at_level(logging.INFO, logger=progress.LOGGER):
+        p = progress.Progress("job", interval_s=10.0)  # t=0
+        p.add(1000, 990, 10)  # t=1: no line yet
+        assert not caplog.records
+        p.add(500, 500, 0)    # t=20: a line (rate from its own clock reading, t=20)
+    assert (p.read, p.written, p.dead) == (1500, 1490, 10)
+    assert [r.getMessage() for r in caplog.records] == [
+        "job: progress (this worker): 1,500 rows read, 1,490 written, 10 dead-lettered; 75 rows/s"]
