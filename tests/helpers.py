@@ -149,7 +149,6 @@ def write_data_dir(spec: FeatureSpec, rows: list[dict], data_dir: str) -> dict[s
 # SavedModel export (tests/test_export.py, tests/test_serving.py; the session fixtures that use these
 # live in tests/conftest.py)
 # ---------------------------------------------------------------------------------------------------
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTHETIC_SPEC_PATH = os.path.join(ROOT, "configs", "datasets", "synthetic.yaml")
 EXPORT_HP = dict(num_cross_layers=2, dnn_units=[16, 8])  # the exported DCNv2
 MIN_EVAL_ROWS = 1000
