@@ -53,7 +53,9 @@ The job never fails on a bad row: parse errors are dead-lettered with the spec's
 ``missing_value``, ``sequence_too_long``, ``bad_split``, ``unknown_category``; ids outside int64,
 floats that overflow float32, a raw ``-1`` inside a sequence, non-hex text in a hex column and a
 transform without a finite result are ``bad_number``); one more reason is added here for rows the
-spec cannot see: ``bad_encoding`` (a line that is not UTF-8). Each reason is counted by the Beam
+spec cannot see: ``bad_encoding`` (a line that is not UTF-8). A file that cannot be read at all (a
+corrupt or truncated ``.gz``/``.bz2``/``.xz`` input) fails the job with one line naming it
+(:class:`beam_jobs.fileio.InputError`), since its rows cannot be counted. Each reason is counted by the Beam
 counter ``build_tfrecords:dead_letter/<reason>``; good rows by ``build_tfrecords:rows``.
 
 A split that gets no rows still gets ``num_shards`` valid, empty GZIP shards, so
@@ -427,7 +429,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
 def _run_pipeline(pipeline_args: Sequence[str], build: Callable[[beam.Pipeline], Any]):
     pipeline = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
     build(pipeline)
-    with cli.worker_noise_filtered():
+    with fileio.worker_input_errors(), cli.worker_noise_filtered():  # an unreadable file: one line
         result = pipeline.run()
         state = result.wait_until_finish()
     if state not in (None, PipelineState.DONE):

@@ -395,7 +395,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     data_dir, spec = open_data_dir(args.data)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     extra = [s.strip() for s in args.numeric_features.split(",") if s.strip()]
-    with cli.worker_noise_filtered(), beam.Pipeline(options=PipelineOptions(pipeline_args)) as p:
+    with fileio.worker_input_errors(), cli.worker_noise_filtered(), \
+            beam.Pipeline(options=PipelineOptions(pipeline_args)) as p:  # a corrupt shard: one line naming it
         build_pipeline(p, spec, data_dir, args.output, splits, args.top_k, args.q, numeric_features(spec, extra),
                        args.num_quantiles, args.value_shards)
     stats = fileio.read_json(args.output)

@@ -5,7 +5,9 @@
   or ``\\r\\n`` terminated, header lines skipped per file, files split into ranges for parallel
   reading). A Beam element per chunk instead of per line is what lets the jobs parse and encode
   in batches. For multiline CSV (quoted fields holding line breaks) chunks end only outside
-  quotes and :func:`chunk_records` joins a chunk's lines into records.
+  quotes and :func:`chunk_records` joins a chunk's lines into records. Compressed files are read
+  strictly (:func:`open_decompressed`): a corrupt or truncated one raises :class:`InputError` naming
+  it, which :func:`worker_input_errors` re-raises as itself on the driver.
 * :class:`WriteBlobs` writes ``bytes`` elements as they are to sharded files (Beam's file sink:
   temporary files, renamed into place when the write finalizes).
 * :class:`OutputDir` makes a job's output directory appear all at once: the pipeline writes under
@@ -20,7 +22,12 @@ work alike; no DoFn writes a file itself.
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
 import json
+import lzma
+import re
 import secrets
 import time
 import zlib
@@ -35,6 +42,70 @@ SUCCESS_MARKER = "_SUCCESS"
 _DESCRIPTIONS = ("stats.json", "spec.json", "manifest.json")  # promoted after the files they describe
 STAGING_PREFIX = ".tmp-"
 DEFAULT_CHUNK_BYTES = 1 << 20
+# Compressed raw inputs read by Python's own readers, which raise EOFError on a file that ends inside
+# a compressed stream (Beam's CompressedFile stops there silently, dropping the rest of the file).
+_STRICT_READERS = {CompressionTypes.GZIP: lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+                   CompressionTypes.BZIP2: lambda raw: bz2.BZ2File(raw, mode="rb"),
+                   CompressionTypes.LZMA: lambda raw: lzma.LZMAFile(raw, mode="rb")}
+READ_ERRORS = (zlib.error, EOFError, OSError, lzma.LZMAError)  # gzip.BadGzipFile is an OSError
+
+
+class InputError(ValueError):
+    """An input file cannot be read (corrupt or truncated compressed data, a corrupt TFRecord); the
+    message names it.
+
+    Raised inside a Beam worker; :func:`worker_input_errors` re-raises it on the driver from the
+    runner's error (a portable runner reports a worker's exception as the text of its traceback).
+    """
+
+
+_INPUT_ERROR_LINE = re.compile(r"^(?:beam_jobs\.fileio\.)?InputError: (.+)$", re.M)
+
+
+def input_error_of(err: BaseException) -> InputError | None:
+    """The :class:`InputError` a failed pipeline run reports in ``err`` (itself, or the last such line of
+    its message, as a portable runner reports a worker's traceback), else None."""
+    if isinstance(err, InputError):
+        return err
+    found = _INPUT_ERROR_LINE.findall(str(err))
+    return InputError(found[-1].strip()) if found else None
+
+
+@contextlib.contextmanager
+def worker_input_errors() -> Iterator[None]:
+    """Around a pipeline run: a worker's :class:`InputError`, however the runner wraps it, is raised as
+    itself (one line naming the file); every other error passes unchanged."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - only an unreadable input file is re-raised as itself
+        unreadable = input_error_of(err)
+        if unreadable is None or unreadable is err:
+            raise
+        raise unreadable from err
+
+
+def unreadable(file_name: str, err: BaseException, advice: str) -> InputError:
+    """The :class:`InputError` of a file whose decompression (or record framing) failed with ``err``."""
+    if isinstance(err, EOFError):
+        what = "truncated (it ends inside a compressed stream)"
+    else:
+        kind = "zlib.error" if isinstance(err, zlib.error) else type(err).__name__
+        what = f"corrupt ({kind}: {' '.join(str(err).split())})"
+    return InputError(f"{file_name}: cannot read the file: it is {what}; {advice}")
+
+
+@contextlib.contextmanager
+def open_decompressed(file_name: str, open_file) -> Iterator[Any]:
+    """A file's bytes, decompressed by extension: gzip, bzip2 and xz by Python's readers, which raise
+    EOFError on a file that ends inside a compressed stream (Beam's CompressedFile stops there
+    silently, dropping the rest of the file); others by ``open_file`` (a FileBasedSource's)."""
+    reader = _STRICT_READERS.get(CompressionTypes.detect_compression_type(file_name))
+    if reader is None:
+        with open_file(file_name) as fh:
+            yield fh
+        return
+    with FileSystems.open(file_name, compression_type=CompressionTypes.UNCOMPRESSED) as raw, reader(raw) as fh:
+        yield fh
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -58,8 +129,17 @@ class _LineChunkSource(filebasedsource.FileBasedSource):
         self._quote = quote
 
     def read_records(self, file_name: str, range_tracker) -> Iterator[tuple[str, bytes]]:
+        if CompressionTypes.detect_compression_type(file_name) == CompressionTypes.UNCOMPRESSED:
+            yield from self._read_records(file_name, range_tracker)
+            return
+        try:
+            yield from self._read_records(file_name, range_tracker)
+        except READ_ERRORS as err:  # the decompression failed: the file, not the job, is at fault
+            raise unreadable(file_name, err, "re-copy it or leave it out of --input") from None
+
+    def _read_records(self, file_name: str, range_tracker) -> Iterator[tuple[str, bytes]]:
         start = range_tracker.start_position()
-        with self.open_file(file_name) as fh:
+        with open_decompressed(file_name, self.open_file) as fh:
             pos, buf = 0, b""  # pos: file offset of buf[0]
             eof = False
 
@@ -419,6 +499,9 @@ def is_complete(data_dir: str) -> bool:
 def require_complete(data_dir: str) -> None:
     """Raises FileNotFoundError naming ``data_dir`` unless a job finished writing it (``_SUCCESS``)."""
     if not is_complete(data_dir):
+        local = FileSystems.get_scheme(data_dir) in (None, "file")
+        if local and not FileSystems.exists(data_dir):  # object stores have no directories to look for
+            raise FileNotFoundError(f"{data_dir}: no such data directory")
         raise FileNotFoundError(f"{data_dir}: no _SUCCESS marker; the ingest job has not finished there")
 
 

@@ -17,6 +17,7 @@ pattern in a pipeline.
 
 from __future__ import annotations
 
+import posixpath
 import struct
 from typing import Iterator, Sequence
 
@@ -24,6 +25,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io import filebasedsource
 from apache_beam.io.filesystem import CompressionTypes
+
+from beam_jobs import fileio
+from beam_jobs.manifest import VERIFY_COMMAND
 
 _POLY = 0x82F63B78  # CRC-32C (Castagnoli), reflected
 RECORD_OVERHEAD = 16  # framing bytes per record: 8 length, 4 length CRC, 4 data CRC
@@ -211,9 +215,14 @@ class _TFRecordBatchSource(filebasedsource.FileBasedSource):
     def read_records(self, file_name: str, range_tracker) -> Iterator[tuple[str, list[bytes]]]:
         if not range_tracker.try_claim(range_tracker.start_position()):
             return
-        with self.open_file(file_name) as fh:
-            for records in read_record_batches(fh, self._batch_bytes, file_name):
-                yield file_name, records
+        try:
+            with fileio.open_decompressed(file_name, self.open_file) as fh:
+                for records in read_record_batches(fh, self._batch_bytes):
+                    yield file_name, records
+        except (ValueError, *fileio.READ_ERRORS) as err:  # a corrupt shard: one line naming it
+            data_dir = posixpath.dirname(posixpath.dirname(file_name.replace("\\", "/")))
+            raise fileio.unreadable(file_name, err, f"check the directory with `{VERIFY_COMMAND} {data_dir}`, "
+                                    "then re-copy it or re-run the Beam job that wrote it") from None
 
 
 class ReadTFRecordBatches(beam.PTransform):

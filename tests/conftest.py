@@ -233,7 +233,7 @@ def exported(request, tmp_path_factory, eval_data):
     features = inputs_of(spec, batch)
     request.addfinalizer(clean_room.stop)
     request.addfinalizer(cli.stop)
-    return {"spec": spec, "model": model, "base": base, "root": root, "name": "dcnv2_synthetic", "path": path,
+    return {"spec": spec, "model": model, "base": base, "keras_path": keras_path, "root": root, "name": "dcnv2_synthetic", "path": path,
             "features": features, "expected": keras_primary(model, features), "records": raw_records(eval_data),
             "clean_room": clean_room, "clean_room_json": work / "clean_room.json", "saved_model_cli": cli}
 

@@ -181,6 +181,21 @@ def is_user_error(err: BaseException) -> bool:
     return isinstance(err, USER_ERRORS) or (tf is not None and isinstance(err, tf.errors.OpError))
 
 
+def data_loss_hint(data_dir: str) -> Callable[[BaseException], str | None]:
+    """A ``hint`` for :func:`run_reporting_errors` of a command that reads ``data_dir`` with tf.data: a
+    ``DataLossError`` (a corrupt or truncated shard whose size is right, so the manifest check passed)
+    becomes one line naming the data directory and the command that finds the shard."""
+    def hint(err: BaseException) -> str | None:
+        tf = sys.modules.get("tensorflow")
+        if tf is None or not isinstance(err, tf.errors.DataLossError):
+            return None
+        from beam_jobs.manifest import VERIFY_COMMAND  # only on this error path: Beam is a heavy import
+
+        return (f"{data_dir}: a shard could not be read ({error_line(err)}); run `{VERIFY_COMMAND} "
+                f"{data_dir}` to find it, then re-copy it or re-run the Beam job")
+    return hint
+
+
 def run_reporting_errors(prog: str, body: Callable[[], int | None], debug: bool = False,
                          hint: Callable[[BaseException], str | None] | None = None) -> int:
     """Runs an entry point's ``body``; returns its exit status (``None`` counts as 0), or 1 after

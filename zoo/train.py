@@ -40,11 +40,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from beam_jobs.manifest import VERIFY_COMMAND, check_shards
+from beam_jobs.manifest import check_shards
 from zoo import c2al as c2al_lib
 from zoo import cli
 from zoo.c2al import compile_model
 from zoo import data, metrics, protocol
+from zoo.cli import data_loss_hint
 from zoo.config import load_model_config, training_options
 from zoo.model import PRIMARY, build, served_model
 from zoo.spec import COHORT_KEY_PREFIX, TASK_PREFIX, FeatureSpec, load_spec
@@ -452,18 +453,6 @@ def discovery_options(args: argparse.Namespace) -> dict[str, Any] | None:
     return {"axis": args.discover_axis, "split": args.discover_split, "metric": args.discover_metric,
             "bins": args.discover_bins, "min_fraction": args.discover_min_fraction, "mode": args.discover_mode,
             "quantile": args.discover_quantile, "strategy": args.discover_strategy}
-
-
-def data_loss_hint(data_dir: str):
-    """A better one-line error for a tf.data read failure (``DataLossError``: a corrupt or truncated
-    shard whose size is right, so the manifest check passed): names the data directory and the
-    command that finds the shard."""
-    def hint(err: BaseException) -> str | None:
-        if isinstance(err, tf.errors.DataLossError):
-            return (f"{data_dir}: a shard could not be read ({cli.error_line(err)}); run `{VERIFY_COMMAND} "
-                    f"{data_dir}` to find it, then re-copy it or re-run the Beam job")
-        return None
-    return hint
 
 
 def main(argv: Sequence[str] | None = None) -> int:

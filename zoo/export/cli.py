@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the export command line; returns the exit status (1 for a refused version or a feature error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    return cli.run_reporting_errors(_parser().prog, lambda: _main(args, argv), args.debug)
+    return cli.run_reporting_errors(_parser().prog, lambda: _main(args, argv), args.debug,
+                                    cli.data_loss_hint(args.eval_data) if args.eval_data else None)
 
 
 def _main(args: argparse.Namespace, argv: list[str]) -> int:

@@ -58,6 +58,20 @@ def check_model_inputs(model: keras.Model, spec: FeatureSpec) -> None:
 
 
 
+def finite_dense(features, spec: FeatureSpec):
+    """The served features with every dense input checked in the graph: a NaN or infinite value fails
+    the request with ``feature '<name>': a NaN or infinite value ...`` (the Beam job never writes one, so
+    the model never saw one) instead of returning a NaN probability."""
+    import tensorflow as tf
+
+    out = dict(features)
+    for f in spec.inputs:
+        if f.kind == "dense" and f.name in out:
+            out[f.name] = tf.debugging.assert_all_finite(
+                out[f.name], f"feature '{f.name}': a NaN or infinite value (dense inputs must be finite)")
+    return out
+
+
 def served_spec(model: keras.Model, spec: FeatureSpec) -> FeatureSpec:
     """``spec`` with the model's carried-feature inputs made serving inputs (else ``spec`` itself).
 

@@ -15,8 +15,8 @@ def check_features(spec: FeatureSpec, features: Mapping[str, Any]) -> dict[str, 
     """Validates a batch of request features against the spec; returns arrays in the spec dtypes.
 
     Every spec input must be present with shape ``(B,) + spec.input_shape(f)``; ids must be
-    integers (a float id would be truncated silently by a cast), dense values numbers. Raises
-    :class:`FeatureError` naming the feature otherwise.
+    integers within int64 (a float id would be truncated silently by a cast, a larger unsigned one
+    wrap around), dense values finite numbers. Raises :class:`FeatureError` naming the feature otherwise.
     """
     names = [f.name for f in spec.inputs]
     missing = [n for n in names if n not in features]
@@ -34,6 +34,10 @@ def check_features(spec: FeatureSpec, features: Mapping[str, Any]) -> dict[str, 
         kinds = "fiu" if f.kind == "dense" else "iu"
         if value.dtype.kind not in kinds:
             raise FeatureError(f"feature '{f.name}': expected {want} values, got {value.dtype}")
+        if value.dtype.kind == "u" and value.size and int(value.max()) > np.iinfo(np.int64).max:
+            raise FeatureError(f"feature '{f.name}': id {int(value.max())} is outside int64")  # would wrap
+        if f.kind == "dense" and not np.isfinite(value.astype(want)).all():
+            raise FeatureError(f"feature '{f.name}': a NaN or infinite value (dense inputs must be finite)")
         shape = spec.input_shape(f)
         if value.ndim != 1 + len(shape) or tuple(value.shape[1:]) != shape:
             raise FeatureError(f"feature '{f.name}': expected shape (batch, {', '.join(map(str, shape))}), "

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from zoo.export.contract import EXAMPLES_INPUT, EXAMPLES_SIGNATURE, OUTPUT, SIGNATURE, TOLERANCE, output_key
-from zoo.export.graph import primary_path, served_spec, serving_model, task_paths
+from zoo.export.graph import finite_dense, primary_path, served_spec, serving_model, task_paths
 from zoo.export.requests import serialize_examples, warmup_features, write_warmup_requests
 from zoo.spec import FeatureSpec
 
@@ -84,10 +84,10 @@ def export_saved_model(model: keras.Model, spec: FeatureSpec, export_root: str, 
     archive.track(served)
 
     def serve(features):
-        return signature_outputs(served(features, training=False))
+        return signature_outputs(served(finite_dense(features, spec), training=False))
 
     def serve_examples(examples):
-        return signature_outputs(served(tf.io.parse_example(examples, parse_spec), training=False))
+        return signature_outputs(served(finite_dense(tf.io.parse_example(examples, parse_spec), spec), training=False))
 
     archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=[spec.serving_signature()])
     archive.add_endpoint(name=EXAMPLES_SIGNATURE, fn=serve_examples,

@@ -36,7 +36,10 @@ def load_spec(path: str | os.PathLike) -> FeatureSpec:
     """
     path = os.fspath(path)
     spec_file = locate_spec_file(path)
-    text = _read_text(spec_file)
+    try:
+        text = _read_text(spec_file)
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{spec_file}: not a text file ({err.reason} at byte {err.start}: not UTF-8)") from None
     try:
         raw = json.loads(text) if spec_file.endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as err:
