@@ -2,7 +2,7 @@
 
 Each count is a Beam metrics counter (``<job>:progress/rows_read`` and so on; the Dataflow console
 shows them live, and ``PipelineResult.metrics()`` has them at the end), and every worker's DoFn logs
-its own running totals at most every ``interval_s`` seconds, plus once when the DoFn is torn down, on
+its own running totals at most every ``interval_s`` seconds, plus once when the runner tears the DoFn down, on
 the logger ``beam_jobs.progress`` at INFO::
 
     build_tfrecords: progress (this worker): 412,331 rows read, 412,290 written, 41 dead-lettered; 61,022 rows/s
