@@ -170,3 +170,31 @@ def test_progress_counts_and_logs_at_intervals(caplog, monkeypatch):
     assert (p.read, p.written, p.dead) == (1500, 1490, 10)
     assert [r.getMessage() for r in caplog.records] == [
         "job: progress (this worker): 1,500 rows read, 1,490 written, 10 dead-lettered; 75 rows/s"]
+
+
+def test_a_worker_failure_is_one_line_in_the_default_multi_process_runner(raw_rows):
+    """A corrupt gzip input fails inside a Beam worker process: the workers' tracebacks and the
+    runner's error logs are a repeat of the failure the driver reports, in one line."""
+    import gzip
+
+    data = bytearray(gzip.compress((raw_rows / "raw" / "synthetic.csv").read_bytes()))
+    data[len(data) // 2] ^= 0xFF
+    (raw_rows / "gz").mkdir()
+    (raw_rows / "gz" / "rows.csv.gz").write_bytes(bytes(data))
+    code, out, err = _run(["-m", "beam_jobs.build_tfrecords", "--spec", SYNTHETIC_SPEC_PATH, "--input",
+                           str(raw_rows / "gz" / "*.csv.gz"), "--output", str(raw_rows / "gz_out")], raw_rows)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith(
+        f"python -m beam_jobs.build_tfrecords: error: {raw_rows / 'gz' / 'rows.csv.gz'}: cannot read the file: "
+        "it is corrupt"), err
+
+
+def test_stderr_filter_drops_noise_and_worker_error_reports_only():
+    from zoo.cli import StderrFilter
+
+    keep = StderrFilter(["apitools not found"])
+    lines = [b"INFO:beam_jobs.progress:build_tfrecords: progress\n", b"WARNING:root:apitools not found, ...\n",
+             b"Traceback (most recent call last):\n", b'  File "x.py", line 1\n', b"ValueError: boom\n",
+             b"ERROR:apache_beam.runners.worker.sdk_worker:Error processing\n", b"  more\n",
+             b"WARNING:beam_jobs:a real warning\n", b"plain text after a warning\n"]
+    assert [ln for ln in lines if keep.passes(ln)] == [lines[0], lines[7], lines[8]]

@@ -129,15 +129,45 @@ BEAM_WORKER_NOISE = ("apitools not found", "Logging handler created", "No semi_p
                      "Discarding unparseable args")
 
 
+_LOG_LINE = re.compile(rb"^(DEBUG|INFO|WARNING|ERROR|CRITICAL):")
+_ERROR_START = re.compile(rb"^(ERROR|CRITICAL):|^Traceback \(most recent call last\):")
+
+
+class StderrFilter:
+    """Which lines of the Beam workers' stderr pass (:func:`worker_noise_filtered`).
+
+    A line containing one of ``patterns`` is dropped. So is a worker's error report: a line starting
+    with ``ERROR:``/``CRITICAL:`` or ``Traceback (most recent call last):`` and every line after it up
+    to the next ``LEVEL:`` log line (its traceback). The pipeline's failure itself is raised on the
+    driver, where the entry point reports it (one line for a user error; a bug's traceback holds the
+    worker's text), so the workers' copy is a repeat.
+    """
+
+    def __init__(self, patterns: Sequence[str] = ()):
+        self.needles = [p.encode("utf-8") for p in patterns]
+        self.in_error = False
+
+    def passes(self, line: bytes) -> bool:
+        if _ERROR_START.match(line):
+            self.in_error = True
+        elif _LOG_LINE.match(line):
+            self.in_error = False
+        return not self.in_error and not any(n in line for n in self.needles)
+
+
 @contextlib.contextmanager
 def worker_noise_filtered(patterns: Sequence[str] = BEAM_WORKER_NOISE) -> Iterator[None]:
-    """While the block runs (a Beam pipeline), lines on file descriptor 2, this process's and the worker
-    processes' it starts, that contain one of ``patterns`` are dropped; every other line passes, in
-    order. Only after :func:`quiet_startup` (else, and with ``--verbose``, a no-op)."""
+    """While the block runs (a Beam pipeline), the lines on file descriptor 2, this process's and the
+    worker processes' it starts, pass through a :class:`StderrFilter`, in order, and the driver's
+    ``apache_beam`` loggers report nothing below CRITICAL (their errors repeat the failure the run
+    raises). Only after :func:`quiet_startup` (else, and with ``--verbose``, a no-op)."""
     if not _started:
         yield
         return
-    needles = [p.encode("utf-8") for p in patterns]
+    keep = StderrFilter(patterns)
+    beam_logger = logging.getLogger("apache_beam")
+    level = beam_logger.level
+    beam_logger.setLevel(logging.CRITICAL)
     sys.stderr.flush()
     saved = os.dup(2)
     read_fd, write_fd = os.pipe()
@@ -147,7 +177,7 @@ def worker_noise_filtered(patterns: Sequence[str] = BEAM_WORKER_NOISE) -> Iterat
     def pump() -> None:
         with os.fdopen(read_fd, "rb") as lines:
             for line in lines:
-                if not any(n in line for n in needles):
+                if keep.passes(line):
                     os.write(saved, line)
 
     thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
@@ -160,6 +190,7 @@ def worker_noise_filtered(patterns: Sequence[str] = BEAM_WORKER_NOISE) -> Iterat
         thread.join(timeout=10)
         if not thread.is_alive():
             os.close(saved)
+        beam_logger.setLevel(level)
 
 
 def error_line(err: BaseException) -> str:
