@@ -98,18 +98,28 @@ def load_arrays(work: str, name: str):
     return load_spec(base), splits
 
 
-def model_config(plan, backbone: str) -> dict:
+def model_config(plan, backbone: str, dataset: str) -> dict:
+    """The backbone's model YAML (full or tiny); with the dataset's ``hparams_from`` (a quality
+    benchmark YAML, e.g. bench/quality_frappe.yaml) its hparams and embedding options from there."""
     from zoo.config import load_model_config
+    from zoo.encoder import embedding_options
 
     suffix = "_test" if plan.model_configs == "tiny" else ""
-    return load_model_config(os.path.join(ROOT, "configs", "models", f"{backbone}{suffix}.yaml"))
+    cfg = load_model_config(os.path.join(ROOT, "configs", "models", f"{backbone}{suffix}.yaml"))
+    tuned = plan.datasets[dataset].get("hparams_from")
+    if tuned:
+        import quality_frappe
+
+        settings = quality_frappe.model_settings(backbone, quality_frappe.load_config(os.path.join(ROOT, tuned)))
+        cfg = {**cfg, "hparams": settings["hparams"], "embedding": embedding_options(settings["embedding"])}
+    return cfg
 
 
 def run_job(plan, work: str, dataset: str, backbone: str) -> dict:
     from zoo.study.job import Job, SealedSplit
 
     spec, splits = load_arrays(work, dataset)
-    job = Job(plan, dataset, backbone, model_config(plan, backbone), spec, splits["train"], splits["valid"],
+    job = Job(plan, dataset, backbone, model_config(plan, backbone, dataset), spec, splits["train"], splits["valid"],
               SealedSplit(splits["test"]), os.path.join(work, "jobs"), log=lambda m: print(m, flush=True))
     return job.run()
 

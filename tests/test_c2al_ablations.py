@@ -310,7 +310,8 @@ def test_train_records_the_ablation_and_serves_the_baseline(data_dir, tmp_path):
     fractions = summary["c2al_reweight"]["train_fractions"]
     assert fractions["head"] == pytest.approx(np.mean(ids == axis.index("p95_100")))
     assert fractions["tail"] == pytest.approx(np.mean(ids == axis.index("p00_05")))
-    assert summary["c2al_reweight"]["coefficients"]["head"] == pytest.approx(0.1 / fractions["head"])
+    lam = spec.c2al["lambda_head"]  # the dataset YAML's
+    assert lam == 0.03 and summary["c2al_reweight"]["coefficients"]["head"] == pytest.approx(lam / fractions["head"])
     params = summary["variants"]["c2al"]["params"]
     assert params["total"] == params["served"]  # no auxiliary head at all
 

@@ -126,3 +126,30 @@ def test_the_protocol_owns_the_epochs_and_the_callbacks():
     x, y = data()
     with pytest.raises(ValueError, match="fit: 'epochs' is set by the protocol"):
         fit(model, x, {"primary": y}, validation=(x, y), protocol=Protocol(), epochs=3)
+
+
+@pytest.mark.tf_only
+def test_a_fit_cut_by_an_error_leaves_tensorboard_summaries_working(tmp_path):
+    """An error mid-epoch (a corrupt shard) ends the TensorBoard callback too: later tf.summary writes
+    in the same process still reach their event file."""
+    import glob
+
+    import tensorflow as tf
+
+    class Fails(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                raise tf.errors.DataLossError(None, None, "corrupted record")
+
+    x, y = data()
+    board = keras.callbacks.TensorBoard(str(tmp_path / "tb"), update_freq=100)
+    with pytest.raises(tf.errors.DataLossError):
+        fit(tiny_model(), x, {"primary": y}, validation=scripted([0.5]), protocol=Protocol(max_epochs=2),
+            extra_callbacks=[Fails(), board], batch_size=16)
+    writer = tf.summary.create_file_writer(str(tmp_path / "after"))
+    with writer.as_default(step=3):
+        tf.summary.scalar("written", 1.0)
+    writer.flush()
+    (events,) = glob.glob(str(tmp_path / "after" / "events.out.tfevents.*"))
+    tags = [(v.tag, e.step) for e in tf.compat.v1.train.summary_iterator(events) for v in e.summary.value]
+    assert tags == [("written", 3)]

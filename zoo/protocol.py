@@ -218,8 +218,17 @@ def fit(model: keras.Model, x: Any, y: Any = None, *, validation: tuple[Any, np.
     protocol_callbacks = callbacks(protocol, validation)
     stopper = next((c for c in protocol_callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
     start = time.time()
-    history = model.fit(x, y, epochs=protocol.max_epochs, callbacks=[*protocol_callbacks, *extra_callbacks],
-                        verbose=verbose, **fit_kwargs)
+    try:
+        history = model.fit(x, y, epochs=protocol.max_epochs, callbacks=[*protocol_callbacks, *extra_callbacks],
+                            verbose=verbose, **fit_kwargs)
+    except BaseException:
+        # Keras ends callbacks only after a finished fit: a TensorBoard callback interrupted by an error
+        # (a corrupt shard mid-epoch) would keep its summary writer and recording condition as this
+        # thread's defaults, and every later tf.summary call in the process would write nothing.
+        for callback in extra_callbacks:
+            if isinstance(callback, keras.callbacks.TensorBoard):
+                callback.on_train_end()
+        raise
     seconds = time.time() - start
     logs = {k: [float(v) for v in values] for k, values in history.history.items()}
     curve = logs[protocol.log_key]

@@ -17,7 +17,7 @@ from zoo.protocol import Protocol
 from zoo.registry import backbone_names
 from zoo.study.variants import VARIANTS
 
-DATASET_KEYS = ("dataset", "source", "rows", "users", "contrast", "split")
+DATASET_KEYS = ("dataset", "source", "rows", "users", "contrast", "split", "hparams_from")
 SELECT_ON = ("overall", "cohorts")
 MODEL_CONFIGS = ("full", "tiny")
 HEAD_OPTION_KEYS = ("head_units", "tap")
@@ -33,9 +33,11 @@ class Plan:
 
     Attributes:
       datasets: name -> ``{dataset: YAML path, source: folder under ../shared/data or None, rows,
-        users, contrast, split}`` (``rows``/``users``/``contrast``: synthetic generator options;
+        users, contrast, split, hparams_from}`` (``rows``/``users``/``contrast``: synthetic generator options;
         ``split``: ``{train, valid, test}`` fractions replacing the dataset YAML's, e.g. a large test
-        split, which costs predictions only and removes evaluation noise).
+        split, which costs predictions only and removes evaluation noise; ``hparams_from``: a quality
+        benchmark YAML such as ``bench/quality_frappe.yaml`` whose model entries give each backbone's
+        hyper-parameters and embedding options on this dataset, e.g. the published BARS settings).
       backbones: registered backbone names.
       model_configs: ``full`` (``configs/models/<b>.yaml``) or ``tiny`` (``<b>_test.yaml``).
       seeds: the paired seeds of the final runs.
@@ -116,6 +118,9 @@ def _check(plan: Plan, where: str) -> None:
         for key in ("rows", "users"):
             if key in options and not (isinstance(options[key], int) and options[key] > 0):
                 fail(f"datasets.{name}.{key}", f"must be a positive int, got {options[key]!r}")
+        tuned = options.get("hparams_from")
+        if tuned is not None and not (isinstance(tuned, str) and tuned.endswith((".yaml", ".yml"))):
+            fail(f"datasets.{name}.hparams_from", f"must be the path of a quality benchmark YAML, got {tuned!r}")
         split = options.get("split")
         if split is not None and (not isinstance(split, Mapping) or set(split) != {"train", "valid", "test"}
                                   or not all(isinstance(v, (int, float)) and v > 0 for v in split.values())
