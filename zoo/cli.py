@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import logging
 import os
 import re
@@ -83,17 +84,22 @@ def quiet_startup(argv: Sequence[str] | None = None, *, tensorflow: bool = True,
         return False
     _started = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if tensorflow and "tensorflow" not in sys.modules:
+    if tensorflow and _importable("tensorflow"):  # JAX-only machines have none: nothing to silence
         with stderr_fd_silenced():
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # the CUDA probe ("failed call to cuInit") happens here
-    if beam and "apache_beam" not in sys.modules:
+    if beam and _importable("apache_beam"):
         with root_logger_at(logging.ERROR):
             import apache_beam  # noqa: F401
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     return True
+
+
+def _importable(module: str) -> bool:
+    """Not imported yet, and installed."""
+    return module not in sys.modules and importlib.util.find_spec(module) is not None
 
 
 @contextlib.contextmanager
