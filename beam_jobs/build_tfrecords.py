@@ -90,11 +90,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import math
 import os
 import posixpath
 import random
+import sys
 import zlib
 from typing import Any, Callable, Mapping, Sequence
 

@@ -51,20 +51,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import math
+import sys
 from typing import Any, Sequence
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import fileio
+from beam_jobs.build_tfrecords import _run_pipeline
 from beam_jobs.manifest import SHARD_SUFFIX, open_data_dir
 from beam_jobs.options import job_main, parse_job_args
 from beam_jobs.tfrecord import ReadTFRecordBatches
-from zoo import cli
 from zoo.spec import COHORT_KEY_PREFIX, PAD_ID, SPLITS, FeatureSpec, decode_examples
 
 DEFAULT_QS = (0.05, 0.1, 0.25)
@@ -395,10 +394,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     data_dir, spec = open_data_dir(args.data)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     extra = [s.strip() for s in args.numeric_features.split(",") if s.strip()]
-    with fileio.worker_input_errors(), cli.worker_noise_filtered(), \
-            beam.Pipeline(options=PipelineOptions(pipeline_args)) as p:  # a corrupt shard: one line naming it
-        build_pipeline(p, spec, data_dir, args.output, splits, args.top_k, args.q, numeric_features(spec, extra),
-                       args.num_quantiles, args.value_shards)
+    _run_pipeline(pipeline_args, lambda p: build_pipeline(  # a corrupt shard: one line naming it
+        p, spec, data_dir, args.output, splits, args.top_k, args.q, numeric_features(spec, extra),
+        args.num_quantiles, args.value_shards))
     stats = fileio.read_json(args.output)
     print(f"cohort_stats: {stats['rows']} rows of {spec.name} ({','.join(splits)}) -> {args.output}")
     for axis, entry in stats["axes"].items():

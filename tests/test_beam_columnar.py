@@ -434,6 +434,11 @@ def test_quoted_csv_fast_path_equals_parse_raw_row(seed):
     kept = [ln for ln in lines if b"\xff" not in ln and ln.decode().count(",") != ncols - 1
             and _parses(spec, ln.decode())]
     assert len(kept) > 50
+    # Good quoted records stay on the column path: none reaches the per-row parser.
+    parser = BatchParser(spec, RICH_VOCABS)
+    parser._parse_slow = lambda *a: pytest.fail("a good quoted record took the per-row path")
+    good_quoted = [ln for ln in kept if b"in\"side" not in ln][:50]
+    assert parser.parse_lines(good_quoted).n == len(good_quoted) > 20
     fields = spec.split_line('1,3,2,"1.5",,"4 5","x,yy ""q""",a,"DEADbeef",0.5,1,"a Bb"')
     assert fields == ["1", "3", "2", "1.5", "", "4 5", 'x,yy "q"', "a", "DEADbeef", "0.5", "1", "a Bb"]
     row = spec.parse_raw_row(fields, RICH_VOCABS)

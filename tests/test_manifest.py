@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from beam_jobs import build_tfrecords, manifest, verify
 from beam_jobs.tfrecord import frame
-from zoo import data, train
+from zoo import cli, data, train
 from zoo.datasets.synthetic import write_raw
 from zoo.spec import SPLITS, load_spec
 
@@ -199,7 +199,7 @@ def test_flipped_byte_is_reported_by_verify_and_good_data_passes(data_dir, tmp_p
     with pytest.raises(tf.errors.DataLossError) as raised:
         for _ in data.read_split(broken, "train", 32):
             pass
-    line = train.data_loss_hint(broken)(raised.value)
+    line = cli.data_loss_hint(broken)(raised.value)
     assert "\n" not in line and "function_node" not in line and "[Op:" not in line
     assert line.startswith(f"{broken}: a shard could not be read (DataLossError: ")
     assert line.endswith(f"run `python -m beam_jobs.verify {broken}` to find it, then re-copy it or re-run the Beam job")

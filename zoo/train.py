@@ -484,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model-name", default=None, help="export directory name (default <backbone>_<dataset>)")
     cli.add_cli_flags(parser)
     args = parser.parse_args(argv)
-    return cli.run_reporting_errors(parser.prog, lambda: _main(args), args.debug, data_loss_hint(args.data))
+    return cli.run_reporting_errors(parser.prog, lambda: _main(args), args.debug, cli.data_loss_hint(args.data))
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -11,7 +11,6 @@ from typing import Sequence
 import keras
 
 from zoo import cli
-from zoo.export.contract import FeatureError
 from zoo.export.savedmodel import export_saved_model, tensorflow_env, version_path
 from zoo.export.serving_config import serving_readme, write_model_config
 from zoo.model import load_model
@@ -64,26 +63,20 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
     if not args.model:
         _parser().error("give --model (a .keras file) or --serving-readme")
-    try:
-        if args.model_name:  # refuse before loading anything
-            version_path(args.export_root, args.model_name, args.version, args.overwrite)
-        if keras.backend.backend() != "tensorflow":  # load and export under TensorFlow only
-            return subprocess.call([sys.executable, "-m", "zoo.export", *argv], env=tensorflow_env())
-        model = load_model(args.model)
-        name = args.model_name
-        if not name:
-            try:
-                name = f"{model.get_layer('backbone').registered_name}_{spec.name}"
-            except (ValueError, AttributeError):
-                _parser().error("--model-name is needed for a model without a registered backbone")
-        path = export_saved_model(model, spec, args.export_root, name, args.version, args.overwrite,
-                                  eval_data=args.eval_data, warmup_rows=args.warmup_rows,
-                                  warmup_split=args.warmup_split, verify=args.verify)
-    except (FileExistsError, FeatureError) as err:
-        if args.debug:
-            raise
-        print(f"{_parser().prog}: error: {cli.error_line(err)}", file=sys.stderr)
-        return 1
+    if args.model_name:  # refuse before loading anything
+        version_path(args.export_root, args.model_name, args.version, args.overwrite)
+    if keras.backend.backend() != "tensorflow":  # load and export under TensorFlow only
+        return subprocess.call([sys.executable, "-m", "zoo.export", *argv], env=tensorflow_env())
+    model = load_model(args.model)
+    name = args.model_name
+    if not name:
+        try:
+            name = f"{model.get_layer('backbone').registered_name}_{spec.name}"
+        except (ValueError, AttributeError):
+            _parser().error("--model-name is needed for a model without a registered backbone")
+    path = export_saved_model(model, spec, args.export_root, name, args.version, args.overwrite,
+                              eval_data=args.eval_data, warmup_rows=args.warmup_rows,
+                              warmup_split=args.warmup_split, verify=args.verify)
     print(f"exported {args.model} -> {os.path.abspath(path)}")
     if args.write_model_config:
         print(f"model config: {os.path.abspath(write_model_config(args.export_root, [name]))}")
