@@ -25,7 +25,8 @@ def test_dcnv2_resolves_to_its_values_before_the_bases():
         "embedding": {"type": "plain"},
         "hparams": {"num_cross_layers": 3, "cross_rank": None, "structure": "stacked",
                     "dnn_units": [256, 128, 64], "dropout": 0.0, "norm": None},
-        "training": {"batch_size": 1024, "learning_rate": 0.001, "max_epochs": 30, "early_stopping_patience": 2,
+        "training": {"batch_size": 1024, "learning_rate": 0.001, "reader": "auto", "max_epochs": 30,
+                     "early_stopping_patience": 2,
                      "reduce_lr_factor": 0.1, "reduce_lr_patience": 1, "min_learning_rate": 1e-6,
                      "min_delta": 1e-6, "monitor": "logloss"},
         "c2al": {"head_units": [], "tap": "primary_head_input", "ablation": "none"},
@@ -100,6 +101,7 @@ def test_a_typo_in_a_base_names_the_base(tmp_path):
     ({"learning_rate": 0}, "training.learning_rate"),
     ({"learning_rate": -1e-3}, "training.learning_rate"),
     ({"early_stopping_patience": -1}, "training.early_stopping_patience"),
+    ({"reader": "disk"}, r"training.reader: must be one of \['auto', 'memory', 'stream'\], got 'disk'"),
 ])
 def test_training_values_are_type_checked(block, key, tmp_path):
     with pytest.raises(ConfigError, match=key):

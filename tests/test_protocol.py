@@ -153,3 +153,53 @@ def test_a_fit_cut_by_an_error_leaves_tensorboard_summaries_working(tmp_path):
     (events,) = glob.glob(str(tmp_path / "after" / "events.out.tfevents.*"))
     tags = [(v.tag, e.step) for e in tf.compat.v1.train.summary_iterator(events) for v in e.summary.value]
     assert tags == [("written", 3)]
+
+
+def test_array_fits_train_every_row_once_per_epoch_and_repeat_with_the_seed():
+    """64 rows, batch 16: 4 steps every epoch on either backend (on TensorFlow from one in-memory
+    pipeline for the whole fit), and the same global seed gives bit-identical weights."""
+    class Steps(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.per_epoch = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.per_epoch.append(0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.per_epoch[-1] += 1
+
+    weights = []
+    for _ in range(2):
+        model = tiny_model()
+        x, y = data()
+        steps = Steps()
+        fit(model, x, {"primary": y}, validation=data(16, seed=1), protocol=Protocol(max_epochs=3,
+            early_stopping_patience=0), extra_callbacks=[steps], batch_size=16, shuffle=True)
+        assert steps.per_epoch == [4, 4, 4]
+        weights.append(model.get_weights())
+    assert same(*weights)
+
+
+def test_array_inputs_become_one_pipeline_on_tensorflow_only():
+    from zoo.protocol import fit_inputs
+
+    x, y = data(50)
+    out_x, out_y, kwargs = fit_inputs(x, {"primary": y}, {"batch_size": 16, "shuffle": True})
+    if keras.backend.backend() != "tensorflow":
+        assert out_x is x and kwargs == {"batch_size": 16, "shuffle": True}
+        return
+    assert out_y is None and kwargs == {"steps_per_epoch": 4, "shuffle": False}  # ceil(50 / 16); it shuffles
+    sizes = [len(b[1]["primary"]) for b in out_x.take(8).as_numpy_iterator()]
+    assert sizes == [16, 16, 16, 2, 16, 16, 16, 2]
+    # What Keras alone handles stays with Keras: other options, or data that is already a pipeline.
+    assert fit_inputs(x, y, {"batch_size": 16, "validation_split": 0.1})[0] is x
+    assert fit_inputs(x, y, {"batch_size": 16, "shuffle": "batch"})[0] is x
+
+
+def test_predict_primary_equals_model_predict_with_a_partial_last_slice():
+    from zoo.protocol import predict_primary
+
+    model = tiny_model()
+    x, _ = data(37)
+    expected = np.asarray(model.predict(x, batch_size=37, verbose=0)["primary"]).ravel()
+    np.testing.assert_allclose(predict_primary(model, x, batch_size=16), expected, rtol=1e-6, atol=1e-7)

@@ -117,3 +117,62 @@ def test_read_split_length_is_known_from_stats_and_checked(tiny_case, tiny_data,
     os.remove(f"{broken}/manifest.json")
     with pytest.raises(tf.errors.FailedPreconditionError, match="expected to contain 3 elements but contained only 2"):
         list(data.read_split(broken, "train", batch_size=4))
+
+
+def test_memory_batches_each_pass_is_a_seeded_permutation_of_every_row():
+    from zoo.batches import memory_batches
+
+    x = np.arange(10)
+    columns = ({"x": x}, x * 10)  # a nest: rows stay aligned across its arrays
+
+    def passes(seed, count=3, shuffle=True):
+        batches = list(memory_batches(columns, 4, seed=seed, shuffle=shuffle).take(3 * count).as_numpy_iterator())
+        for feats, y in batches:
+            np.testing.assert_array_equal(y, feats["x"] * 10)
+        assert [len(y) for _, y in batches] == [4, 4, 2] * count  # each pass ends with its partial batch
+        return [np.concatenate([feats["x"] for feats, _ in batches[3 * p:3 * p + 3]]) for p in range(count)]
+
+    first = passes(seed=7)
+    for order in first:
+        assert sorted(order.tolist()) == list(range(10))  # every row once per pass
+    assert not np.array_equal(first[0], first[1])  # reshuffled every pass
+    assert all(np.array_equal(a, b) for a, b in zip(first, passes(seed=7)))  # the same seed, the same batches
+    assert not np.array_equal(first[0], passes(seed=8)[0])
+    assert all(order.tolist() == list(range(10)) for order in passes(seed=7, shuffle=False))
+    with pytest.raises(ValueError, match=r"columns: must be arrays of one length, got lengths \[3, 4\]"):
+        memory_batches({"a": np.arange(3), "b": np.arange(4)}, 2)
+    with pytest.raises(ValueError, match="columns: no rows"):
+        memory_batches({"a": np.arange(0)}, 2)
+
+
+@pytest.mark.parametrize("reader", ["memory", "stream"])
+def test_training_batches_serve_every_train_row_once_per_epoch(tiny_case, tiny_data, reader):
+    rows = tiny_case.expected_stats["splits"]["train"]["rows"]  # 6
+    ds, steps, used = data.training_batches(tiny_data, load_spec(tiny_data), 4, seed=3, reader=reader)
+    assert (steps, used) == (2, reader)
+    batches = list(ds.take(3 * steps))
+    assert [int(tf.shape(b["y"])[0]) for b in batches] == [4, 2] * 3  # an epoch is exactly one pass
+    written = sorted(_rows(next(iter(data.read_split(tiny_data, "train", batch_size=rows)))))
+    epochs = [sorted(_rows(batches[2 * e]) + _rows(batches[2 * e + 1])) for e in range(3)]
+    assert all(epoch == written for epoch in epochs)
+    again, _, _ = data.training_batches(tiny_data, load_spec(tiny_data), 4, seed=3, reader=reader)
+    assert [_rows(b) for b in again.take(3 * steps)] == [_rows(b) for b in batches]  # seeded: the same order
+
+
+def test_training_batches_auto_holds_what_fits_and_counts_rows_without_a_manifest(tiny_data, tmp_path, monkeypatch):
+    import shutil
+
+    spec = load_spec(tiny_data)
+    assert data.parsed_row_bytes(spec) == sum(
+        int(np.prod(f.shape)) * f.dtype.size for f in spec.parse_spec("all").values())
+    assert data.training_batches(tiny_data, spec, 4, seed=0)[2] == "memory"
+    monkeypatch.setattr(data, "MEMORY_READER_LIMIT", 6 * data.parsed_row_bytes(spec) - 1)  # one byte short
+    assert data.training_batches(tiny_data, spec, 4, seed=0)[2] == "stream"
+    with pytest.raises(ValueError, match=r"reader 'disk': must be one of \['auto', 'memory', 'stream'\]"):
+        data.training_batches(tiny_data, spec, 4, seed=0, reader="disk")
+    bare = str(tmp_path / "bare")  # no manifest.json, no stats.json: the rows are counted from the shards
+    shutil.copytree(tiny_data, bare)
+    os.remove(f"{bare}/manifest.json")
+    os.remove(f"{bare}/stats.json")
+    assert data.split_rows(bare, "train") == 6
+    assert data.training_batches(bare, spec, 4, seed=0)[1] == 2

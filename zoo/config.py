@@ -34,9 +34,13 @@ MODEL_KEYS = ("base", "backbone") + BLOCKS
 # The training block's defaults, the one place they live: the batch size, the learning rate and
 # the converged training protocol (zoo.protocol.Protocol: epoch cap, early stopping, reduce-on-plateau,
 # the monitored exact validation metric).
+# ``training.reader``: ``memory`` parses the train split once and trains from its columns in memory,
+# ``stream`` parses the shards every epoch, ``auto`` is ``memory`` up to zoo.data.MEMORY_READER_LIMIT.
+READERS = ("auto", "memory", "stream")
 TRAINING_DEFAULTS: dict[str, Any] = {
     "batch_size": 1024,
     "learning_rate": 1e-3,
+    "reader": "auto",  # READERS, zoo.data.training_batches: memory when the parsed train split fits
     **dataclasses.asdict(Protocol()),
 }
 
@@ -66,6 +70,7 @@ def _task_weights(value: Any) -> bool:
 
 
 _TRAINING_CHECKS = {
+    "reader": (lambda value: value in READERS, f"one of {list(READERS)}"),
     "task_weights": (_task_weights, "a mapping {label: number >= 0}"),
     "batch_size": (_positive_int, "a positive int"),
     "learning_rate": (_positive_number, "a positive number"),

@@ -32,6 +32,8 @@ import numpy as np
 import tensorflow as tf
 
 from beam_jobs.manifest import SHARD_SUFFIX, check_shards
+from zoo.batches import memory_batches
+from zoo.config import READERS
 from zoo.spec import COHORT_KEY_PREFIX, SPLITS, TASK_PREFIX, FeatureSpec, load_spec
 
 
@@ -107,6 +109,63 @@ def _split_rows(data_dir: str, split: str) -> int | None:
     if not tf.io.gfile.exists(os.path.join(data_dir, "stats.json")):
         return None
     return int(load_stats(data_dir)["splits"][split]["rows"])
+
+
+def split_rows(data_dir: str, split: str) -> int:
+    """Rows of a split: the manifest's record count, else ``stats.json``'s, else counted from the shards
+    (a directory with neither)."""
+    shards = check_shards(data_dir, [split])[split]
+    rows = shards.records if shards.records is not None else _split_rows(data_dir, split)
+    if rows is None:
+        records = tf.data.TFRecordDataset(shards.files, compression_type="GZIP")
+        rows = int(records.reduce(np.int64(0), lambda count, _: count + 1))
+    return int(rows)
+
+
+# ``training.reader: auto`` (zoo.config.READERS) holds the train split in memory up to this many bytes.
+MEMORY_READER_LIMIT = 2 * 1024 ** 3
+
+
+def parsed_row_bytes(spec: FeatureSpec) -> int:
+    """Bytes of one parsed row (every column of :func:`read_split`: 4 per float32, 8 per int64 value)."""
+    return sum(int(np.prod(f.shape)) * f.dtype.size for f in spec.parse_spec("all").values())
+
+
+def training_batches(data_dir: str, spec: FeatureSpec, batch_size: int, *, seed: int,
+                     reader: str = "auto") -> tuple[tf.data.Dataset, int, str]:
+    """Endless shuffled batches of the train split, the batches of one pass (an epoch) and the reader used.
+
+    One dataset (and so one iterator) serves every epoch of a ``model.fit(..., steps_per_epoch=steps)``:
+    each pass over the split is reshuffled and ends with its partial batch, so an epoch is exactly one
+    pass. A fresh iterator per epoch (what Keras does with a finite dataset and no ``steps_per_epoch``)
+    costs a multi-second pause on TensorFlow while the previous iterator's tf.data threads shut down.
+
+    Args:
+      data_dir: the Beam job's output directory.
+      spec: the feature spec to parse with.
+      batch_size: rows per batch.
+      seed: the shuffle seed; the same seed gives the same batches in the same order on either reader's
+        every run (a baseline and a C2AL run see the same data).
+      reader: ``memory`` (parse once, then each pass a stateless permutation of every row:
+        :func:`zoo.batches.memory_batches`), ``stream`` (:func:`read_split` every pass: shard order and a 100K-row
+        buffer shuffled) or ``auto`` (``memory`` when :func:`parsed_row_bytes` x rows is at most
+        :data:`MEMORY_READER_LIMIT`).
+
+    Raises:
+      ValueError: an unknown ``reader``; the errors of :func:`read_split` for bad shards.
+    """
+    if reader not in READERS:
+        raise ValueError(f"reader '{reader}': must be one of {list(READERS)}")
+    rows = split_rows(data_dir, "train")
+    if rows == 0:
+        raise ValueError(f"{data_dir}: the train split is empty")
+    if reader == "auto":
+        reader = "memory" if rows * parsed_row_bytes(spec) <= MEMORY_READER_LIMIT else "stream"
+    steps = -(-rows // batch_size)
+    if reader == "memory":
+        return memory_batches(split_arrays(data_dir, "train", spec), batch_size, seed=seed), steps, reader
+    ds = read_split(data_dir, "train", batch_size, spec=spec, shuffle=True, seed=seed).repeat()
+    return ds.prefetch(tf.data.AUTOTUNE), steps, reader
 
 
 def split_arrays(data_dir: str, split: str, spec: FeatureSpec | None = None,

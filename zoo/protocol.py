@@ -154,6 +154,16 @@ def exact_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
             "val_ne_exact": metrics.normalized_entropy(y, p)}
 
 
+def predict_primary(model: keras.Model, x: Any, batch_size: int) -> np.ndarray:
+    """The primary head's probabilities ``(N,)`` on array inputs, one ``predict_on_batch`` per slice of
+    ``batch_size`` rows: no input pipeline is built (``model.predict`` builds and tears down one per
+    call, a pause of seconds on TensorFlow)."""
+    rows = len(keras.tree.flatten(x)[0])
+    return np.concatenate([
+        primary_probabilities(model.predict_on_batch(keras.tree.map_structure(lambda a: a[i:i + batch_size], x)))
+        for i in range(0, rows, batch_size)])
+
+
 class ExactValidation(keras.callbacks.Callback):
     """Writes the exact validation metrics of the primary head into the epoch logs.
 
@@ -175,7 +185,7 @@ class ExactValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        p = primary_probabilities(self.model.predict(self.x, batch_size=self.batch_size, verbose=0))
+        p = predict_primary(self.model, self.x, self.batch_size)
         logs.update({k: float(v) for k, v in self.scores(self.y, p).items()})
         logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
@@ -194,6 +204,37 @@ def callbacks(protocol: Protocol, validation: ExactValidation) -> list[keras.cal
     return out
 
 
+_ARRAY_FIT_KEYS = {"batch_size", "shuffle", "sample_weight", "initial_epoch"}
+
+
+def fit_inputs(x: Any, y: Any, fit_kwargs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """What :func:`fit` hands ``model.fit``: on TensorFlow, array inputs become one endless in-memory
+    dataset for the whole fit, returned as ``(dataset, None, fit_kwargs with steps_per_epoch)``.
+
+    Keras turns arrays into a tf.data pipeline and builds a fresh iterator every epoch; tearing the
+    previous one down stalls TensorFlow for seconds at some epoch starts. :func:`zoo.batches.memory_batches`
+    with ``steps_per_epoch`` = one pass serves every epoch from one iterator, each pass a permutation
+    of every row (seeded from NumPy's global generator, so ``keras.utils.set_random_seed`` fixes the
+    order). Other backends, datasets, and fits with options beyond batch size, shuffle, sample weights
+    and the initial epoch are passed to Keras unchanged.
+    """
+    leaves = keras.tree.flatten(x) if x is not None else []
+    arrays = bool(leaves) and all(isinstance(a, np.ndarray) for a in leaves)
+    if (keras.backend.backend() != "tensorflow" or y is None or not arrays
+            or not set(fit_kwargs) <= _ARRAY_FIT_KEYS or fit_kwargs.get("shuffle", True) not in (True, False)):
+        return x, y, fit_kwargs
+    from zoo.batches import memory_batches  # TensorFlow: installed whenever it is the backend
+
+    kwargs = dict(fit_kwargs)
+    batch_size = int(kwargs.pop("batch_size", None) or 32)
+    shuffle = bool(kwargs.pop("shuffle", True))
+    weights = kwargs.pop("sample_weight", None)
+    columns = (x, y) if weights is None else (x, y, weights)
+    kwargs.update(steps_per_epoch=-(-len(leaves[0]) // batch_size), shuffle=False)  # the pipeline shuffles
+    seed = int(np.random.randint(2 ** 31 - 1))
+    return memory_batches(columns, batch_size, seed=seed, shuffle=shuffle), None, kwargs
+
+
 def fit(model: keras.Model, x: Any, y: Any = None, *, validation: tuple[Any, np.ndarray] | ExactValidation,
         protocol: Protocol, extra_callbacks: Sequence[keras.callbacks.Callback] = (), verbose: Any = 0,
         **fit_kwargs: Any) -> FitResult:
@@ -208,10 +249,13 @@ def fit(model: keras.Model, x: Any, y: Any = None, *, validation: tuple[Any, np.
       verbose: ``model.fit``'s verbosity.
       **fit_kwargs: passed to ``model.fit`` (``batch_size``, ``shuffle``, ``sample_weight``,
         ``steps_per_epoch``, ...); ``epochs``, ``callbacks`` and ``validation_data`` are the protocol's.
+        On TensorFlow, arrays with only ``batch_size``, ``shuffle``, ``sample_weight`` or
+        ``initial_epoch`` train from one in-memory pipeline for every epoch (:func:`fit_inputs`).
     """
     clash = sorted({"epochs", "callbacks", "validation_data"} & set(fit_kwargs))
     if clash:
         raise ValueError(f"fit: '{clash[0]}' is set by the protocol")
+    x, y, fit_kwargs = fit_inputs(x, y, fit_kwargs)
     if not isinstance(validation, ExactValidation):
         x_valid, y_valid = validation
         validation = ExactValidation(x_valid, y_valid, batch_size=max(8192, int(fit_kwargs.get("batch_size") or 0)))

@@ -122,6 +122,7 @@ def build_variant(variant: str, spec: FeatureSpec, model_cfg: Mapping[str, Any],
         model = build(model_cfg["backbone"], spec, **hparams)
     check_task_weights(spec, model_cfg["training"].get("task_weights"))
     compile_model(model, model_cfg["training"]["learning_rate"], c2al if variant == "c2al" else None,
+                  auc_metric=False,  # the protocol's exact validation AUC each epoch is the one reported
                   task_weights=model_cfg["training"].get("task_weights"), primary_label=spec.label)
     return model
 
@@ -212,10 +213,10 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
         pipeline.update(labels=c2al_lib.aux_labels(ablation), aux=c2al_lib.aux_outputs(ablation))
         if ablation == "reweight" and cohort_weights is None:
             raise ValueError("c2al ablation 'reweight': needs cohort_weights")
-    train_ds = data.model_batches(
-        spec, data.read_split(data_dir, "train", batch_size, spec=spec, shuffle=True, seed=seed,
-                              repeat=steps_per_epoch is not None),
-        cohort_weights=cohort_weights if variant_c2al is not None else None, **pipeline)
+    batches, pass_steps, reader = data.training_batches(data_dir, spec, batch_size, seed=seed,
+                                                        reader=train_cfg["reader"])
+    train_ds = data.model_batches(spec, batches, cohort_weights=cohort_weights if variant_c2al is not None else None,
+                                  **pipeline)
     # The protocol's exact validation metric is of the plain primary head (unweighted, on every
     # validation row, read once into memory).
     valid = data.split_arrays(data_dir, "valid", spec, batch_size * 4)
@@ -234,8 +235,8 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
                                          json_path=os.path.join(run_dir, "diagnostics.jsonl")))
     fitted = protocol.fit(model, train_ds, validation=validation,
                           protocol=protocol.Protocol.from_mapping(train_cfg, "training"),
-                          extra_callbacks=callbacks, steps_per_epoch=steps_per_epoch, verbose=verbose,
-                          shuffle=False)  # the tf.data pipeline shuffles
+                          extra_callbacks=callbacks, steps_per_epoch=steps_per_epoch or pass_steps,
+                          verbose=verbose, shuffle=False)  # the tf.data pipeline shuffles
     names = {a.name: list(a.cohorts) for a in spec.cohort_axes}
     if spec.multi_task:  # every task on the test split; the primary's metrics stay the top-level ones
         ys, ps, cohorts = predict_tasks(model, spec, data_dir, "test", batch_size * 4)
@@ -245,6 +246,7 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
         y, p, cohorts = predict_split(model, spec, data_dir, "test", batch_size * 4)
         result = metrics.evaluate(y, p, cohorts, names)
     result["train_seconds"] = fitted.seconds
+    result["reader"] = reader
     result["training"] = {k: v for k, v in fitted.to_dict().items() if k != "seconds"}
     result["epochs_run"] = fitted.epochs_run
     result["params"] = {"total": int(model.count_params()), "served": int(served_model(model).count_params())}
