@@ -25,15 +25,24 @@ full passes over the train split with ``steps_per_epoch`` = one pass; the first 
 XLA compilation, the reader's first pass) is **excluded**, and each later epoch's examples/s is
 rows / wall time of the whole epoch (steps, data and anything between them; no validation). The
 repeats run interleaved (backend by backend, then the next repeat), and the table reports the
-median over every measured epoch of every repeat with its range; ``epoch spread`` (slowest /
-fastest steady epoch - 1) shows stalls.
+median over every measured epoch of every repeat with its range. Stalls: ``epoch spread`` is
+slowest / fastest steady epoch - 1 within a run (median and max over the runs), and ``s outside
+steps`` the longest time per epoch spent outside the train steps (between Keras's batch callbacks:
+iterator set-up and teardown, callbacks), where TensorFlow's per-epoch iterator teardown used to
+cost seconds.
 
 Roofline: in the same process, the fp32 GEMM rate of a ``(batch, k) @ (k, n)`` matmul of the
 model's largest dense kernel (``keras.ops.matmul`` under ``jit``; GFLOP/s, median of 20 calls), and
 the model's training FLOPs per example (3 x the forward pass's floating-point ops counted by
 TensorFlow's graph profiler at batch 4096: the backward pass of a matmul costs twice its forward;
 counted once, in the TensorFlow worker, and used for both backends). ``share of GEMM`` = FLOPs per
-example x examples/s / GEMM rate: how close the whole step runs to the machine's matmul speed.
+example x examples/s / GEMM rate: how close the whole step runs to the machine's matmul speed. It is a
+roofline only where dense kernels carry the FLOPs (the MLP models); a model whose largest kernel is
+small (AFM, DHEN, PLE, MMoE: a slow GEMM shape) or whose FLOPs sit in attention einsums can exceed
+100 %, which then says the reference shape is not its bottleneck.
+
+``--steps N`` (the slow models) measures epochs of N steps; the warm-up is still one whole pass (a
+fit of its own), so the partial last batch is traced before the clock counts.
 
 ``--device gpu`` (a lent accelerator; JAX only, ``--precision bfloat16`` optional) runs the same
 measurement there. Writes ``--output`` (JSON: every epoch of every run, medians, ranges, FLOPs, GEMM
@@ -169,8 +178,11 @@ def worker(args) -> dict:
         return sum(rows - (per_pass - 1) * BATCH if g % per_pass == per_pass - 1 else BATCH
                    for g in range(epoch * steps, (epoch + 1) * steps))
 
-    out = {"backend": keras.backend.backend(), "train_rows": rows,
-           "rows_per_epoch": [epoch_rows(e) for e in range(1 + args.epochs)], "models": {}}
+    # The warm-up epoch is always one whole pass (with --steps a fit of its own), so every batch shape,
+    # the partial last one included, is traced and compiled before the clock counts.
+    measured_rows = [epoch_rows(e) for e in range(args.epochs)] if args.steps else [rows] * args.epochs
+    out = {"backend": keras.backend.backend(), "train_rows": rows, "rows_per_epoch": [rows] + measured_rows,
+           "models": {}}
     for name in args.models.split(","):
         cfg = model_config(name)
         result = {"paths": {}}
@@ -183,17 +195,22 @@ def worker(args) -> dict:
                 if keras.backend.backend() == "tensorflow":
                     result["flops_per_example"] = flops_per_example(model, spec)
             timer = EpochTimer.make()
-            fit = dict(epochs=1 + args.epochs, callbacks=[timer], verbose=0)
             if path == "numpy":
                 keras.utils.set_random_seed(0)
                 x, y, kwargs = protocol.fit_inputs({n: train[n] for n in names}, {"primary": train[spec.label]},
                                                    {"batch_size": BATCH, "shuffle": True})
-                if args.steps:
-                    kwargs["steps_per_epoch"] = steps
-                model.fit(x, y, **kwargs, **fit)
             else:
-                batches, pass_steps, _ = data.training_batches(args.data, spec, BATCH, seed=0, reader=path)
-                model.fit(data.model_batches(spec, batches), steps_per_epoch=args.steps or pass_steps, **fit)
+                batches, _, _ = data.training_batches(args.data, spec, BATCH, seed=0, reader=path)
+                x, y, kwargs = data.model_batches(spec, batches), None, {"steps_per_epoch": per_pass}
+            if args.steps:  # the warm-up pass, then the measured epochs of --steps steps
+                model.fit(x, y, **kwargs, epochs=1, callbacks=[timer], verbose=0)
+                if "steps_per_epoch" in kwargs:
+                    kwargs["steps_per_epoch"] = steps
+                else:  # JAX arrays: Keras's own iterator, one pass per epoch
+                    kwargs = {**kwargs, "steps_per_epoch": steps}
+                model.fit(x, y, **kwargs, epochs=args.epochs, callbacks=[timer], verbose=0)
+            else:
+                model.fit(x, y, **kwargs, epochs=1 + args.epochs, callbacks=[timer], verbose=0)
             result["paths"][path] = {
                 "epoch_seconds": [round(t, 3) for t in timer.epochs],
                 "in_step_seconds": [round(t, 3) for t in timer.in_steps],
@@ -219,11 +236,14 @@ def summarize(runs: list[dict], models: list[str], backends: list[str], paths: l
                 epochs = [v for m in mine for v in m["paths"].get(path, {}).get("examples_per_second", [])]
                 if not epochs:
                     continue
-                seconds = [t for m in mine for t in m["paths"][path]["epoch_seconds"][1:]]
+                timed = [m["paths"][path] for m in mine if path in m["paths"]]
+                spreads = [max(t["epoch_seconds"][1:]) / min(t["epoch_seconds"][1:]) - 1 for t in timed]
+                outside = [e - s for t in timed for e, s in zip(t["epoch_seconds"][1:], t["in_step_seconds"][1:])]
                 median = statistics.median(epochs)
                 row = {"model": model, "backend": backend, "path": path, "examples_per_second": round(median),
                        "range": [min(epochs), max(epochs)], "epochs": len(epochs),
-                       "epoch_spread": round(max(seconds) / min(seconds) - 1, 3), "gemm_gflops": gemm,
+                       "epoch_spread": round(statistics.median(spreads), 3), "epoch_spread_max": round(max(spreads), 3),
+                       "seconds_outside_steps_max": round(max(outside), 3), "gemm_gflops": gemm,
                        "params": mine[0]["params"]}
                 if model in flops:
                     row["mflops_per_example"] = round(flops[model] / 1e6, 3)
@@ -233,11 +253,13 @@ def summarize(runs: list[dict], models: list[str], backends: list[str], paths: l
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | backend | path | train examples/s (median) | range | epoch spread | MFLOP/example "
-             "| GEMM GFLOP/s | share of GEMM |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | backend | path | train examples/s (median) | range | epoch spread (median / max) "
+             "| max s outside steps | MFLOP/example | GEMM GFLOP/s | share of GEMM |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['backend']} | {r['path']} | {r['examples_per_second']:,} | "
-                     f"{r['range'][0]:,}-{r['range'][1]:,} | {r['epoch_spread']:.1%} | "
+                     f"{r['range'][0]:,}-{r['range'][1]:,} | {r['epoch_spread']:.0%} / {r['epoch_spread_max']:.0%} | "
+                     f"{r['seconds_outside_steps_max']:.2f} | "
                      f"{r.get('mflops_per_example', float('nan')):.2f} | {r['gemm_gflops']:.0f} | "
                      f"{r.get('share_of_gemm', float('nan')):.0%} |")
     return "\n".join(lines)
