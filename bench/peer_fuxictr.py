@@ -1,8 +1,8 @@
 """Steady-state CPU training throughput (train examples/s) of the PyTorch peer FuxiCTR on Frappe_x1.
 
-    /work/peer/bin/python bench/peer_fuxictr.py --fuxictr-model-zoo /work/fuxictr_src/model_zoo
+    PEER_VENV/bin/python bench/peer_fuxictr.py --fuxictr-model-zoo FUXICTR_CHECKOUT/model_zoo
         [--models dcnv2,deepfm,dlrm,autoint] [--epochs 3] [--repeats 1] [--threads N]
-        [--source ../shared/data/frappe_x1] [--work /tmp/peer_fuxictr]
+        [--source ../shared/data/frappe_x1] [--work TMPDIR/peer_fuxictr]
         [--output bench/results/peer_fuxictr.json] [--max-steps K]   # K: smoke runs only
 
 FuxiCTR is never a dependency of this project: the script runs under a separate interpreter (a venv
@@ -104,6 +104,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,7 +114,7 @@ CONFIG = os.path.join(ROOT, "bench", "quality_frappe.yaml")
 MODEL_CONFIGS = os.path.join(ROOT, "configs", "models")
 DEFAULT_SOURCE = os.path.join(os.path.dirname(ROOT), "shared", "data", "frappe_x1")
 DEFAULT_OUT = os.path.join(ROOT, "bench", "results", "peer_fuxictr.json")
-DEFAULT_WORK = "/tmp/peer_fuxictr"
+DEFAULT_WORK = os.path.join(tempfile.gettempdir(), "peer_fuxictr")
 DATASET_ID = "frappe_x1"
 
 # Our model name -> (FuxiCTR class, its source file under model_zoo/).
