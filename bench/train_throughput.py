@@ -129,32 +129,29 @@ def gemm_rate(model, dtype: str = "float32") -> dict:
     return {"shape": [BATCH, k, n], "gflops": round(2.0 * BATCH * k * n / statistics.median(times) / 1e9, 1)}
 
 
-class EpochTimer:
-    """Keras callback factory: wall time of every epoch and the time spent inside train steps."""
+def epoch_timer():
+    """A Keras callback recording every epoch's wall time and the time spent inside its train steps."""
+    import keras
 
-    @staticmethod
-    def make():
-        import keras
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs, self.in_steps = [], []
 
-        class Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.epochs, self.in_steps = [], []
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start, self._steps = time.perf_counter(), 0.0
 
-            def on_epoch_begin(self, epoch, logs=None):
-                self._start, self._steps = time.perf_counter(), 0.0
+        def on_train_batch_begin(self, batch, logs=None):
+            self._batch = time.perf_counter()
 
-            def on_train_batch_begin(self, batch, logs=None):
-                self._batch = time.perf_counter()
+        def on_train_batch_end(self, batch, logs=None):
+            self._steps += time.perf_counter() - self._batch
 
-            def on_train_batch_end(self, batch, logs=None):
-                self._steps += time.perf_counter() - self._batch
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append(time.perf_counter() - self._start)
+            self.in_steps.append(self._steps)
 
-            def on_epoch_end(self, epoch, logs=None):
-                self.epochs.append(time.perf_counter() - self._start)
-                self.in_steps.append(self._steps)
-
-        return Timer()
+    return EpochTimer()
 
 
 def worker(args) -> dict:
@@ -190,11 +187,11 @@ def worker(args) -> dict:
             keras.backend.clear_session()
             model = build_variant("baseline", spec, cfg, None, seed=0)
             if "gemm" not in result:
-                result["gemm"] = gemm_rate(model, "float32" if args.precision == "float32" else args.precision)
+                result["gemm"] = gemm_rate(model, args.precision)
                 result["params"] = int(model.count_params())
                 if keras.backend.backend() == "tensorflow":
                     result["flops_per_example"] = flops_per_example(model, spec)
-            timer = EpochTimer.make()
+            timer = epoch_timer()
             if path == "numpy":
                 keras.utils.set_random_seed(0)
                 x, y, kwargs = protocol.fit_inputs({n: train[n] for n in names}, {"primary": train[spec.label]},

@@ -155,7 +155,7 @@ def test_a_fit_cut_by_an_error_leaves_tensorboard_summaries_working(tmp_path):
     assert tags == [("written", 3)]
 
 
-def test_array_fits_train_every_row_once_per_epoch_and_repeat_with_the_seed():
+def test_array_fits_take_one_pass_per_epoch_and_repeat_with_the_seed():
     """64 rows, batch 16: 4 steps every epoch on either backend (on TensorFlow from one in-memory
     pipeline for the whole fit), and the same global seed gives bit-identical weights."""
     class Steps(keras.callbacks.Callback):

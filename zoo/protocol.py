@@ -156,8 +156,8 @@ def exact_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 def predict_primary(model: keras.Model, x: Any, batch_size: int) -> np.ndarray:
     """The primary head's probabilities ``(N,)`` on array inputs, one ``predict_on_batch`` per slice of
-    ``batch_size`` rows: no input pipeline is built (``model.predict`` builds and tears down one per
-    call, a pause of seconds on TensorFlow)."""
+    ``batch_size`` rows: no input pipeline is built (``model.predict`` builds and tears down a tf.data
+    iterator per call on TensorFlow, the teardown that stalled epoch starts in ``model.fit``)."""
     rows = len(keras.tree.flatten(x)[0])
     return np.concatenate([
         primary_probabilities(model.predict_on_batch(keras.tree.map_structure(lambda a: a[i:i + batch_size], x)))
