@@ -57,7 +57,7 @@ N(0, 1e-4) (FuxiCTR's ``FeatureEmbedding`` default; the script checks the yaml s
       activation (relu)                 hidden_activations
       dropout                           net_dropout
       norm: batch | null                batch_norm: True | False
-      use_first_order: true             (always: FuxiCTR's FactorizationMachine has the LR term)
+      first_order: table                (always: FuxiCTR's FactorizationMachine has the LR table)
     dcnv2 -> DCNv2
       structure: parallel | stacked     model_structure
       num_cross_layers                  num_cross_layers
@@ -179,8 +179,8 @@ def translate(name: str, hparams: dict) -> dict:
     act = take("activation", "relu")
     out: dict
     if name == "deepfm":
-        if take("use_first_order", True) is not True:
-            raise Untranslated("deepfm use_first_order=false: FuxiCTR's DeepFM always has the first-order term")
+        if take("first_order", "table") != "table":
+            raise Untranslated("deepfm first_order: FuxiCTR's DeepFM always has a free first-order table (LR_Layer)")
         out = {"hidden_units": list(take("dnn_units")), "hidden_activations": act,
                "net_dropout": float(take("dropout")), "batch_norm": _batch_norm(take("norm"))}
     elif name == "dcnv2":

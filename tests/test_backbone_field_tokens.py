@@ -1,6 +1,6 @@
 """Known answers of the field-token backbones DLRM, DeepFM, AFM and AutoInt+: widths of ``h`` and
 parameter counts (single and multi embedding sets), mixed widths refused, DLRM's cat interaction
-against NumPy. The contract every backbone meets is tests/test_backbone_contract.py. Run under TF
+against NumPy, the free first-order table of DeepFM and AFM against NumPy. The contract every backbone meets is tests/test_backbone_contract.py. Run under TF
 and JAX."""
 
 import keras
@@ -10,6 +10,8 @@ import pytest
 from layers import MultiEmbedding
 from zoo.c2al import C2AL
 from zoo.model import PRIMARY, build, shared_representation
+
+from zoo.spec import PAD_ID
 
 from helpers import SPEC, batch, mlp_params, spec_with  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -25,8 +27,8 @@ EMBEDDINGS = (7 + 5 + 4) * 4  # user (6 + OOV), item (5 hashed), wide (3 + OOV) 
 
 HP = {
     "dlrm": dict(bottom_units=[8], top_units=[8, 4]),
-    "deepfm": dict(dnn_units=[8, 4], dropout=0.0),
-    "afm": dict(attention_dim=4),
+    "deepfm": dict(dnn_units=[8, 4], dropout=0.0, first_order="tied"),
+    "afm": dict(attention_dim=4, first_order="tied"),
     "autoint": dict(num_attention_layers=2, num_heads=2, attention_dim=3, dnn_units=[8, 4]),
 }
 BACKBONES = sorted(HP)
@@ -103,3 +105,68 @@ def test_dlrm_cat_interaction_is_the_top_mlp_on_concatenated_vectors():
     # Parameters: bottom MLP [8, d], top MLP on (1 + m) * d inputs; no dot interaction layer.
     assert backbone.interactions[0]["dot"] is None
     assert model.count_params() == EMBEDDINGS + mlp_params(1, [8, D]) + mlp_params((N_IDS + 1) * D, [6]) + 6 + 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# The free first-order table (first_order: table) of DeepFM and AFM
+# ---------------------------------------------------------------------------------------------------
+FIRST_ORDER_ROWS = 7 + 5 + 4  # one weight per embedding row (user 6 + OOV, item 5 hashed, wide 3 + OOV)
+
+
+def numpy_first_order(x, table, dense_weight):
+    """``sum_f w[row_f(x_f)] + w_price * price`` with the fused rows user [0, 7), item [7, 12), wide
+    [12, 16); hist looks up item's rows and mean-pools over its non-padding ids (0 if none)."""
+    user = np.where((x["user"] >= 0) & (x["user"] < 6), x["user"], 6)[:, 0]
+    item = 7 + np.mod(x["item"], 5)[:, 0]
+    wide = 12 + np.where((x["wide"] >= 0) & (x["wide"] < 3), x["wide"], 3)[:, 0]
+    hist_rows = 7 + np.mod(x["hist"], 5)
+    mask = (x["hist"] != PAD_ID).astype("float64")
+    hist = (table[hist_rows] * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)
+    return table[user] + table[item] + table[wide] + hist + dense_weight * x["price"][:, 0]
+
+
+@pytest.mark.parametrize("name", ["deepfm", "afm"])
+def test_first_order_table_matches_numpy_and_is_the_last_column_of_h(name):
+    keras.utils.set_random_seed(3)
+    hp = {**HP[name], "first_order": "table"}
+    model = build(name, USPEC, **hp)
+    backbone = model.get_layer("backbone")
+    encoder = backbone.encoder
+    table = np.linspace(-0.8, 0.7, FIRST_ORDER_ROWS).astype("float32")
+    encoder.first_order_table.set_weights([table[:, None]])
+    encoder.first_order_dense.set_weights([np.array([[0.35]], "float32")])
+    x, _ = batch(32, seed=4)
+    expected = numpy_first_order(x, table.astype("float64"), 0.35)
+    np.testing.assert_allclose(_np(encoder.first_order_logit(x))[:, 0], expected, rtol=1e-5, atol=1e-6)
+    h = _np(backbone(x))
+    np.testing.assert_allclose(h[:, -1], expected, rtol=1e-5, atol=1e-6)
+    # One free weight per embedding row and per dense feature replaces the tied weights (one
+    # d-vector per field), and h gains the first-order column (AFM: in place of the tied one).
+    tied = build(name, USPEC, **HP[name])
+    h_tied = EXPECTED[name][0]
+    h_table = h_tied + (1 if name == "deepfm" else 0)
+    assert shared_representation(model).shape == (None, h_table)
+    assert model.count_params() == tied.count_params() - FIRST_ORDER + FIRST_ORDER_ROWS + N_DENSE + (h_table - h_tied)
+
+
+@pytest.mark.parametrize("name", ["deepfm", "afm"])
+def test_first_order_none_drops_the_term(name):
+    model = build(name, USPEC, **{**HP[name], "first_order": "none"})
+    backbone = model.get_layer("backbone")
+    assert not backbone.encoder.first_order and backbone.encoder.first_order_table is None
+    h_tied = EXPECTED[name][0]
+    assert shared_representation(model).shape == (None, h_tied - (1 if name == "afm" else 0))
+    assert model.count_params() == build(name, USPEC, **HP[name]).count_params() - FIRST_ORDER - (name == "afm")
+
+
+def test_first_order_table_is_one_table_beside_multi_embedding_sets():
+    model = build("afm", USPEC, embedding={"type": "multi", "num_sets": 2}, **{**HP["afm"], "first_order": "table"})
+    backbone = model.get_layer("backbone")
+    assert backbone.encoder.first_order_table.embeddings.shape == (FIRST_ORDER_ROWS, 1)
+    assert shared_representation(model).shape == (None, D + 1)
+
+
+@pytest.mark.parametrize("name", ["deepfm", "afm"])
+def test_use_first_order_is_renamed(name):
+    with pytest.raises(ValueError, match="use_first_order: .* calls this hyper-parameter 'first_order' now"):
+        build(name, USPEC, use_first_order=True)

@@ -20,7 +20,7 @@ BAD = [
     ("dcnv2", UNIFORM, dict(dropout=1.0), "dropout"),
     ("dcnv2", UNIFORM, dict(norm="group"), "norm"),
     ("dcnv2", UNIFORM, dict(activation="sparkle"), "activation"),
-    ("deepfm", UNIFORM, dict(use_first_order="yes"), "use_first_order"),
+    ("deepfm", UNIFORM, dict(first_order="yes"), "first_order"),
     ("dlrm", SPEC, {}, "embedding_dim"),
     ("afm", SPEC, {}, "embedding_dim"),
     ("dlrm", UNIFORM, dict(bottom_units=[8, 0]), "bottom_units"),

@@ -123,7 +123,8 @@ class Backbone(keras.layers.Layer):
         for name, value in self.hp.to_config().items():
             setattr(self, name, value)
         self.spec_config = dict(spec)
-        self.encoder = FeatureEncoder(self.spec_config, embedding, dtype=self.dtype_policy, name="encoder")
+        self.encoder = FeatureEncoder(self.spec_config, embedding, first_order=self.wants_first_order_table(),
+                                      dtype=self.dtype_policy, name="encoder")
         self.covariance, self.gate, self._prior_index = crocodile.make_layers(
             self.encoder.embedding, self.encoder.token_names, dtype=self.dtype_policy)
         self.setup()
@@ -134,6 +135,11 @@ class Backbone(keras.layers.Layer):
 
     def setup(self) -> None:
         raise NotImplementedError
+
+    def wants_first_order_table(self) -> bool:
+        """True to append the free first-order logit ``<w, x>`` (``FeatureEncoder.first_order_logit``)
+        as the last column of ``z``; read once, before ``setup``, from the hyper-parameters. Default False."""
+        return False
 
     def make_interaction(self, index: int) -> Any:
         raise NotImplementedError
@@ -167,7 +173,14 @@ class Backbone(keras.layers.Layer):
         compat.compute_output_spec(self.call, symbolic)
 
     def compute_interaction(self, features, training=None):
-        """The interaction output ``z`` (before the over-arch); with M sets, ``mean_m P_m(I_m(E_m(x)))``."""
+        """The interaction output ``z`` (before the over-arch); with M sets, ``mean_m P_m(I_m(E_m(x)))``;
+        with a first-order table, ``concat(z, <w, x>)``."""
+        z = self._interaction(features, training=training)
+        if self.encoder.first_order:
+            z = ops.concatenate([z, ops.cast(self.encoder.first_order_logit(features), z.dtype)], axis=-1)
+        return z
+
+    def _interaction(self, features, training=None):
         if self.num_sets == 1:
             token_sets, dense = self.encoder(features)
             return self.interact(self.interactions[0], token_sets[0], dense, training=training)

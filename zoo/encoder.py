@@ -76,9 +76,16 @@ class FeatureEncoder(keras.layers.Layer):
     :class:`layers.MLETEmbedding` (``mlet``) or :class:`layers.MultiEmbedding` (``multi``); see
     :func:`embedding_options`.
 
+    With ``first_order=True`` the encoder also owns a free first-order weight per id (a width-1
+    table over the same tables, rows and OOV rows, FuxiCTR's LR layer) and a weight per dense feature;
+    :meth:`first_order_logit` gives ``<w, x> = sum_f w_f[x_f] + sum_k w_k x_k`` (sequence inputs
+    mean-pool their ids' weights like their embeddings). The table takes the embedding options'
+    initializer and ``l2``; it is a plain table for every embedding type (one set, never MLET).
+
     Args:
       spec: the resolved spec as a dict (``FeatureSpec.to_dict()``).
       embedding: embedding options (:func:`embedding_options`).
+      first_order: also build the free first-order weights (:meth:`first_order_logit`).
 
     Call arguments:
       features: dict of input tensors keyed by feature name.
@@ -90,8 +97,10 @@ class FeatureEncoder(keras.layers.Layer):
       order, or None if the spec has none.
     """
 
-    def __init__(self, spec: Mapping[str, Any], embedding: Mapping[str, Any] | None = None, **kwargs):
+    def __init__(self, spec: Mapping[str, Any], embedding: Mapping[str, Any] | None = None,
+                 first_order: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.first_order = bool(first_order)
         self.spec_config = dict(spec)
         self.spec = FeatureSpec.from_dict(self.spec_config)
         self.embedding = embedding_options(embedding)
@@ -111,15 +120,7 @@ class FeatureEncoder(keras.layers.Layer):
         self._group_inputs = [inputs for _, (_, inputs) in sorted(groups.items())]
         self.embedders = []
         for dim, (owned, inputs) in sorted(groups.items()):
-            owners = [tables[t] for t in owned]
-            common = dict(
-                vocab_sizes=[t.vocab_size if t.vocab_size is not None else t.hash_buckets for t in owners],
-                modes=["vocab" if t.vocab_size is not None else "hash" for t in owners],
-                input_fields=[owned.index(self.spec.feature(n).table) for n in inputs],
-                output_dim=dim, dtype=self.dtype_policy, name=f"embedding_{dim}",
-                embeddings_initializer=copy.deepcopy(self.embedding.get("initializer", "uniform")),
-                embeddings_regularizer=keras.regularizers.L2(self.embedding["l2"]) if self.embedding.get("l2") else None,
-            )
+            common = self._fused_table(owned, inputs, dim, f"embedding_{dim}")
             kind = self.embedding["type"]
             if kind == "mlet":
                 if self.embedding["inner_dim"] <= dim:
@@ -130,10 +131,34 @@ class FeatureEncoder(keras.layers.Layer):
                 self.embedders.append(MultiEmbedding(num_sets=self.num_sets, **common))
             else:
                 self.embedders.append(MultiFieldEmbedding(**common))
+        self.first_order_table = self.first_order_dense = None
+        if self.first_order and id_inputs:
+            owned = list(dict.fromkeys(f.table for f in id_inputs))
+            self.first_order_table = MultiFieldEmbedding(
+                **self._fused_table(owned, self.token_names, 1, "first_order_embedding"))
+        if self.first_order and self.dense_names:
+            self.first_order_dense = keras.layers.Dense(1, use_bias=False, dtype=self.dtype_policy,
+                                                        name="first_order_dense")
+
+    def _fused_table(self, owned: list[str], inputs: list[str], dim: int, name: str) -> dict[str, Any]:
+        """The arguments of one fused lookup layer over the tables ``owned`` for the ``inputs``."""
+        owners = [self.spec.tables[t] for t in owned]
+        return dict(
+            vocab_sizes=[t.vocab_size if t.vocab_size is not None else t.hash_buckets for t in owners],
+            modes=["vocab" if t.vocab_size is not None else "hash" for t in owners],
+            input_fields=[owned.index(self.spec.feature(n).table) for n in inputs],
+            output_dim=dim, dtype=self.dtype_policy, name=name,
+            embeddings_initializer=copy.deepcopy(self.embedding.get("initializer", "uniform")),
+            embeddings_regularizer=keras.regularizers.L2(self.embedding["l2"]) if self.embedding.get("l2") else None,
+        )
 
     def build(self, input_shape):
         for embedder, inputs in zip(self.embedders, self._group_inputs):
             embedder.build([tuple(input_shape[n]) for n in inputs])
+        if self.first_order_table is not None:
+            self.first_order_table.build([tuple(input_shape[n]) for n in self.token_names])
+        if self.first_order_dense is not None:
+            self.first_order_dense.build((None, len(self.dense_names)))
 
     def call(self, features):
         by_name = [{} for _ in range(self.num_sets)]
@@ -149,6 +174,21 @@ class FeatureEncoder(keras.layers.Layer):
             dense = ops.concatenate([ops.cast(features[n], self.compute_dtype) for n in self.dense_names], axis=-1)
         return token_sets, dense
 
+    def first_order_logit(self, features):
+        """``<w, x>`` of shape ``(B, 1)``: the free first-order weights of the ids plus the dense
+        features' weights times their values (needs ``first_order=True``)."""
+        if not self.first_order:
+            raise ValueError("first_order: this encoder was built without first-order weights")
+        terms = []
+        if self.first_order_table is not None:
+            looked_up = self.first_order_table([features[n] for n in self.token_names])
+            weights = [self._pool(name, w, features) for name, w in zip(self.token_names, looked_up)]
+            terms.append(ops.sum(ops.concatenate(weights, axis=-1), axis=-1, keepdims=True))
+        if self.first_order_dense is not None:
+            dense = ops.concatenate([ops.cast(features[n], self.compute_dtype) for n in self.dense_names], axis=-1)
+            terms.append(self.first_order_dense(dense))
+        return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
     def _pool(self, name, emb, features):
         if self.spec.feature(name).kind != "sequence":
             return emb[:, 0, :]
@@ -157,5 +197,5 @@ class FeatureEncoder(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"spec": self.spec_config, "embedding": self.embedding})
+        config.update({"spec": self.spec_config, "embedding": self.embedding, "first_order": self.first_order})
         return config

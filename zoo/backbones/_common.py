@@ -4,8 +4,8 @@ Every backbone module imports what it shares from here, never from a sibling bac
 
 * Field constructors for :class:`zoo.backbone.HyperParameters` dataclasses: :func:`units`,
   :func:`count`, :func:`optional_count`, :func:`rate`, :func:`choice`, :func:`norm`, :func:`flag`,
-  :func:`activation`. Each returns a ``dataclasses.field`` with the default and the check (the
-  checks are :mod:`layers.validation`'s, so layers and backbones reject bad values alike).
+  :func:`activation`, :func:`first_order`. Each returns a ``dataclasses.field`` with the default and
+  the check (the checks are :mod:`layers.validation`'s, so layers and backbones reject bad values alike).
 * Field tokens (DeepFM, AFM, AutoInt+): :func:`common_field_width`, :func:`dense_token_layer`,
   :func:`field_matrix`, :func:`flatten_fields`.
 * Token stacks (DHEN, Wukong): :class:`TokenStackHyperParameters`, :func:`setup_token_stack`,
@@ -59,6 +59,17 @@ def choice(default: Any, choices: Sequence[Any]) -> Any:
 def norm(default: str | None = None) -> Any:
     """A normalization: None, ``"batch"`` or ``"layer"``."""
     return _field(default, validation.norm)
+
+
+FIRST_ORDER = ("table", "tied", "none")
+
+
+def first_order(default: str = "table") -> Any:
+    """The first-order term ``<w, x>`` of the FM-family backbones, one of :data:`FIRST_ORDER`:
+    ``table``, a free weight per id (``FeatureEncoder(first_order=True)``, FuxiCTR's LR layer) and per
+    dense feature, appended to ``z``; ``tied``, the weight of id ``v`` in field ``i`` tied to its
+    embedding as ``<u_i, e_v>`` (``Dense(1, no bias)`` on the flattened fields, no extra table); or ``none``."""
+    return choice(default, FIRST_ORDER)
 
 
 def flag(default: bool) -> Any:

@@ -6,15 +6,18 @@ Paper form, with field embeddings ``e_1..e_n`` (one width ``d``)::
     y_FM  = <w, x> + sum_{i<j} <e_i, e_j>            (first order + second order, ``layers.FM``)
     y_DNN = w_out^T a_L + b_out,   a_L = DNN(concat(e_1..e_n))
 
-The backbone returns ``h = concat(y_FM, a_L)`` (width ``1 + dnn_units[-1]``), so the primary
-``Dense(1)`` head computes ``c * y_FM + w_out^T a_L + b``: the paper's sum of logits, with the FM
-logit carrying one learned scale ``c`` (the paper fixes ``c = 1``) and the head's bias as the global
-bias ``w_0``. With ``dnn_units=[]`` it is the FM alone (``h = y_FM``).
+The backbone returns ``h = concat(y_FM, a_L)`` (width ``1 + dnn_units[-1]``, plus one column for
+the ``table`` first order), so the primary ``Dense(1)`` head computes ``c * y_FM + w_out^T a_L + b``:
+the paper's sum of logits, with the FM logit carrying one learned scale ``c`` (the paper fixes
+``c = 1``) and the head's bias as the global bias ``w_0``. With ``dnn_units=[]`` it is the FM alone.
 
-* **First order** (``use_first_order``): ``<w, x> = Dense(1, no bias)(flatten(E))``, i.e. the
-  first-order weight of id ``v`` in field ``i`` is ``<u_i, e_v>``, tied to the shared embedding (no
-  extra width-1 table, so every embedding option applies to it unchanged); for a dense feature it
-  is ``<u_k, v_k> x_k``, a learned weight times the value.
+* **First order** (``first_order``, :func:`zoo.backbones._common.first_order`): ``table``
+  (default, as FuxiCTR's FactorizationMachine): a free weight per id and per dense feature,
+  ``<w, x> = sum_f w_f[x_f] + sum_k w_k x_k``, appended to ``h`` as its last column (so
+  ``h = concat(y_FM2, a_L, <w, x>)`` and the head learns the first order's scale too); ``tied``:
+  ``<w, x> = Dense(1, no bias)(flatten(E))`` added to ``y_FM``, i.e. the weight of id ``v`` in field
+  ``i`` is ``<u_i, e_v>``, tied to the shared embedding (no extra table); for a dense feature it is
+  ``<u_k, v_k> x_k``; ``none``: no first-order term.
 * **Dense features** become field tokens ``t_k = x_k v_k`` (a learned ``d``-vector ``v_k`` per
   dense feature times its value, FuxiCTR's numeric embedding; one ``EinsumDense("bm,md->bmd")``
   layer), appended after the id fields, so the FM, the first-order term and the DNN all see them.
@@ -39,8 +42,9 @@ from keras import ops
 
 from layers import FM, MLP
 from zoo.backbone import Backbone, HyperParameters
-from zoo.backbones._common import (activation, common_field_width, dense_token_layer, field_matrix, flag,
+from zoo.backbones._common import (activation, common_field_width, dense_token_layer, field_matrix,
                                    flatten_fields, norm, rate, units)
+from zoo.backbones._common import first_order as first_order_field
 from zoo.registry import register_backbone
 
 
@@ -53,14 +57,17 @@ class DeepFMHyperParameters(HyperParameters):
       activation: DNN activation.
       dropout: DNN dropout.
       norm: DNN normalization (None, ``"batch"``, ``"layer"``).
-      use_first_order: add the first-order term ``<w, x>`` to the FM logit.
+      first_order: the first-order term ``<w, x>``: ``table`` (a free weight per id, appended to
+        ``h``), ``tied`` (tied to the embeddings, added to the FM logit) or ``none``.
     """
+
+    RENAMED = {"use_first_order": "first_order"}
 
     dnn_units: Sequence[int] = units((400, 400, 400))
     activation: str = activation("relu")
     dropout: float = rate(0.5)
     norm: str | None = norm(None)
-    use_first_order: bool = flag(True)
+    first_order: str = first_order_field("table")
 
 
 @register_backbone("deepfm")
@@ -74,12 +81,15 @@ class DeepFM(Backbone):
         self.field_dim = common_field_width(self)
         self.build_interactions()
 
+    def wants_first_order_table(self):
+        return self.first_order == "table"
+
     def make_interaction(self, index):
         suffix = f"_{index}" if index else ""  # set 0 keeps the single-set layer names
         dnn = (MLP(self.dnn_units, activation=self.activation, dropout=self.dropout, norm=self.norm,
                    dtype=self.dtype_policy, name=f"dnn{suffix}") if self.dnn_units else None)
         first_order = (keras.layers.Dense(1, use_bias=False, dtype=self.dtype_policy, name=f"first_order{suffix}")
-                       if self.use_first_order else None)
+                       if self.first_order == "tied" else None)
         return {
             "dense_tokens": dense_token_layer(self, self.field_dim, f"dense_tokens{suffix}"),
             "fm": FM(dtype=self.dtype_policy, name=f"fm{suffix}"),
