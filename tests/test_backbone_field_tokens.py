@@ -170,3 +170,12 @@ def test_first_order_table_is_one_table_beside_multi_embedding_sets():
 def test_use_first_order_is_renamed(name):
     with pytest.raises(ValueError, match="use_first_order: .* calls this hyper-parameter 'first_order' now"):
         build(name, USPEC, use_first_order=True)
+
+
+def test_first_order_table_takes_the_embedding_initializer_and_l2():
+    embedding = {"type": "plain", "l2": 0.5, "initializer": {"class_name": "Constant", "config": {"value": 0.25}}}
+    model = build("deepfm", USPEC, embedding=embedding, **{**HP["deepfm"], "first_order": "table"})
+    table = model.get_layer("backbone").encoder.first_order_table
+    np.testing.assert_array_equal(_np(table.embeddings), np.full((FIRST_ORDER_ROWS, 1), 0.25, "float32"))
+    # l2 * sum(w ** 2) of the first-order table, as for the embedding tables.
+    assert float(_np(table.embeddings_regularizer(table.embeddings))) == pytest.approx(0.5 * FIRST_ORDER_ROWS * 0.0625)
