@@ -72,7 +72,8 @@ class DeepFMHyperParameters(HyperParameters):
 
 @register_backbone("deepfm")
 class DeepFM(Backbone):
-    """DeepFM backbone producing ``h = concat(y_FM, DNN(flatten(E)))`` (hyper-parameters:
+    """DeepFM backbone producing ``h = concat(y_FM, DNN(flatten(E)))``, then ``<w, x>`` with the
+    ``table`` first order (hyper-parameters:
     :class:`DeepFMHyperParameters`; one embedding width for every id input)."""
 
     Hyperparameters = DeepFMHyperParameters
