@@ -101,3 +101,116 @@ class MLP(keras.layers.Layer):
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
         })
         return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FeatureGate(keras.layers.Layer):
+    """Context-conditioned feature selection: ``y = 2 * sigmoid(MLP(c)) * x`` (FinalMLP, arXiv 2304.00902).
+
+        g = 2 * sigmoid(W_out a + b_out),   a = ReLU-MLP_units(c)   (a = c when ``units`` is empty)
+        y = g * x                                                 (element-wise; g in (0, 2)^D)
+
+    ``c`` is the context passed to the call (e.g. the embedding of a user or item id, so the gate
+    weighs the features per user or per item), or, when none is passed, a learned vector of width
+    ``context_dim`` (initialized to zeros), i.e. one global gate for every example. With zero-initialized
+    biases and a zero context the gate starts at exactly 1 (the identity).
+
+    Args:
+      units: hidden widths of the gate's ReLU MLP (``[]``: one linear layer).
+      context_dim: width of the learned context used when the call passes no ``context``.
+      kernel_initializer: initializer of the gate's kernels.
+      kernel_regularizer: optional regularizer of the gate's kernels.
+
+    Call arguments:
+      inputs: ``x`` of shape ``(B, D)`` (the features to gate, with the learned context) or the pair
+        ``[x, c]`` with the context ``c`` of shape ``(B, C)``.
+
+    Returns:
+      ``(B, D)``, the gated features.
+
+    Example:
+
+    >>> gate = FeatureGate(units=[4], context_dim=3)
+    >>> x = np.array([[1., -2., 3.]], "float32")
+    >>> keras.ops.convert_to_numpy(gate(x)).tolist()  # zero context, zero biases: g = 2 * sigmoid(0) = 1
+    [[1.0, -2.0, 3.0]]
+    >>> gate.count_params()  # context 3 + (3*4 + 4) + (4*3 + 3)
+    34
+    >>> tuple(FeatureGate(units=[])([x, np.ones((1, 5), "float32")]).shape)
+    (1, 3)
+    """
+
+    def __init__(self, units: Sequence[int] = (), context_dim: int | None = None, kernel_initializer="glorot_uniform",
+                 kernel_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = [int(u) for u in units]
+        if any(u <= 0 for u in self.units):
+            raise ValueError(f"units: the gate's hidden widths must be positive, got {list(units)}")
+        if context_dim is not None and (isinstance(context_dim, bool) or not isinstance(context_dim, int)
+                                        or context_dim < 1):
+            raise ValueError(f"context_dim: must be a positive integer or None, got {context_dim!r}")
+        self.context_dim = context_dim
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self._hidden = (MLP(self.units, activation="relu", kernel_initializer=self.kernel_initializer,
+                            kernel_regularizer=self.kernel_regularizer, dtype=self.dtype_policy, name="hidden")
+                        if self.units else None)
+        self._output = None
+
+    @staticmethod
+    def _split(inputs):
+        if isinstance(inputs, (list, tuple)):
+            if len(inputs) != 2:
+                raise ValueError(f"inputs: expected x or [x, context], got {len(inputs)} tensors")
+            return inputs[0], inputs[1]
+        return inputs, None
+
+    def build(self, input_shape):
+        if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(input_shape[0], (list, tuple)):
+            x_shape, context_shape = self._split(input_shape)
+        else:
+            x_shape, context_shape = input_shape, None
+        x_shape = tuple(x_shape)
+        if len(x_shape) != 2 or x_shape[-1] is None:
+            raise ValueError(f"x: expected a (B, D) tensor with known D, got shape {x_shape}")
+        if context_shape is None:
+            if self.context_dim is None:
+                raise ValueError("context_dim: needed when the gate is called without a context")
+            self.context_bias = self.add_weight(name="context", shape=(self.context_dim,), initializer="zeros")
+            context_shape = (None, self.context_dim)
+        context_shape = tuple(context_shape)
+        if len(context_shape) != 2 or context_shape[-1] is None:
+            raise ValueError(f"context: expected a (B, C) tensor with known C, got shape {context_shape}")
+        if self._hidden is not None:
+            self._hidden.build(context_shape)
+            context_shape = (context_shape[0], self.units[-1])
+        self._output = keras.layers.Dense(
+            int(x_shape[-1]), activation="sigmoid", kernel_initializer=fresh_initializer(self.kernel_initializer,
+                                                                                         len(self.units)),
+            bias_initializer="zeros", kernel_regularizer=self.kernel_regularizer, dtype=self.dtype_policy,
+            name="gate")
+        self._output.build(context_shape)
+
+    def call(self, inputs):
+        x, context = self._split(inputs)
+        if context is None:
+            context = keras.ops.broadcast_to(keras.ops.cast(self.context_bias, self.compute_dtype)[None, :],
+                                             (keras.ops.shape(x)[0], self.context_dim))
+        if self._hidden is not None:
+            context = self._hidden(context)
+        return 2.0 * self._output(context) * keras.ops.cast(x, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(input_shape[0], (list, tuple)):
+            return tuple(input_shape[0])
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "units": self.units,
+            "context_dim": self.context_dim,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+        })
+        return config

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from layers import interactions as interactions_module
-from layers.interactions import AFM, FM, AttentionFM, LinearCompression, LowRankMixtureCross
+from layers.interactions import AFM, FM, AttentionFM, BilinearFusion, LinearCompression, LowRankMixtureCross
 
 sys.path.insert(0, os.path.dirname(__file__))
 import layer_checks  # noqa: E402
@@ -363,6 +363,8 @@ def test_linear_compression_rejects_bad_arguments():
 E_INPUT = field_embeddings(14)
 X_INPUT = np.random.default_rng(15).normal(size=(4, 6)).astype("float32")
 
+FUSION_X = np.random.default_rng(5).normal(size=(4, 6)).astype("float32")
+FUSION_Y = np.random.default_rng(6).normal(size=(4, 4)).astype("float32")
 CASES = [
     pytest.param(lambda: FM(use_bias=True), E_INPUT, {}, id="fm"),
     pytest.param(lambda: FM(reduce_sum=False), E_INPUT, {}, id="fm_vector"),
@@ -373,6 +375,9 @@ CASES = [
     pytest.param(lambda: AFM(attention_dim=4, attention_dropout=0.2), E_INPUT, {}, id="afm"),
     pytest.param(lambda: LowRankMixtureCross(num_experts=2, low_rank=3), X_INPUT, {}, id="mixture_cross"),
     pytest.param(lambda: LinearCompression(num_outputs=2), E_INPUT, {}, id="linear_compression"),
+    pytest.param(lambda: BilinearFusion(num_heads=2), [FUSION_X, FUSION_Y], {}, id="bilinear_fusion"),
+    pytest.param(lambda: BilinearFusion(num_heads=2, use_linear=False, reduce_heads=False), [FUSION_X, FUSION_Y],
+                 {}, id="bilinear_fusion_per_head"),
 ]
 
 

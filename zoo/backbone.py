@@ -89,6 +89,9 @@ class Backbone(keras.layers.Layer):
       its token embeddings (a list of ``(B, d_f)``) and the dense features (``(B, m)`` or None);
     * ``over_arch(z, training)``: ``z -> h`` (default: identity).
 
+    A backbone that looks up tables of its own (e.g. FinalMLP's gate-context embeddings) sets
+    ``interact_reads_features = True``; ``interact`` is then also given ``features=``, the input dict.
+
     With the ``multi`` embedding option (M independent embedding sets; docs/methods.md) the base class
     runs each set through its own interaction module, applies a per-set projection
     ``P_m = ReLU(Dense(D))`` and averages: ``h = over_arch(mean_m P_m(I_m(E_m(x))))``. With one set,
@@ -115,6 +118,7 @@ class Backbone(keras.layers.Layer):
 
     Hyperparameters: ClassVar[type[HyperParameters]] = HyperParameters
     registered_name: ClassVar[str] = "backbone"
+    interact_reads_features: ClassVar[bool] = False
 
     def __init__(self, spec: Mapping[str, Any], embedding: Mapping[str, Any] | None = None, **kwargs):
         layer_kwargs = {key: kwargs.pop(key) for key in LAYER_ARGUMENTS if key in kwargs}
@@ -150,6 +154,11 @@ class Backbone(keras.layers.Layer):
     def over_arch(self, z, training=None):
         return z
 
+    def _interact(self, module, tokens, dense, features, training=None):
+        if self.interact_reads_features:
+            return self.interact(module, tokens, dense, training=training, features=features)
+        return self.interact(module, tokens, dense, training=training)
+
     def build_interactions(self) -> None:
         """``setup`` calls this once the attributes ``make_interaction`` reads are set."""
         self.interactions = [self.make_interaction(m) for m in range(self.num_sets)]
@@ -165,7 +174,8 @@ class Backbone(keras.layers.Layer):
         if self.num_sets > 1 and not self.set_projections:
             token_sets, dense = compat.compute_output_spec(self.encoder, symbolic)
             width = compat.compute_output_spec(
-                lambda t, d: self.interact(self.interactions[0], t, d), token_sets[0], dense).shape[-1]
+                lambda t, d, f: self._interact(self.interactions[0], t, d, f), token_sets[0], dense,
+                symbolic).shape[-1]
             self.set_projections = [
                 keras.layers.Dense(width, activation="relu", dtype=self.dtype_policy, name=f"set_projection_{m}")
                 for m in range(self.num_sets)
@@ -183,7 +193,7 @@ class Backbone(keras.layers.Layer):
     def _interaction(self, features, training=None):
         if self.num_sets == 1:
             token_sets, dense = self.encoder(features)
-            return self.interact(self.interactions[0], token_sets[0], dense, training=training)
+            return self._interact(self.interactions[0], token_sets[0], dense, features, training=training)
         token_sets, projected = self.expert_outputs(features, training=training)
         if self.covariance is not None and training:  # training steps only: never in the served graph
             target = self.encoder.embedding["covariance_loss"]["target"]
@@ -199,7 +209,7 @@ class Backbone(keras.layers.Layer):
         """
         token_sets, dense = self.encoder(features)
         projected = [
-            projection(self.interact(module, tokens, dense, training=training))
+            projection(self._interact(module, tokens, dense, features, training=training))
             for module, projection, tokens in zip(self.interactions, self.set_projections, token_sets)
         ]
         return token_sets, projected

@@ -120,7 +120,7 @@ class FeatureEncoder(keras.layers.Layer):
         self._group_inputs = [inputs for _, (_, inputs) in sorted(groups.items())]
         self.embedders = []
         for dim, (owned, inputs) in sorted(groups.items()):
-            common = self._fused_table(owned, inputs, dim, f"embedding_{dim}")
+            common = self.fused_table_arguments(owned, inputs, dim, f"embedding_{dim}")
             kind = self.embedding["type"]
             if kind == "mlet":
                 if self.embedding["inner_dim"] <= dim:
@@ -135,13 +135,16 @@ class FeatureEncoder(keras.layers.Layer):
         if self.first_order and id_inputs:
             owned = list(dict.fromkeys(f.table for f in id_inputs))
             self.first_order_table = MultiFieldEmbedding(
-                **self._fused_table(owned, self.token_names, 1, "first_order_embedding"))
+                **self.fused_table_arguments(owned, self.token_names, 1, "first_order_embedding"))
         if self.first_order and self.dense_names:
             self.first_order_dense = keras.layers.Dense(1, use_bias=False, dtype=self.dtype_policy,
                                                         name="first_order_dense")
 
-    def _fused_table(self, owned: list[str], inputs: list[str], dim: int, name: str) -> dict[str, Any]:
-        """The arguments of one fused lookup layer over the tables ``owned`` for the ``inputs``."""
+    def fused_table_arguments(self, owned: list[str], inputs: list[str], dim: int, name: str) -> dict[str, Any]:
+        """The arguments of one fused :class:`layers.MultiFieldEmbedding` (or MLET / multi) lookup over the
+        spec tables ``owned`` for the spec inputs ``inputs`` at width ``dim``: the tables' rows, OOV rows
+        and hashing, with the embedding options' initializer and ``l2``. Also used by backbones that own
+        an extra table over some inputs (FinalMLP's gate contexts)."""
         owners = [self.spec.tables[t] for t in owned]
         return dict(
             vocab_sizes=[t.vocab_size if t.vocab_size is not None else t.hash_buckets for t in owners],
@@ -167,7 +170,7 @@ class FeatureEncoder(keras.layers.Layer):
             per_set = looked_up if self.embedding["type"] == "multi" else [looked_up]
             for m, outputs in enumerate(per_set):
                 for name, emb in zip(inputs, outputs):
-                    by_name[m][name] = self._pool(name, emb, features)
+                    by_name[m][name] = self.pool(name, emb, features)
         token_sets = [[names[n] for n in self.token_names] for names in by_name]
         dense = None
         if self.dense_names:
@@ -182,14 +185,16 @@ class FeatureEncoder(keras.layers.Layer):
         terms = []
         if self.first_order_table is not None:
             looked_up = self.first_order_table([features[n] for n in self.token_names])
-            weights = [self._pool(name, w, features) for name, w in zip(self.token_names, looked_up)]
+            weights = [self.pool(name, w, features) for name, w in zip(self.token_names, looked_up)]
             terms.append(ops.sum(ops.concatenate(weights, axis=-1), axis=-1, keepdims=True))
         if self.first_order_dense is not None:
             dense = ops.concatenate([ops.cast(features[n], self.compute_dtype) for n in self.dense_names], axis=-1)
             terms.append(self.first_order_dense(dense))
         return terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
-    def _pool(self, name, emb, features):
+    def pool(self, name, emb, features):
+        """One input's looked-up rows ``(B, L, d)`` as ``(B, d)``: the single row of a categorical input, the
+        mean over the non-padding positions of a sequence input (zeros when all are padding)."""
         if self.spec.feature(name).kind != "sequence":
             return emb[:, 0, :]
         mask = ops.cast(ops.not_equal(features[name], PAD_ID), emb.dtype)[..., None]

@@ -4,8 +4,9 @@ Every backbone module imports what it shares from here, never from a sibling bac
 
 * Field constructors for :class:`zoo.backbone.HyperParameters` dataclasses: :func:`units`,
   :func:`count`, :func:`optional_count`, :func:`rate`, :func:`choice`, :func:`norm`, :func:`flag`,
-  :func:`activation`, :func:`first_order`. Each returns a ``dataclasses.field`` with the default and
-  the check (the checks are :mod:`layers.validation`'s, so layers and backbones reject bad values alike).
+  :func:`activation`, :func:`first_order`, :func:`feature_names`. Each returns a
+  ``dataclasses.field`` with the default and the check (the checks are :mod:`layers.validation`'s,
+  so layers and backbones reject bad values alike).
 * Field tokens (DeepFM, AFM, AutoInt+): :func:`common_field_width`, :func:`dense_token_layer`,
   :func:`field_matrix`, :func:`flatten_fields`.
 * Token stacks (DHEN, Wukong): :class:`TokenStackHyperParameters`, :func:`setup_token_stack`,
@@ -75,6 +76,19 @@ def first_order(default: str = "table") -> Any:
 def flag(default: bool) -> Any:
     """A bool."""
     return _field(default, validation.flag)
+
+
+def _feature_names(value: Any, name: str) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name}: must be a list of feature names, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{name}: lists a feature twice: {list(value)}")
+    return list(value)
+
+
+def feature_names(default: Sequence[str] = ()) -> Any:
+    """A list of distinct feature names (checked against the spec by the backbone's ``setup``)."""
+    return _field(tuple(default), _feature_names)
 
 
 def _activation(value: Any, name: str) -> str:
