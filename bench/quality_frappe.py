@@ -15,7 +15,8 @@ difference, and the environment (versions, CPU, accelerator, backend, wall time)
 Models: by default every registered backbone (``zoo.registry.backbone_names()``, each from its
 ``configs/models/<name>.yaml``), or the YAML's ``default_models`` list where it has one; ``--models``
 selects a subset. The YAML's ``models`` section holds each model's BARS settings (hyper-parameter
-overrides, embedding L2, published numbers) and may add variants of a backbone (``model_config``). A
+overrides, embedding L2, published numbers, the primary ``loss`` as in a model YAML's
+``training.loss``) and may add variants of a backbone (``model_config``). A
 backbone without an entry there trains with the YAML's shared ``defaults`` under the same protocol,
 and the table marks it "no BARS config".
 
@@ -83,6 +84,10 @@ def check_models(names: list[str], config: dict, config_path: str) -> None:
         path = model_config_path(name, config)
         if not os.path.exists(path):
             raise SystemExit(f"model {name}: model YAML {os.path.relpath(path, ROOT)} not found")
+        try:
+            model_settings(name, config)
+        except ValueError as err:
+            raise SystemExit(f"{os.path.relpath(config_path, ROOT)}: {err}") from None
 
 
 def model_config_path(name: str, config: dict) -> str:
@@ -90,9 +95,10 @@ def model_config_path(name: str, config: dict) -> str:
 
 
 def model_settings(name: str, config: dict) -> dict:
-    """The backbone, hparams and embedding options of one model: the model YAML, then the overrides
-    (the model's BARS entry, or the YAML's shared ``defaults``)."""
+    """The backbone, hparams, embedding options and loss of one model: the model YAML, then the
+    overrides (the model's BARS entry, or the YAML's shared ``defaults``)."""
     from zoo.config import load_model_config
+    from zoo.losses import loss_options
 
     entry = model_entry(name, config)
     protocol = config["protocol"]
@@ -102,6 +108,7 @@ def model_settings(name: str, config: dict) -> dict:
         "hparams": {**base["hparams"], **(entry.get("hparams") or {})},
         "embedding": {"type": "plain", "l2": float(entry.get("embedding_l2", 0.0)),
                       "initializer": entry.get("embedding_initializer", protocol["embedding_initializer"])},
+        "loss": loss_options(entry.get("loss", base["training"]["loss"]), f"models.{name}.loss"),
     }
 
 
@@ -110,8 +117,9 @@ def train_one(name: str, seed: int, config: dict, splits: dict, spec, verbose: i
     import keras
 
     from zoo import metrics
+    from zoo.losses import primary_loss
     from zoo.model import PRIMARY, build
-    from zoo.protocol import Protocol, fit
+    from zoo.protocol import Protocol, adam, fit
 
     protocol = config["protocol"]
     settings = model_settings(name, config)
@@ -121,8 +129,8 @@ def train_one(name: str, seed: int, config: dict, splits: dict, spec, verbose: i
     keras.utils.set_random_seed(seed)
     model = build(settings["backbone"], spec, embedding=settings["embedding"], **settings["hparams"])
     model.compile(
-        optimizer=keras.optimizers.Adam(protocol["learning_rate"], global_clipnorm=protocol["global_clipnorm"]),
-        loss={PRIMARY: keras.losses.BinaryCrossentropy()},
+        optimizer=adam(protocol["learning_rate"], global_clipnorm=protocol["global_clipnorm"]),
+        loss={PRIMARY: primary_loss(settings["loss"])},
     )
     batch = int(protocol["batch_size"])
     fitted = fit(model, x_train, {PRIMARY: y_train}, validation=(x_valid, y_valid),

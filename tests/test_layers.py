@@ -134,78 +134,6 @@ def test_mlp_batch_norm_moving_statistics_use_norm_momentum():
     assert MLP.from_config(mlp.get_config()).norm_momentum == 0.9
 
 
-@pytest.mark.parametrize("kwargs, argument", [
-    (dict(vocab_sizes=[], output_dim=2), "vocab_sizes"),
-    (dict(vocab_sizes=[3, 0], output_dim=2), "vocab_sizes"),
-    (dict(vocab_sizes=[3], output_dim=0), "output_dim"),
-    (dict(vocab_sizes=[3], output_dim=2, modes=["bucket"]), "modes"),
-    (dict(vocab_sizes=[3], output_dim=2, input_fields=[1]), "input_fields"),
-])
-def test_multi_field_embedding_rejects_bad_arguments(kwargs, argument):
-    with pytest.raises(ValueError, match=argument):
-        MultiFieldEmbedding(**kwargs)
-
-
-def test_dual_embedding_tables_are_independent_and_match_numpy():
-    dual = DualEmbedding(vocab_sizes=[4, 6, 5], modes=["vocab", "hash", "vocab"], input_fields=[0, 1, 2, 2],
-                         attention_dim=2, representation_dim=5)
-    att, rep = dual(emb_inputs())
-    keys = {k: EMB_KW[k] for k in ("vocab_sizes", "modes", "input_fields")}
-    for outputs, table in ((att, dual.attention.embeddings), (rep, dual.representation.embeddings)):
-        want = numpy_fused_lookup(keras.ops.convert_to_numpy(table), inputs=emb_inputs(), **keys)
-        for got, w in zip(outputs, want):
-            np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), w)
-    assert [tuple(a.shape) for a in att] == [(4, 1, 2)] * 3 + [(4, 3, 2)]
-    assert [tuple(r.shape) for r in rep] == [(4, 1, 5)] * 3 + [(4, 3, 5)]
-    assert dual.count_params() == 17 * (2 + 5)
-    # One initializer instance for both tables must still give independent starting tables.
-    shared = DualEmbedding(vocab_sizes=[50], attention_dim=4, representation_dim=4,
-                           embeddings_initializer=keras.initializers.RandomNormal(seed=7))
-    shared([np.array([[1]])])
-    assert not np.allclose(keras.ops.convert_to_numpy(shared.attention.embeddings),
-                           keras.ops.convert_to_numpy(shared.representation.embeddings))
-    for argument in ("attention_dim", "representation_dim"):
-        with pytest.raises(ValueError, match=argument):
-            DualEmbedding(vocab_sizes=[3], **{"attention_dim": 2, "representation_dim": 2, argument: 0})
-
-
-def numpy_mlp(x, dense_weights, activation=lambda v: np.maximum(v, 0)):
-    for kernel, bias in dense_weights:
-        x = activation(x @ kernel + bias)
-    return x
-
-
-def test_mlp_matches_numpy_reference():
-    mlp = MLP([5, 2], activation="relu")
-    x = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
-    got = keras.ops.convert_to_numpy(mlp(x))
-    weights = [(keras.ops.convert_to_numpy(d.kernel), keras.ops.convert_to_numpy(d.bias)) for d in mlp._dense]
-    np.testing.assert_allclose(got, numpy_mlp(x, weights), rtol=1e-5, atol=1e-6)
-    assert mlp.count_params() == 4 * 5 + 5 + 5 * 2 + 2
-
-
-def test_mlp_layer_norm_matches_numpy_reference():
-    mlp = MLP([3], activation="linear", norm="layer")
-    x = np.random.default_rng(1).normal(size=(4, 2)).astype("float32")
-    got = keras.ops.convert_to_numpy(mlp(x))
-    d = mlp._dense[0]
-    z = x @ keras.ops.convert_to_numpy(d.kernel) + keras.ops.convert_to_numpy(d.bias)
-    want = (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + 1e-3)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    assert mlp.count_params() == 2 * 3 + 3 + 2 * 3  # kernel, bias, gamma/beta
-
-
-def test_mlp_batch_norm_moving_statistics_use_norm_momentum():
-    """One training step moves the moving mean by (1 - momentum) * (batch mean - moving mean)."""
-    mlp = MLP([3], activation="linear", norm="batch", norm_momentum=0.9)
-    x = np.random.default_rng(3).normal(size=(16, 2)).astype("float32") + 2.0
-    mlp(x, training=True)
-    z = x @ keras.ops.convert_to_numpy(mlp._dense[0].kernel)  # no bias before batch norm
-    moving_mean = keras.ops.convert_to_numpy(mlp._norms[0].moving_mean)
-    np.testing.assert_allclose(moving_mean, 0.1 * z.mean(0), rtol=1e-4, atol=1e-6)
-    assert MLP.from_config(mlp.get_config()).norm_momentum == 0.9
-
-
 @pytest.mark.parametrize("epsilon", [None, 1e-3])
 def test_mlp_batch_norm_epsilon_against_numpy(epsilon):
     """Training-mode batch norm of small pre-activations: (z - mean) / sqrt(var + eps), eps 1e-5 by default."""
@@ -221,6 +149,7 @@ def test_mlp_batch_norm_epsilon_against_numpy(epsilon):
 
 @pytest.mark.parametrize("kwargs, argument", [
     (dict(units=[]), "units"), (dict(units=[4, -1]), "units"),
+    (dict(units=[4], norm="batch", norm_epsilon=0), "norm_epsilon"),
     (dict(units=[4], dropout=1.0), "dropout"), (dict(units=[4], norm="group"), "norm"),
     (dict(units=[4], norm="batch", norm_momentum=1.0), "norm_momentum"),
 ])

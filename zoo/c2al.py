@@ -50,6 +50,8 @@ import keras
 from layers import MLP, validation
 from zoo.model import (BACKBONE_LAYER, PRIMARY, build, interaction_output, primary_head, shared_representation,
                        task_output_names)
+from zoo.losses import primary_loss
+from zoo.protocol import adam
 from zoo.registry import get_backbone
 from zoo.spec import TASK_PREFIX
 
@@ -252,9 +254,9 @@ def task_loss_weights(model: keras.Model, task_weights: Mapping[str, float] | No
 
 def compile_model(model: keras.Model, learning_rate: float, c2al: Mapping[str, Any] | None,
                   auc_metric: bool = True, task_weights: Mapping[str, float] | None = None,
-                  primary_label: str | None = None) -> None:
-    """Adam, BCE on every output, the C2AL ``loss_weights`` of the model's auxiliary outputs, and the
-    primary head's AUC. ``c2al`` (the lambdas) is None for the baseline. ``auc_metric=False`` leaves the
+                  primary_label: str | None = None, loss: Mapping[str, Any] | str | None = None) -> None:
+    """Adam, BCE on every output (the primary one: ``loss``, :func:`zoo.losses.primary_loss`, default
+    BCE), the C2AL ``loss_weights`` of the model's auxiliary outputs, and the primary head's AUC. ``c2al`` (the lambdas) is None for the baseline. ``auc_metric=False`` leaves the
     per-step ``keras.metrics.AUC`` out (its 1,000 thresholds cost time; :mod:`zoo.protocol` computes
     the exact validation metrics each epoch).
 
@@ -267,16 +269,16 @@ def compile_model(model: keras.Model, learning_rate: float, c2al: Mapping[str, A
     if primary_label is not None and primary_label in tw:
         tw[PRIMARY] = tw.pop(primary_label)
     weights = task_loss_weights(model, tw)
-    if c2al is None or not aux:
-        losses = {name: keras.losses.BinaryCrossentropy() for name in tasks}
-    else:
-        losses = {name: keras.losses.BinaryCrossentropy() for name in [*tasks, *aux]}
+    with_aux = c2al is not None and bool(aux)
+    losses = {name: keras.losses.BinaryCrossentropy() for name in (tasks + aux if with_aux else tasks)}
+    losses[PRIMARY] = primary_loss(loss)
+    if with_aux:
         weights.update({k: v for k, v in loss_weights(c2al["lambda_head"], c2al["lambda_tail"], aux).items()
                         if k != PRIMARY})
     if set(weights.values()) == {1.0} and len(weights) == 1:
         weights = None
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=adam(learning_rate),
         loss=losses,
         loss_weights=weights,
         metrics={PRIMARY: [keras.metrics.AUC(name="auc", num_thresholds=1000)]} if auc_metric else None,

@@ -26,6 +26,7 @@ import yaml
 from zoo.c2al import OPTION_KEYS as C2AL_KEYS, c2al_options
 from zoo.cohort_heads import OPTION_KEYS as COHORT_HEADS_KEYS, cohort_heads_options
 from zoo.encoder import embedding_options
+from zoo.losses import loss_options
 from zoo.protocol import Protocol
 from zoo.registry import get_backbone
 
@@ -41,6 +42,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "batch_size": 1024,
     "learning_rate": 1e-3,
     "reader": "auto",  # READERS, zoo.data.training_batches: memory when the parsed train split fits
+    "loss": {"type": "bce"},  # the primary head's loss, zoo.losses.loss_options: bce or {type: bce_ranking, ...}
     **dataclasses.asdict(Protocol()),
 }
 
@@ -94,6 +96,10 @@ def training_options(block: Mapping[str, Any] | None, where: str = "training") -
         if key in options and not valid(options[key]):
             raise ConfigError(f"{where}.{key}: must be {expected}, got {options[key]!r}")
     options["learning_rate"] = float(options["learning_rate"])
+    try:
+        options["loss"] = loss_options(options["loss"], f"{where}.loss")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if "task_weights" in options:
         options["task_weights"] = {k: float(v) for k, v in options["task_weights"].items()}
     try:

@@ -39,6 +39,7 @@ from keras import ops
 
 from zoo.cohort_heads import PRIORS, build_cohort_heads, cohort_heads_options
 from zoo.model import PRIMARY
+from zoo.protocol import adam
 
 PACKAGE = "ctr_zoo"
 
@@ -143,4 +144,4 @@ def build_gradient_aggregation(name: str, spec, options: Mapping[str, Any] | Non
 
 def compile_gradient_aggregation(model: keras.Model, learning_rate: float, prior_: Sequence[float]) -> None:
     """Adam and :class:`BackdoorAdjustedBCE` on the primary (routed) output; targets from :func:`targets`."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss={PRIMARY: BackdoorAdjustedBCE(prior_)})
+    model.compile(optimizer=adam(learning_rate), loss={PRIMARY: BackdoorAdjustedBCE(prior_)})

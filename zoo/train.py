@@ -123,7 +123,8 @@ def build_variant(variant: str, spec: FeatureSpec, model_cfg: Mapping[str, Any],
     check_task_weights(spec, model_cfg["training"].get("task_weights"))
     compile_model(model, model_cfg["training"]["learning_rate"], c2al if variant == "c2al" else None,
                   auc_metric=False,  # the protocol's exact validation AUC each epoch is the one reported
-                  task_weights=model_cfg["training"].get("task_weights"), primary_label=spec.label)
+                  task_weights=model_cfg["training"].get("task_weights"), primary_label=spec.label,
+                  loss=model_cfg["training"]["loss"])
     return model
 
 

@@ -213,7 +213,8 @@ def build_run_model(backbone: str, model_cfg: Mapping[str, Any], spec: FeatureSp
     else:
         model = c2al_lib.build_c2al(backbone, spec, run.c2al_options(model_cfg["c2al"]), **hparams)
         lambdas = {"lambda_head": run.lam, "lambda_tail": run.lam}
-    c2al_lib.compile_model(model, learning_rate, lambdas, auc_metric=False)  # the protocol's metric is exact
+    c2al_lib.compile_model(model, learning_rate, lambdas, auc_metric=False,  # the protocol's metric is exact
+                           loss=(model_cfg.get("training") or {}).get("loss"))
     return model
 
 
