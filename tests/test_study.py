@@ -167,3 +167,19 @@ def test_served_tower_variants_train_paired_with_the_baseline():
         p = predict(model, SPEC, valid)
         assert p.shape == (192,) and np.isfinite(p).all()
         assert fitted.epochs_run >= (3 if variant == "d_train" else 1)
+
+
+def test_the_ranking_loss_reaches_c2al_runs_and_is_refused_by_method_runs():
+    """training.loss applies to the baseline and C2AL runs; a served-tower method trains with its own BCE
+    and says so instead of ignoring the option."""
+    from zoo.losses import BCEWithPairwiseRanking
+    from zoo.study.runs import build_run_model
+
+    config = {**CONFIG, "training": {"loss": {"type": "bce_ranking", "alpha": 0.5, "pairs_per_row": 8}},
+              "cohort_heads": {"groups": {"ab": ["a", "b"], "rest": ["other"]}}}
+    for run in (Run("baseline", 0), Run("c2al", 0, 0.3)):
+        model = build_run_model("dcnv2", config, SPEC, run, 1e-3, PAIR)
+        assert isinstance(model.loss["primary"], BCEWithPairwiseRanking) and model.loss["primary"].alpha == 0.5
+    with pytest.raises(ValueError, match=r"^run cohort_heads\|seed=0: training\.loss 'bce_ranking' applies to the "
+                                         r"baseline and C2AL runs only"):
+        build_run_model("dcnv2", config, SPEC, Run("cohort_heads", 0), 1e-3, PAIR)

@@ -34,6 +34,7 @@ from zoo import d_train as dt
 from zoo import gradient_aggregation as ga
 from zoo import metrics
 from zoo.encoder import embedding_options
+from zoo.losses import loss_options
 from zoo.model import PRIMARY, build
 from zoo.protocol import FitResult, Protocol, fit, primary_probabilities
 from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec
@@ -195,7 +196,11 @@ def build_run_model(backbone: str, model_cfg: Mapping[str, Any], spec: FeatureSp
     keras.backend.clear_session()  # a long job builds many models: free the previous ones' state
     keras.utils.set_random_seed(run.seed)
     hparams = dict(embedding=run_embedding(model_cfg, spec, run), **model_cfg["hparams"])
+    loss = (model_cfg.get("training") or {}).get("loss")
     if run.method is not None:
+        if loss is not None and loss_options(loss)["type"] != "bce":
+            raise ValueError(f"run {run.key}: training.loss '{loss_options(loss)['type']}' applies to the baseline "
+                             f"and C2AL runs only; method '{run.method}' trains with its own BCE")
         options = method_options(model_cfg, run, pair)
         if run.method == "d_train":
             return dt.build_d_train(backbone, spec, options, **hparams)
@@ -214,7 +219,7 @@ def build_run_model(backbone: str, model_cfg: Mapping[str, Any], spec: FeatureSp
         model = c2al_lib.build_c2al(backbone, spec, run.c2al_options(model_cfg["c2al"]), **hparams)
         lambdas = {"lambda_head": run.lam, "lambda_tail": run.lam}
     c2al_lib.compile_model(model, learning_rate, lambdas, auc_metric=False,  # the protocol's metric is exact
-                           loss=(model_cfg.get("training") or {}).get("loss"))
+                           loss=loss)
     return model
 
 
