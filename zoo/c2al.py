@@ -255,9 +255,10 @@ def task_loss_weights(model: keras.Model, task_weights: Mapping[str, float] | No
 def compile_model(model: keras.Model, learning_rate: float, c2al: Mapping[str, Any] | None,
                   auc_metric: bool = True, task_weights: Mapping[str, float] | None = None,
                   primary_label: str | None = None, loss: Mapping[str, Any] | str | None = None) -> None:
-    """Adam, BCE on every output (the primary one: ``loss``, :func:`zoo.losses.primary_loss`, default
-    BCE), the C2AL ``loss_weights`` of the model's auxiliary outputs, and the primary head's AUC. ``c2al`` (the lambdas) is None for the baseline. ``auc_metric=False`` leaves the
-    per-step ``keras.metrics.AUC`` out (its 1,000 thresholds cost time; :mod:`zoo.protocol` computes
+    """Adam (:func:`zoo.protocol.adam`), BCE on every output (the primary one: ``loss``,
+    :func:`zoo.losses.primary_loss`, default BCE), the C2AL ``loss_weights`` of the model's auxiliary
+    outputs, and the primary head's AUC. ``c2al`` (the lambdas) is None for the baseline.
+    ``auc_metric=False`` leaves the per-step ``keras.metrics.AUC`` out (its 1,000 thresholds cost time; :mod:`zoo.protocol` computes
     the exact validation metrics each epoch).
 
     A multi-task model (outputs ``task_<label>``) gets a BCE per task, weighted 1.0 each or by

@@ -38,6 +38,8 @@ from typing import Any, Callable, Mapping, Sequence
 import keras
 import numpy as np
 
+from zoo import metrics
+
 # Adam's epsilon for every training path of the zoo: PyTorch's default 1e-8 rather than Keras' 1e-7.
 # Embedding rows start near zero (N(0, 1e-4)) and a rare id's gradients are tiny, so sqrt(v) is of the
 # order of 1e-7 for many rows and Keras' epsilon would shrink their steps; on Frappe_x1 the PyTorch
@@ -50,7 +52,6 @@ def adam(learning_rate: float, global_clipnorm: float | None = None) -> keras.op
     """The zoo's optimizer: ``keras.optimizers.Adam`` with :data:`ADAM_EPSILON`."""
     return keras.optimizers.Adam(learning_rate, epsilon=ADAM_EPSILON, global_clipnorm=global_clipnorm)
 
-from zoo import metrics
 
 MONITORS = {"logloss": "min", "auc": "max"}
 PRIMARY = "primary"  # the primary output's name (zoo.model.PRIMARY)
