@@ -13,7 +13,8 @@ from layers.blocks import MLP, FeatureGate
 from layers.disentangle import CrossExpertCovariance, PriorElementwiseGate
 from layers.embeddings import DualEmbedding, MLETEmbedding, MultiEmbedding, MultiFieldEmbedding
 from layers.experts import PLE, CGCLevel, MMoE
-from layers.interactions import AFM, FM, AttentionFM, BilinearFusion, LinearCompression, LowRankMixtureCross
+from layers.fusion import BilinearFusion
+from layers.interactions import AFM, FM, AttentionFM, LinearCompression, LowRankMixtureCross
 from layers.routing import CohortBucketizer, CohortRouter
 
 __all__ = [

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from layers.blocks import FeatureGate
-from layers.interactions import BilinearFusion
+from layers.fusion import BilinearFusion
 from zoo.c2al import C2AL
 from zoo.model import PRIMARY, build, shared_representation
 

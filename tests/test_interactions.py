@@ -10,8 +10,10 @@ import keras
 import numpy as np
 import pytest
 
+from layers import fusion as fusion_module
 from layers import interactions as interactions_module
-from layers.interactions import AFM, FM, AttentionFM, BilinearFusion, LinearCompression, LowRankMixtureCross
+from layers.fusion import BilinearFusion
+from layers.interactions import AFM, FM, AttentionFM, LinearCompression, LowRankMixtureCross
 
 sys.path.insert(0, os.path.dirname(__file__))
 import layer_checks  # noqa: E402
@@ -402,5 +404,6 @@ def test_mixed_bfloat16_forward(make_layer, inputs, call_kwargs):
     layer_checks.check_mixed_bfloat16(make_layer, inputs, **call_kwargs)
 
 
-def test_docstring_examples_run():
-    layer_checks.check_docstring_examples(interactions_module)
+@pytest.mark.parametrize("module", [interactions_module, fusion_module])
+def test_docstring_examples_run(module):
+    layer_checks.check_docstring_examples(module)
