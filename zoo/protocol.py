@@ -41,8 +41,8 @@ import numpy as np
 from zoo import metrics
 
 # Adam's epsilon for every training path of the zoo: PyTorch's default 1e-8 rather than Keras' 1e-7.
-# Embedding rows start near zero (N(0, 1e-4)) and a rare id's gradients are tiny, so sqrt(v) is of the
-# order of 1e-7 for many rows and Keras' epsilon would shrink their steps; on Frappe_x1 the PyTorch
+# Embedding rows start near zero (N(0, 1e-4)) and a rare id's gradients are tiny, so (our reading, not
+# measured) sqrt(v) can come near 1e-7 and Keras' epsilon would shrink their steps; on Frappe_x1 the PyTorch
 # epsilons (this and layers.MLP's batch-norm epsilon) lowered test logloss by about 0.01
 # (bench/results/quality_frappe_epsilons.md).
 ADAM_EPSILON = 1e-8
