@@ -17,6 +17,7 @@ ADAPTERS: dict[str, str] = {
     "synthetic": "zoo.datasets.synthetic",
     "movielens100k": "zoo.datasets.movielens",
     "frappe_x1": "zoo.datasets.frappe",
+    "amazon_reviews": "zoo.datasets.amazon",
 }
 
 
@@ -28,7 +29,12 @@ def get_adapter(name: str) -> Callable[..., list[str]]:
 
 
 def write_raw(spec: FeatureSpec, source: str | None, out_dir: str, **options) -> list[str]:
-    """Runs the spec's adapter; returns the raw CSV paths it wrote."""
+    """Runs the spec's adapter; returns the raw CSV paths it wrote.
+
+    ``options`` are the run's generic options (``zoo.pipeline`` passes ``rows``, ``seed`` and
+    ``malformed_rows``; an adapter uses the ones that apply to it). The adapter reads the YAML's
+    ``adapter_options`` from ``spec.adapter_options`` itself and rejects unknown ones.
+    """
     if spec.adapter is None:
         raise ValueError(f"spec '{spec.name}': has no 'adapter'; give raw CSV files to the Beam job directly")
     return get_adapter(spec.adapter)(spec, source, out_dir, **options)

@@ -125,7 +125,10 @@ dtype}`` is recorded by :mod:`beam_jobs.add_aux_labels` for shards that carry
 true click probability P(y=1|x) (known for synthetic data): a ``dense``
 feature with ``input: false``, no ``transforms`` and no ``default``, carried
 into the TFRecords unchanged (``FeatureSpec.oracle``; ``zoo.train`` reports the
-oracle's metrics beside the variants').
+oracle's metrics beside the variants'); ``adapter_options: {...}`` are keyword
+options of the spec's ``adapter`` (how the adapter builds the rows, e.g. the
+Amazon adapter's sampled negatives; ``FeatureSpec.adapter_options``), checked
+by the adapter, which rejects an option it does not take by name.
 
 Errors in a spec raise :class:`SpecError` naming the feature (or axis) and
 the problem.

@@ -35,6 +35,8 @@ class FeatureSpec:
     c2al: Mapping[str, Any] | None = None
     description: str = ""
     adapter: str | None = None  # zoo.datasets adapter that turns the source into raw rows
+    # The adapter's options from the YAML (e.g. how a task is built from the source); checked by the adapter.
+    adapter_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     split_by: str = "user_id"  # or "line": a stable hash of the raw line
     aux_labels: Mapping[str, Any] | None = None  # set by beam_jobs.add_aux_labels
     oracle: str | None = None  # a carried dense feature holding the true P(y=1|x) (synthetic data)
@@ -102,6 +104,8 @@ class FeatureSpec:
             out["c2al"] = dict(self.c2al)
         if self.adapter is not None:
             out["adapter"] = self.adapter
+        if self.adapter_options:
+            out["adapter_options"] = dict(self.adapter_options)
         if self.split_by != "user_id":
             out["split_by"] = self.split_by
         if self.aux_labels is not None:

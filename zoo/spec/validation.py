@@ -24,7 +24,7 @@ _SPLIT_BY = ("user_id", "line")
 _FORMAT_TYPES = ("delimited", "libfm")
 _TOP_LEVEL_KEYS = {
     "name", "description", "adapter", "label", "labels", "user_id", "format", "split", "defaults",
-    "features", "cohort_axes", "c2al", "split_by", "aux_labels", "oracle",
+    "features", "cohort_axes", "c2al", "split_by", "aux_labels", "oracle", "adapter_options",
 }
 
 
@@ -167,6 +167,13 @@ def spec_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     if len({a.name for a in axes}) != len(axes):
         raise SpecError("cohort_axes: axis names must be unique")
 
+    adapter_options = raw.get("adapter_options")
+    if adapter_options is not None:
+        if raw.get("adapter") is None:
+            raise SpecError("adapter_options: given without an 'adapter' to pass them to")
+        if not isinstance(adapter_options, Mapping) or not all(isinstance(k, str) for k in adapter_options):
+            raise SpecError(f"adapter_options: must be a mapping of option names to values, got {adapter_options!r}")
+
     c2al = raw.get("c2al")
     aux_labels = raw.get("aux_labels")
     if aux_labels is not None:
@@ -184,7 +191,7 @@ def spec_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     return dict(
         name=name, label=label, labels=labels, user_id=user_id, features=tuple(features), cohort_axes=axes,
         raw_format=raw_format, split=split, c2al=c2al, description=raw.get("description", ""),
-        adapter=raw.get("adapter"), split_by=split_by,
+        adapter=raw.get("adapter"), adapter_options=dict(adapter_options or {}), split_by=split_by,
         aux_labels=None if aux_labels is None else dict(aux_labels), oracle=oracle, label_rules=label_rules,
     )
 
