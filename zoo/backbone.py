@@ -91,6 +91,9 @@ class Backbone(keras.layers.Layer):
 
     A backbone that looks up tables of its own (e.g. FinalMLP's gate-context embeddings) sets
     ``interact_reads_features = True``; ``interact`` is then also given ``features=``, the input dict.
+    A backbone that pools behaviour sequences itself (DIN's target attention) sets
+    ``interact_reads_sequence_rows = True``; ``interact`` is then also given ``sequence_rows=``, that
+    set's ``{sequence name: (B, L, d)}`` rows before the encoder's mean pooling (the same gather).
 
     With the ``multi`` embedding option (M independent embedding sets; docs/methods.md) the base class
     runs each set through its own interaction module, applies a per-set projection
@@ -119,6 +122,7 @@ class Backbone(keras.layers.Layer):
     Hyperparameters: ClassVar[type[HyperParameters]] = HyperParameters
     registered_name: ClassVar[str] = "backbone"
     interact_reads_features: ClassVar[bool] = False
+    interact_reads_sequence_rows: ClassVar[bool] = False
 
     def __init__(self, spec: Mapping[str, Any], embedding: Mapping[str, Any] | None = None, **kwargs):
         layer_kwargs = {key: kwargs.pop(key) for key in LAYER_ARGUMENTS if key in kwargs}
@@ -154,10 +158,20 @@ class Backbone(keras.layers.Layer):
     def over_arch(self, z, training=None):
         return z
 
-    def _interact(self, module, tokens, dense, features, training=None):
+    def _interact(self, module, tokens, dense, features, training=None, sequence_rows=None):
+        extra = {}
         if self.interact_reads_features:
-            return self.interact(module, tokens, dense, training=training, features=features)
-        return self.interact(module, tokens, dense, training=training)
+            extra["features"] = features
+        if self.interact_reads_sequence_rows:
+            extra["sequence_rows"] = sequence_rows
+        return self.interact(module, tokens, dense, training=training, **extra)
+
+    def _encode(self, features):
+        """``(token_sets, dense, row_sets)``; ``row_sets`` only when the backbone reads sequence rows."""
+        if self.interact_reads_sequence_rows:
+            return self.encoder(features, return_sequence_rows=True)
+        token_sets, dense = self.encoder(features)
+        return token_sets, dense, [None] * self.num_sets
 
     def build_interactions(self) -> None:
         """``setup`` calls this once the attributes ``make_interaction`` reads are set."""
@@ -172,10 +186,10 @@ class Backbone(keras.layers.Layer):
             for f in spec.inputs
         }
         if self.num_sets > 1 and not self.set_projections:
-            token_sets, dense = compat.compute_output_spec(self.encoder, symbolic)
+            token_sets, dense, row_sets = compat.compute_output_spec(self._encode, symbolic)
             width = compat.compute_output_spec(
-                lambda t, d, f: self._interact(self.interactions[0], t, d, f), token_sets[0], dense,
-                symbolic).shape[-1]
+                lambda t, d, f, r: self._interact(self.interactions[0], t, d, f, sequence_rows=r), token_sets[0],
+                dense, symbolic, row_sets[0]).shape[-1]
             self.set_projections = [
                 keras.layers.Dense(width, activation="relu", dtype=self.dtype_policy, name=f"set_projection_{m}")
                 for m in range(self.num_sets)
@@ -192,8 +206,9 @@ class Backbone(keras.layers.Layer):
 
     def _interaction(self, features, training=None):
         if self.num_sets == 1:
-            token_sets, dense = self.encoder(features)
-            return self._interact(self.interactions[0], token_sets[0], dense, features, training=training)
+            token_sets, dense, row_sets = self._encode(features)
+            return self._interact(self.interactions[0], token_sets[0], dense, features, training=training,
+                                  sequence_rows=row_sets[0])
         token_sets, projected = self.expert_outputs(features, training=training)
         if self.covariance is not None and training:  # training steps only: never in the served graph
             target = self.encoder.embedding["covariance_loss"]["target"]
@@ -207,10 +222,10 @@ class Backbone(keras.layers.Layer):
 
         Only for ``M >= 2`` sets (with one set there is no projection).
         """
-        token_sets, dense = self.encoder(features)
+        token_sets, dense, row_sets = self._encode(features)
         projected = [
-            projection(self._interact(module, tokens, dense, features, training=training))
-            for module, projection, tokens in zip(self.interactions, self.set_projections, token_sets)
+            projection(self._interact(module, tokens, dense, features, training=training, sequence_rows=rows))
+            for module, projection, tokens, rows in zip(self.interactions, self.set_projections, token_sets, row_sets)
         ]
         return token_sets, projected
 

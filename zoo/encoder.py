@@ -89,12 +89,16 @@ class FeatureEncoder(keras.layers.Layer):
 
     Call arguments:
       features: dict of input tensors keyed by feature name.
+      return_sequence_rows: also return each sequence input's looked-up rows before pooling (for
+        backbones that pool a sequence themselves, e.g. with target attention; the same one gather).
 
     Returns:
       ``(token_sets, dense)``: ``token_sets`` has one entry per embedding set (one unless
       ``multi``), each a list of ``(B, d_f)`` embeddings, one per categorical or sequence input in
       spec order (see :attr:`token_names`); ``dense`` is ``(B, m)`` with the dense inputs in spec
-      order, or None if the spec has none.
+      order, or None if the spec has none. With ``return_sequence_rows`` the triple
+      ``(token_sets, dense, row_sets)``: per set, ``{sequence name: (B, L, d_f)}`` (padding positions
+      hold the OOV row; mask them with ``ids != PAD_ID``).
     """
 
     def __init__(self, spec: Mapping[str, Any], embedding: Mapping[str, Any] | None = None,
@@ -163,18 +167,23 @@ class FeatureEncoder(keras.layers.Layer):
         if self.first_order_dense is not None:
             self.first_order_dense.build((None, len(self.dense_names)))
 
-    def call(self, features):
+    def call(self, features, return_sequence_rows: bool = False):
         by_name = [{} for _ in range(self.num_sets)]
+        row_sets = [{} for _ in range(self.num_sets)]
         for embedder, inputs in zip(self.embedders, self._group_inputs):
             looked_up = embedder([features[n] for n in inputs])
             per_set = looked_up if self.embedding["type"] == "multi" else [looked_up]
             for m, outputs in enumerate(per_set):
                 for name, emb in zip(inputs, outputs):
                     by_name[m][name] = self.pool(name, emb, features)
+                    if self.spec.feature(name).kind == "sequence":
+                        row_sets[m][name] = emb
         token_sets = [[names[n] for n in self.token_names] for names in by_name]
         dense = None
         if self.dense_names:
             dense = ops.concatenate([ops.cast(features[n], self.compute_dtype) for n in self.dense_names], axis=-1)
+        if return_sequence_rows:
+            return token_sets, dense, row_sets
         return token_sets, dense
 
     def first_order_logit(self, features):
