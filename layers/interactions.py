@@ -274,12 +274,15 @@ class AFM(keras.layers.Layer):
     ``y`` is the interaction logit ``(B, 1)``; with ``reduce_sum=False`` the layer returns the pooled
     vector ``sum_{i<j} a_ij p_ij`` of shape ``(B, d)`` and has no ``p``. The first-order part
     ``w_0 + sum_i w_i x_i`` of the full AFM model is not included (use a linear term or :class:`FM`'s).
-    Dropout of rate ``attention_dropout`` is applied to the attention weights ``a`` when training.
+    Dropout of rate ``attention_dropout`` is applied to the attention weights ``a``, and of rate
+    ``pooled_dropout`` to the pooled vector ``sum_{i<j} a_ij p_ij`` (before ``p``), when training
+    (FuxiCTR's AFM has both: its ``attention_dropout: [a, pooled]``).
 
     Args:
       attention_dim: width ``A`` of the attention network.
       reduce_sum: project the pooled vector to a logit with ``p`` (``(B, 1)``) or return it (``(B, d)``).
       attention_dropout: dropout rate on ``a``, in ``[0, 1)``.
+      pooled_dropout: dropout rate on the pooled vector, in ``[0, 1)``.
       kernel_initializer: initializer of ``W``, ``h`` and ``p``.
       kernel_regularizer: optional regularizer of ``W``, ``h`` and ``p``.
 
@@ -300,17 +303,19 @@ class AFM(keras.layers.Layer):
     """
 
     def __init__(self, attention_dim: int = 10, reduce_sum: bool = True, attention_dropout: float = 0.0,
-                 kernel_initializer="glorot_uniform", kernel_regularizer=None, **kwargs):
+                 pooled_dropout: float = 0.0, kernel_initializer="glorot_uniform", kernel_regularizer=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.attention_dim = validation.integer(attention_dim, "attention_dim")
-        if not 0.0 <= float(attention_dropout) < 1.0:
-            raise ValueError(f"attention_dropout: must be in [0, 1), got {attention_dropout}")
         self.reduce_sum = bool(reduce_sum)
-        self.attention_dropout = float(attention_dropout)
+        self.attention_dropout = validation.rate(attention_dropout, "attention_dropout")
+        self.pooled_dropout = validation.rate(pooled_dropout, "pooled_dropout")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self._dropout = (keras.layers.Dropout(self.attention_dropout, dtype=self.dtype_policy, name="dropout")
                          if self.attention_dropout else None)
+        self._pooled_dropout = (keras.layers.Dropout(self.pooled_dropout, dtype=self.dtype_policy,
+                                                     name="pooled_dropout") if self.pooled_dropout else None)
 
     def build(self, input_shape):
         self._n, self._d = _field_shape(input_shape, "embeddings")
@@ -337,6 +342,8 @@ class AFM(keras.layers.Layer):
         a = ops.softmax(scores, axis=-1)                                   # over the P pairs
         kept = self._dropout(a, training=training) if self._dropout is not None else a
         pooled = ops.einsum("bp,bpd->bd", kept, pairs)                     # (B, d)
+        if self._pooled_dropout is not None:
+            pooled = self._pooled_dropout(pooled, training=training)
         y = ops.expand_dims(ops.einsum("bd,d->b", pooled, self.projection), -1) if self.reduce_sum else pooled
         return (y, a) if return_attention else y
 
@@ -346,6 +353,7 @@ class AFM(keras.layers.Layer):
             "attention_dim": self.attention_dim,
             "reduce_sum": self.reduce_sum,
             "attention_dropout": self.attention_dropout,
+            "pooled_dropout": self.pooled_dropout,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
         })

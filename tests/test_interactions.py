@@ -257,6 +257,18 @@ def test_afm_matches_pairwise_numpy_reference():
     np.testing.assert_allclose(npy(y), y_ref, rtol=1e-5, atol=1e-5)
     # Dropout acts on the attention weights in training only.
     assert not np.allclose(npy(layer(e, training=True)), y_ref, atol=1e-3)
+    # Pooled dropout zeroes whole entries of the pooled vector and scales the rest by 1 / (1 - rate).
+    keras.utils.set_random_seed(1)
+    dropped = AFM(attention_dim=4, reduce_sum=False, pooled_dropout=0.5, kernel_initializer="zeros")
+    dropped(e)
+    for v, w in zip((dropped.attention_kernel, dropped.attention_bias, dropped.attention_vector), weights[:3]):
+        v.assign(w.astype("float32"))
+    full = numpy_afm(e, *weights[:3])[0]
+    np.testing.assert_allclose(npy(dropped(e)), full, rtol=1e-5, atol=1e-6)  # inference: no dropout
+    train = npy(dropped(e, training=True))
+    kept = train != 0
+    assert 0.2 < kept.mean() < 0.8
+    np.testing.assert_allclose(train[kept], 2.0 * full[kept], rtol=1e-5, atol=1e-6)
 
     pooled = AFM(attention_dim=4, reduce_sum=False, kernel_initializer="zeros")
     pooled(e)
@@ -269,7 +281,7 @@ def test_afm_matches_pairwise_numpy_reference():
 
 @pytest.mark.parametrize("kwargs, argument", [
     (dict(attention_dim=0), "attention_dim"), (dict(attention_dropout=1.0), "attention_dropout"),
-    (dict(attention_dropout=-0.1), "attention_dropout"),
+    (dict(attention_dropout=-0.1), "attention_dropout"), (dict(pooled_dropout=1.0), "pooled_dropout"),
 ])
 def test_afm_rejects_bad_arguments(kwargs, argument):
     with pytest.raises(ValueError, match=names(argument)):
@@ -374,7 +386,7 @@ CASES = [
                  id="attention_fm_static"),
     pytest.param(lambda: AttentionFM(k=2, mode="dynamic", normalize="softmax", hidden_units=[8], flatten=False),
                  E_INPUT, dict(return_attention=True), id="attention_fm_dynamic"),
-    pytest.param(lambda: AFM(attention_dim=4, attention_dropout=0.2), E_INPUT, {}, id="afm"),
+    pytest.param(lambda: AFM(attention_dim=4, attention_dropout=0.2, pooled_dropout=0.1), E_INPUT, {}, id="afm"),
     pytest.param(lambda: LowRankMixtureCross(num_experts=2, low_rank=3), X_INPUT, {}, id="mixture_cross"),
     pytest.param(lambda: LinearCompression(num_outputs=2), E_INPUT, {}, id="linear_compression"),
     pytest.param(lambda: BilinearFusion(num_heads=2), [FUSION_X, FUSION_Y], {}, id="bilinear_fusion"),

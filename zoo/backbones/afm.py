@@ -25,8 +25,8 @@ With the ``multi`` embedding option each set has its own dense tokens, AFM layer
 first-order weights (the ``table`` weights are one table, appended after the sets' mean); the
 over-arch is the identity.
 
-Defaults follow FuxiCTR's AFM: attention_dim 10, no attention dropout (embedding width from the
-spec; FuxiCTR uses 10).
+Defaults follow FuxiCTR's AFM: attention_dim 10, no attention or pooled dropout (FuxiCTR's
+``attention_dropout: [0, 0]``; embedding width from the spec; FuxiCTR uses 10).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class AFMHyperParameters(HyperParameters):
     Attributes:
       attention_dim: width ``A`` of the attention network ``W``.
       attention_dropout: dropout on the attention weights ``a`` when training.
+      pooled_dropout: dropout on the pooled vector ``v`` when training (FuxiCTR's second AFM dropout).
       first_order: the first-order scalar ``<w, x>`` appended to ``h``: ``table`` (a free weight per
         id), ``tied`` (tied to the embeddings) or ``none``.
     """
@@ -58,6 +59,7 @@ class AFMHyperParameters(HyperParameters):
 
     attention_dim: int = count(10)
     attention_dropout: float = rate(0.0)
+    pooled_dropout: float = rate(0.0)
     first_order: str = first_order_field("table")
 
 
@@ -85,7 +87,8 @@ class AFM(Backbone):
         return {
             "dense_tokens": dense_token_layer(self, self.field_dim, f"dense_tokens{suffix}"),
             "afm": AFMLayer(attention_dim=self.attention_dim, reduce_sum=False,
-                            attention_dropout=self.attention_dropout, dtype=self.dtype_policy, name=f"afm{suffix}"),
+                            attention_dropout=self.attention_dropout, pooled_dropout=self.pooled_dropout,
+                            dtype=self.dtype_policy, name=f"afm{suffix}"),
             "first_order": first_order,
         }
 
