@@ -12,7 +12,8 @@ test set evaluated once). Writes the per-seed runs, mean +/- std, the published 
 difference, and the environment (versions, CPU, accelerator, backend, wall time) to ``--output``
 (JSON) and the same table as markdown next to it, and prints the table.
 
-Models: by default every registered backbone (``zoo.registry.backbone_names()``, each from its
+Models: by default every registered backbone that Frappe_x1 supports (``zoo.registry.backbones_for``; DIN,
+which needs a behaviour sequence, is named and skipped), each from its
 ``configs/models/<name>.yaml``), or the YAML's ``default_models`` list where it has one; ``--models``
 selects a subset. The YAML's ``models`` section holds each model's BARS settings (hyper-parameter
 overrides, embedding L2, published numbers, the primary ``loss`` as in a model YAML's
@@ -62,12 +63,17 @@ def model_entry(name: str, config: dict) -> dict:
 
 
 def default_models(config: dict) -> list[str]:
-    """The YAML's ``default_models``, else every registered backbone."""
+    """The YAML's ``default_models``, else every registered backbone that can be built on Frappe_x1 (the
+    others, e.g. DIN without a behaviour sequence, are named on stderr)."""
     if config.get("default_models"):
         return list(config["default_models"])
-    from zoo.registry import backbone_names
+    from zoo.registry import backbones_for
+    from zoo.spec import load_spec
 
-    return backbone_names()
+    names, skipped = backbones_for(load_spec(SPEC))
+    for name, reason in skipped.items():
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    return names
 
 
 def check_models(names: list[str], config: dict, config_path: str) -> None:
@@ -248,7 +254,7 @@ def main(argv=None) -> int:
     config = load_config(config_path)
     parser.add_argument("--config", default=CONFIG, help="protocol and per-model settings (YAML)")
     parser.add_argument("--models", default="", help="comma-separated; default: the YAML's default_models, "
-                        "else every registered backbone (zoo.registry.backbone_names())")
+                        "else every registered backbone Frappe_x1 supports (zoo.registry.backbones_for)")
     parser.add_argument("--seeds", default=",".join(map(str, config["protocol"]["seeds"])))
     parser.add_argument("--source", default=DEFAULT_SOURCE, help="the frappe_x1 folder")
     parser.add_argument("--jobs", type=int, default=1, help="models trained at a time, one process each")

@@ -3,7 +3,8 @@
     python bench/serving_latency.py [--models dcnv2,deepfm] [--data runs/frappe_x1/data]
         [--calls 2000] [--warmup 200] [--repeats 10] [--quick] [--output bench/results/serving_latency.json]
 
-Models: every registered backbone (``zoo.registry.backbone_names()``, so a new backbone is measured
+Models: every registered backbone that the data's spec supports (``zoo.registry.backbones_for``; the others,
+e.g. DIN on a spec without a behaviour sequence, are named and skipped), so a new backbone is measured
 without touching this script), each built from its ``configs/models/<name>.yaml`` (backbone,
 embedding and hyper-parameters, as ``zoo.train`` builds it) on the spec of ``--data``: by default the
 Frappe_x1 TFRecords (``runs/frappe_x1/data``, written by ``python -m zoo.pipeline --dataset
@@ -286,7 +287,7 @@ def format_table(models: dict, failures: list) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--models", default="", help="comma-separated subset of the registered backbones "
-                        "(default: every one, zoo.registry.backbone_names())")
+                        "(default: every one the data's spec supports, zoo.registry.backbones_for)")
     parser.add_argument("--data", default=DEFAULT_DATA, help="a Beam job data directory: its spec.json builds "
                         "the models and its test split gives the requests and warm-up rows (default: Frappe_x1; "
                         "runs/synthetic/data: the main job's)")
@@ -313,7 +314,7 @@ def main(argv=None) -> int:
     from zoo.spec import load_spec
 
     registered = backbone_names()
-    names = [n for n in args.models.split(",") if n] or registered
+    names = [n for n in args.models.split(",") if n]
     unknown = [n for n in names if n not in registered]
     if unknown:
         parser.error(f"--models: unknown {unknown}; registered backbones: {registered}")
@@ -322,6 +323,12 @@ def main(argv=None) -> int:
                      "--dataset configs/datasets/frappe_x1.yaml --source <frappe_x1 folder> --output runs/frappe_x1, "
                      "or pass the main job's runs/synthetic/data")
     spec = load_spec(args.data)
+    if not names:
+        from zoo.registry import backbones_for
+
+        names, skipped = backbones_for(spec)
+        for name, reason in skipped.items():
+            print(f"skipped {name}: {reason}", file=sys.stderr)
 
     load_before = os.getloadavg()
     wall_start = time.perf_counter()

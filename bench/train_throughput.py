@@ -6,9 +6,9 @@
 
 Data: the Frappe_x1 TFRecords of ``python -m zoo.pipeline --dataset configs/datasets/frappe_x1.yaml
 --source ../shared/data/frappe_x1`` (``runs/frappe_x1/data``; 202,027 train rows). Models: every
-registered backbone (``zoo.registry.backbone_names()``), with the BARS hyper-parameters of
-``bench/quality_frappe.yaml`` where it has them (embedding 10; DCNv2, DeepFM, DLRM, AutoInt+, AFM)
-and its own model YAML's otherwise; built and compiled by ``zoo.train.build_variant`` (the
+registered backbone the data's spec supports (``zoo.registry.backbones_for``: the others are named
+and skipped), with the BARS hyper-parameters of ``bench/quality_frappe.yaml`` where it has them
+(embedding 10; DCNv2, DeepFM, DLRM, AutoInt+, AFM) and its own model YAML's otherwise; built and compiled by ``zoo.train.build_variant`` (the
 baseline: Adam 1e-3, BCE, no per-step metric), batch 4096, seed 0.
 
 Input paths (each what a user's run feeds ``model.fit``):
@@ -289,7 +289,15 @@ def main() -> None:
         raise SystemExit(f"--data {args.data}: no TFRecords; run python -m zoo.pipeline --dataset "
                          "configs/datasets/frappe_x1.yaml --source ../shared/data/frappe_x1 --max-epochs 1 "
                          "--variants baseline --output runs/frappe_x1")
-    models = args.models.split(",") if args.models else backbone_names()
+    if args.models:
+        models = args.models.split(",")
+    else:
+        from zoo.registry import backbones_for
+        from zoo.spec import load_spec
+
+        models, skipped = backbones_for(load_spec(args.data))
+        for name, reason in skipped.items():
+            print(f"skipped {name}: {reason}", file=sys.stderr)
     backends = args.backends.split(",")
     if args.device == "gpu" and backends != ["jax"]:
         raise SystemExit("--device gpu: JAX only (--backends jax)")

@@ -2,13 +2,17 @@
 (plain Python: the default backend only)."""
 
 import dataclasses
+import os
 import json
 
 import pytest
 
 from zoo.backbone import Backbone, HyperParameters
 from zoo.backbones import __main__ as listing
-from zoo.registry import backbone_names, get_backbone, register_backbone
+from zoo.registry import backbone_names, backbones_for, get_backbone, register_backbone
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_lookup_of_an_unknown_backbone_lists_the_registered_ones():
@@ -68,3 +72,14 @@ def test_listing_refuses_an_unknown_name(capsys):
         listing.main(["dcnv3"])
     assert raised.value.code == 2
     assert "unknown backbone 'dcnv3'; registered backbones are" in capsys.readouterr().err
+
+
+def test_backbones_for_a_spec_names_the_ones_it_cannot_build():
+    from zoo.spec import load_spec
+
+    frappe = load_spec(os.path.join(ROOT, "configs", "datasets", "frappe_x1.yaml"))  # no sequence input
+    usable, skipped = backbones_for(frappe)
+    assert skipped == {"din": "needs a sequence input (a behaviour sequence), the spec has none"}
+    assert sorted(usable + list(skipped)) == backbone_names()
+    synthetic = load_spec(os.path.join(ROOT, "configs", "datasets", "synthetic.yaml"))  # recent_categories
+    assert backbones_for(synthetic) == (backbone_names(), {})

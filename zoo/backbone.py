@@ -144,6 +144,13 @@ class Backbone(keras.layers.Layer):
     def setup(self) -> None:
         raise NotImplementedError
 
+    @classmethod
+    def unsupported_reason(cls, spec) -> str | None:
+        """Why this backbone cannot be built on ``spec`` (a ``FeatureSpec``), or None when it can; e.g. DIN
+        on a spec without a sequence input. Benchmarks that run every registered backbone on one dataset
+        skip (and name) the backbones that give a reason (:func:`zoo.registry.backbones_for`)."""
+        return None
+
     def wants_first_order_table(self) -> bool:
         """True to append the free first-order logit ``<w, x>`` (``FeatureEncoder.first_order_logit``)
         as the last column of ``z``; read once, before ``setup``, from the hyper-parameters. Default False."""

@@ -81,3 +81,17 @@ def backbone_names() -> list[str]:
     """Every registered backbone name, sorted."""
     _import_backbones()
     return sorted(_BACKBONES)
+
+
+def backbones_for(spec) -> tuple[list[str], dict[str, str]]:
+    """The registered backbones that can be built on ``spec`` (sorted), and ``{name: reason}`` for the
+    others (``Backbone.unsupported_reason``)."""
+    usable, skipped = [], {}
+    for name in backbone_names():
+        reason = _BACKBONES[name].unsupported_reason(spec)
+        if reason is None:
+            usable.append(name)
+        else:
+            skipped[name] = reason
+    return usable, skipped
+

@@ -113,6 +113,10 @@ class DIN(Backbone):
     interact_reads_features = True       # the padding mask and the decoupled table's lookups read the ids
     interact_reads_sequence_rows = True  # the sequences' rows before the encoder's mean pooling
 
+    @classmethod
+    def unsupported_reason(cls, spec):
+        return None if spec.sequence else "needs a sequence input (a behaviour sequence), the spec has none"
+
     def setup(self):
         spec, token_names = self.encoder.spec, self.encoder.token_names
         sequences = list(self.sequence_features) or [f.name for f in spec.sequence]
