@@ -6,8 +6,8 @@ or the file itself. Every review is an **event** ``(user, item, rating, time)``.
 
 History (the behaviour sequence): the items the user reviewed **strictly before** the event's time,
 oldest first. Reviews of the same user with the same ``unixReviewTime`` (the files have day
-resolution; 4,109 of the 10,261 Musical Instruments reviews share a day with another review of the
-same user) are not ordered, so none of them is in the others' history: a row never sees its own
+resolution; 6,107 of the 10,261 Musical Instruments reviews share their day with another review of
+the same user) are not ordered, so none of them is in the others' history: a row never sees its own
 item, or an item reviewed at the same time. The spec's ``max_length`` and ``truncation`` (``keep_last``:
 the most recent items) cut longer histories when the Beam job parses them.
 
