@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -127,16 +126,15 @@ def arm_config(work: str, model: str, arm: str, hparams: dict) -> str:
     return path
 
 
-TRAINED = {"trained": 0, "cached": 0}  # runs of this invocation: trained now, or read from --work
-
-
-def train(data: str, model: str, seed: int, out: str) -> dict:
-    TRAINED["cached" if os.path.exists(os.path.join(out, "metrics.json")) else "trained"] += 1
-    if not os.path.exists(os.path.join(out, "metrics.json")):
+def train(data: str, model: str, seed: int, out: str) -> tuple[dict, bool]:
+    """The run's ``metrics.json``, and whether it was trained now (False: read from an earlier run)."""
+    path = os.path.join(out, "metrics.json")
+    trained = not os.path.exists(path)
+    if trained:
         subprocess.run([sys.executable, "-m", "zoo.train", "--data", data, "--model", model, "--variants", "baseline",
                         "--seed", str(seed), "--output", out], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    with open(os.path.join(out, "metrics.json")) as fh:
-        return json.load(fh)
+    with open(path) as fh:
+        return json.load(fh), trained
 
 
 def summarize(runs: dict, comparisons: list, oracle: dict | None) -> dict:
@@ -196,7 +194,8 @@ def markdown(result: dict) -> str:
         capped = sum(r["hit_cap"] for rs in d["runs"].values() for r in rs)
         lines += ["", f"Runs stopped by the epoch cap: {capped} of {sum(len(rs) for rs in d['runs'].values())}.", ""]
     env = result["environment"]
-    lines.append(f"Backend {env['backend']}, {env['cpus']} CPUs ({env['machine']}), Python {env['python']}; "
+    lines.append(f"Backend {env['backend']}, Keras {env['keras']}, {env['cpu_count']} CPUs ({env['cpu']}), "
+                 f"Python {env['python']}; "
                  f"wall {env['wall_s'] / 60:.1f} min for the {env['runs_trained']} runs trained by this invocation "
                  f"({env['runs_read_from_work']} read from earlier ones), {env['date']}. "
                  f"Raw runs: {os.path.basename(result['output'])}.")
@@ -228,6 +227,7 @@ def main(argv=None) -> int:
         if missing:
             parser.error(f"unknown {kind}(s) {missing}; the config has {list(known)}")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(config["seeds"])
+    from environment import environment
     from zoo.spec import load_spec
 
     start = time.time()
@@ -235,6 +235,7 @@ def main(argv=None) -> int:
     configs = {arm: arm_config(args.work, model, arm, config["arms"][arm]) for arm in arms}
     result = {"benchmark": "sequence_quality", "seeds": seeds, "model": os.path.relpath(model, ROOT),
               "arms": {arm: config["arms"][arm] for arm in arms}, "datasets": {}, "output": args.output}
+    counts = {"trained": 0, "read": 0}  # runs of this invocation: trained now, or read from --work
     for name in names:
         data = build_data(name, config["datasets"][name], args.work)
         with open(os.path.join(data, "stats.json")) as fh:
@@ -243,7 +244,8 @@ def main(argv=None) -> int:
         oracle = None
         for seed in seeds:
             for arm in arms:
-                summary = train(data, configs[arm], seed, os.path.join(args.work, name, f"{arm}_seed{seed}"))
+                summary, trained = train(data, configs[arm], seed, os.path.join(args.work, name, f"{arm}_seed{seed}"))
+                counts["trained" if trained else "read"] += 1
                 variant = summary["variants"]["baseline"]
                 overall, fit = variant["overall"], variant["training"]
                 runs[arm].append({"seed": seed, **{m: overall[m] for m in METRICS}, "epochs_run": fit["epochs_run"],
@@ -262,10 +264,8 @@ def main(argv=None) -> int:
         if load_spec(resolve(config["datasets"][name]["dataset"])).adapter == "synthetic":
             result["datasets"][name]["sequence_headroom"] = sequence_headroom(
                 int(config["datasets"][name].get("rows", 200_000)), resolve(config["datasets"][name]["dataset"]))
-    result["environment"] = {"python": platform.python_version(), "machine": platform.processor() or platform.machine(),
-                             "cpus": os.cpu_count(), "backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
-                             "wall_s": round(time.time() - start, 1), "date": time.strftime("%Y-%m-%d"),
-                             "runs_trained": TRAINED["trained"], "runs_read_from_work": TRAINED["cached"]}
+    result["environment"] = {**environment(), "wall_s": round(time.time() - start, 1),
+                             "runs_trained": counts["trained"], "runs_read_from_work": counts["read"]}
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as fh:
         json.dump(result, fh, indent=1)
