@@ -135,7 +135,8 @@ def train_one(name: str, seed: int, config: dict, splits: dict, spec, verbose: i
     keras.utils.set_random_seed(seed)
     model = build(settings["backbone"], spec, embedding=settings["embedding"], **settings["hparams"])
     model.compile(
-        optimizer=adam(protocol["learning_rate"], global_clipnorm=protocol["global_clipnorm"]),
+        optimizer=adam(protocol["learning_rate"], global_clipnorm=protocol["global_clipnorm"],
+                       step=protocol.get("adam_step", "keras")),
         loss={PRIMARY: primary_loss(settings["loss"])},
     )
     batch = int(protocol["batch_size"])
@@ -187,7 +188,7 @@ def run_models(names: list[str], seeds: list[int], source: str, config: dict, ve
 
 
 def run_parallel(names: list[str], seeds: list[int], source: str, jobs: int, max_epochs: int,
-                 parts_dir: str, config_path: str = CONFIG) -> dict:
+                 parts_dir: str, config_path: str = CONFIG, adam_step: str = "keras") -> dict:
     """One subprocess per model, ``jobs`` at a time; each keeps its runs in ``<parts_dir>/<name>.json``."""
     from workers import run_workers
 
@@ -195,7 +196,7 @@ def run_parallel(names: list[str], seeds: list[int], source: str, jobs: int, max
     failed = run_workers({
         name: [sys.executable, __file__, "--models", name, "--seeds", ",".join(map(str, seeds)),
                "--source", source, "--part-out", os.path.join(parts_dir, f"{name}.json"),
-               "--max-epochs", str(max_epochs), "--config", config_path]
+               "--max-epochs", str(max_epochs), "--config", config_path, "--adam-step", adam_step]
         for name in names}, jobs)
     if failed:
         raise RuntimeError(f"workers failed: {failed}; finished runs are kept in {parts_dir}")
@@ -247,6 +248,8 @@ def format_table(table: dict, tolerance: float) -> str:
 
 
 def main(argv=None) -> int:
+    from zoo.protocol import ADAM_STEPS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=CONFIG)
@@ -263,10 +266,14 @@ def main(argv=None) -> int:
                         "(runs found there are not repeated); default: a temporary folder")
     parser.add_argument("--part-out", help=argparse.SUPPRESS)  # worker mode: runs only, as JSON
     parser.add_argument("--max-epochs", type=int, help="override the protocol's max_epochs (smoke runs)")
+    parser.add_argument("--adam-step", choices=ADAM_STEPS, help="override the protocol's adam_step "
+                        "(keras: keras.optimizers.Adam; paper: zoo.optimizers.PaperAdam, PyTorch's step)")
     parser.add_argument("--verbose", type=int, default=0)
     args = parser.parse_args(argv)
     if args.max_epochs:
         config["protocol"]["max_epochs"] = args.max_epochs
+    if args.adam_step:
+        config["protocol"]["adam_step"] = args.adam_step
     names = [n for n in args.models.split(",") if n] or default_models(config)
     check_models(names, config, config_path)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -278,17 +285,20 @@ def main(argv=None) -> int:
     if args.jobs > 1:
         with tempfile.TemporaryDirectory() as tmp:
             runs = run_parallel(names, seeds, args.source, args.jobs, config["protocol"]["max_epochs"],
-                                args.parts_dir or tmp, config_path)
+                                args.parts_dir or tmp, config_path, config["protocol"].get("adam_step", "keras"))
     else:
         runs = run_models(names, seeds, args.source, config, args.verbose)
     wall = time.time() - start
     from environment import environment
+    from zoo.protocol import ADAM_EPSILON, adam
 
+    optimizer = type(adam(1e-3, step=config["protocol"].get("adam_step", "keras")))
     tolerance = config["protocol"]["tolerance_auc"]
     table = summarize(runs, config)
     result = {
         "benchmark": f"Frappe_x1 test AUC / logloss, BARS protocol ({os.path.relpath(config_path, ROOT)})",
-        "protocol": config["protocol"],
+        "protocol": {**config["protocol"],
+                     "optimizer": {"class": f"{optimizer.__module__}.{optimizer.__qualname__}", "epsilon": ADAM_EPSILON}},
         "summary": table,
         "runs": runs,
         "hyper_parameters": {name: model_settings(name, config) for name in names},

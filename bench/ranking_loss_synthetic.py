@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -71,12 +70,12 @@ def main(argv=None) -> int:
     paired = {m: {"mean_diff": statistics.mean(b[m] - a[m] for a, b in zip(runs["bce"], runs["bce_ranking"])),
                   **(paired_t_test([b[m] for b in runs["bce_ranking"]], [a[m] for a in runs["bce"]])
                      if len(seeds) > 1 else {})} for m in METRICS}
+    from environment import environment  # bench/environment.py (this script's folder is on sys.path)
+
     result = {"benchmark": "ranking_loss_synthetic", "rows": args.rows, "seeds": seeds, "model": "dcnv2",
               "loss": {"type": "bce_ranking", "alpha": 0.7, "pairs_per_row": 256}, "runs": runs, "summary": table,
               "paired_ranking_minus_bce": paired, "oracle": oracle,
-              "environment": {"python": platform.python_version(), "machine": platform.processor() or platform.machine(),
-                              "cpus": os.cpu_count(), "backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
-                              "wall_s": round(time.time() - start, 1)}}
+              "environment": {**environment(), "wall_s": round(time.time() - start, 1)}}
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as fh:
         json.dump(result, fh, indent=1)

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import keras
 
 import layers  # noqa: F401  (registers the shipped layers for deserialization)
+import zoo.optimizers  # noqa: F401  (registers the zoo's optimizer for compile=True loads)
 from zoo.folding import fold_mlet
 from zoo.registry import backbone_names, get_backbone
 from zoo.spec import TASK_PREFIX, FeatureSpec
