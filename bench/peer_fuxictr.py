@@ -84,6 +84,10 @@ N(0, 1e-4) (FuxiCTR's ``FeatureEmbedding`` default; the script checks the yaml s
       dropout (our DNN only)            net_dropout: FuxiCTR applies it to the DNN AND to the
                                         attention probabilities (BARS AutoInt+ ran it so; ours
                                         has no attention dropout): not a faithful translation.
+    afm -> AFM (model_zoo/AFM; the same model as BARS' FuxiCTR 1.1.0 AFM)
+      attention_dim                     attention_dim
+      attention_dropout, pooled_dropout attention_dropout: [on the weights, on the pooled vector]
+      first_order: table                (always: FuxiCTR's AFM adds its LogisticRegression table)
 
 Writes ``--output`` (JSON: per model the examples/s median, range, every epoch's value by repeat,
 the rows per epoch, the FuxiCTR hyper-parameters and parameter count; the protocol, environment,
@@ -123,7 +127,11 @@ FUXICTR_MODELS = {
     "deepfm": ("DeepFM", os.path.join("DeepFM", "DeepFM_torch", "src", "DeepFM.py")),
     "dlrm": ("DLRM", os.path.join("DLRM", "src", "DLRM.py")),
     "autoint": ("AutoInt", os.path.join("AutoInt", "src", "AutoInt.py")),
+    "afm": ("AFM", os.path.join("AFM", "src", "AFM.py")),
 }
+# The throughput benchmark's default: the four models zoo.train's speed is compared on (AFM is here
+# for bench/peer_quality.py's seed check).
+THROUGHPUT_MODELS = ("dcnv2", "deepfm", "dlrm", "autoint")
 
 # BARS Frappe_x1 dataset config (FuxiCTR's csv path): every field categorical, read as float.
 FIELDS = ["user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city"]
@@ -209,6 +217,11 @@ def translate(name: str, hparams: dict) -> dict:
                "use_scale": bool(take("use_scale")), "layer_norm": bool(take("use_layer_norm")),
                "dnn_hidden_units": list(take("dnn_units")), "dnn_activations": act,
                "net_dropout": float(take("dropout")), "batch_norm": _batch_norm(take("norm")), "use_wide": False}
+    elif name == "afm":
+        if take("first_order", "table") != "table":
+            raise Untranslated("afm first_order: FuxiCTR's AFM always has a free first-order table (LogisticRegression)")
+        out = {"attention_dim": int(take("attention_dim")), "use_attention": True,
+               "attention_dropout": [float(take("attention_dropout")), float(take("pooled_dropout"))]}
     else:
         raise Untranslated(f"{name}: no FuxiCTR translation (known: {sorted(FUXICTR_MODELS)})")
     if hp:
@@ -415,7 +428,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fuxictr-model-zoo", required=True,
                         help="the model_zoo folder of a FuxiCTR checkout (the pip package has none)")
-    parser.add_argument("--models", default=",".join(FUXICTR_MODELS),
+    parser.add_argument("--models", default=",".join(THROUGHPUT_MODELS),
                         help=f"comma-separated, from {list(FUXICTR_MODELS)}; round-robin in this order")
     parser.add_argument("--epochs", type=int, default=3, help="measured epochs per run, after 1 warm-up epoch")
     parser.add_argument("--repeats", type=int, default=1, help="runs per model, interleaved round-robin")

@@ -1,10 +1,12 @@
-"""Paired significance tests and power (zoo.significance) against closed forms and table values."""
+"""Paired and Welch significance tests and power (zoo.significance) against closed forms and table values."""
 
 import math
+import statistics
 
 import pytest
 
-from zoo.significance import minimum_detectable_effect, paired_t_test, seeds_for_effect, t_cdf, t_quantile
+from zoo.significance import (minimum_detectable_effect, paired_t_test, seeds_for_effect, t_cdf, t_quantile,
+                              welch_t_test)
 
 
 def test_paired_t_test_matches_closed_forms():
@@ -48,3 +50,24 @@ def test_minimum_detectable_effect_and_the_seeds_it_needs():
         minimum_detectable_effect(0.1, 1)
     with pytest.raises(ValueError, match="q: must be in"):
         t_quantile(1.0, 3)
+
+
+def test_welch_t_test_known_answers():
+    # Equal variances and sizes: t = -3 / sqrt(1/3 + 1/3), df = 4 exactly; p from the t table (SciPy: 0.0213116).
+    equal = welch_t_test([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    assert equal["t"] == pytest.approx(-3.674235, abs=1e-4)
+    assert equal["df"] == pytest.approx(4.0)
+    assert equal["p"] == pytest.approx(0.0213116, abs=1e-5)
+    # Unequal sizes and variances: Welch-Satterthwaite df is not an integer (SciPy: t -0.461639, df 4.603101,
+    # p 0.665328 for these two sets).
+    a = [0.9582, 0.9661, 0.9640, 0.9692, 0.9653]
+    b = [0.9626, 0.9700, 0.9650]
+    unequal = welch_t_test(a, b)
+    va, vb = statistics.variance(a) / 5, statistics.variance(b) / 3
+    assert unequal["df"] == pytest.approx((va + vb) ** 2 / (va ** 2 / 4 + vb ** 2 / 2), abs=1e-3)
+    assert unequal["t"] == pytest.approx(-0.461639, abs=1e-4)
+    assert unequal["df"] == pytest.approx(4.603101, abs=1e-3)
+    assert unequal["p"] == pytest.approx(0.665328, abs=1e-4)
+    assert welch_t_test([1.0, 1.0], [1.0, 1.0])["p"] == 1.0
+    with pytest.raises(ValueError, match="at least 2"):
+        welch_t_test([1.0], [1.0, 2.0])

@@ -1,4 +1,4 @@
-"""Paired significance tests and power for seed-paired experiments (pure Python, no SciPy).
+"""Significance tests and power for seed-paired (and unpaired) experiments (pure Python, no SciPy).
 
 A study trains a baseline and a variant with the same seeds (same initial weights, data order and
 dropout masks), so the per-seed differences ``d_s = a_s - b_s`` carry the method's effect plus the
@@ -6,6 +6,9 @@ path noise the method adds. With ``n`` seeds, mean ``d̄`` and standard deviatio
 
 * :func:`paired_t_test`: ``t = d̄ / (s_d / sqrt(n))`` with ``n - 1`` degrees of freedom, two-sided
   ``p = P(|T| >= |t|) = I_{df / (df + t^2)}(df / 2, 1 / 2)`` (the regularized incomplete beta);
+* :func:`welch_t_test`: two unpaired sets of seeds (e.g. two frameworks, whose seeds do not pair):
+  ``t = (mean(a) - mean(b)) / sqrt(s_a^2 / n_a + s_b^2 / n_b)`` with the Welch-Satterthwaite degrees
+  of freedom ``(s_a^2/n_a + s_b^2/n_b)^2 / ((s_a^2/n_a)^2 / (n_a - 1) + (s_b^2/n_b)^2 / (n_b - 1))``;
 * :func:`minimum_detectable_effect`: the smallest true mean difference the test detects with
   probability ``power`` at level ``alpha``:
   ``MDE = (t_{1 - alpha/2, n-1} + t_{power, n-1}) s_d / sqrt(n)`` (the usual approximation that
@@ -50,8 +53,8 @@ def _regularized_incomplete_beta(a: float, b: float, x: float) -> float:
     return front * (f - 1.0) / a
 
 
-def t_cdf(t: float, df: int) -> float:
-    """P(T <= t) of Student's t with ``df`` degrees of freedom."""
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) of Student's t with ``df`` degrees of freedom (a real number >= 1)."""
     if df < 1:
         raise ValueError(f"df: must be >= 1, got {df}")
     tail = 0.5 * _regularized_incomplete_beta(df / 2, 0.5, df / (df + t * t))
@@ -87,6 +90,20 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> dict:
     df = n - 1
     p = _regularized_incomplete_beta(df / 2, 0.5, df / (df + t * t))  # P(|T| >= |t|)
     return {"t": round(t, 4), "df": df, "p": round(p, 5)}
+
+
+def welch_t_test(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Two-sided Welch t-test of mean(a) = mean(b) for unpaired samples: t, degrees of freedom, p-value."""
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"welch_t_test: needs at least 2 values per sample, got {len(a)} and {len(b)}")
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    if va + vb == 0:
+        return {"t": None, "df": None, "p": 1.0 if diff == 0 else 0.0}
+    t = diff / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    p = _regularized_incomplete_beta(df / 2, 0.5, df / (df + t * t))
+    return {"t": round(t, 4), "df": round(df, 3), "p": round(p, 5)}
 
 
 def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
