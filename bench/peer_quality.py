@@ -143,10 +143,13 @@ def summarize(name: str, runs: list[dict], config: dict) -> dict:
            "runs_at_epoch_cap": sum(r["hit_cap"] for r in runs),
            "auc_mean": round(statistics.mean(aucs), 6), "auc_std": round(spread(aucs), 6),
            "logloss_mean": round(statistics.mean(losses), 6), "logloss_std": round(spread(losses), 6),
-           "published": published, "source": entry.get("source")}
+           "published": published, "published_runs": entry.get("published_runs"), "source": entry.get("source")}
     if published:
         out["auc_minus_published"] = round(out["auc_mean"] - published["auc"], 6)
         out["logloss_minus_published"] = round(out["logloss_mean"] - published["logloss"], 6)
+    if out["published_runs"]:
+        out["auc_minus_published_mean"] = round(out["auc_mean"] - out["published_runs"]["auc_mean"], 6)
+        out["logloss_minus_published_mean"] = round(out["logloss_mean"] - out["published_runs"]["logloss_mean"], 6)
     return out
 
 
@@ -172,17 +175,21 @@ def format_table(summary: dict, runs: dict, env: dict) -> str:
     seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
     lines = [f"# FuxiCTR {env['fuxictr']} on Frappe_x1 (seeds {seeds})",
              "",
-             "| model | test AUC (mean ± std) | test logloss (mean ± std) | published AUC / logloss | AUC diff "
-             "| per seed (test AUC) | epochs |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| model | test AUC (mean ± std) | test logloss (mean ± std) | published AUC / logloss | diff AUC / "
+             "logloss | BARS runs: mean AUC / logloss | diff to their mean | per seed (test AUC / logloss) | epochs |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, row in summary.items():
-        pub = row["published"]
-        per_seed = ", ".join(f"{r['test_auc']:.4f}" for r in runs[name])
+        pub, bars_runs = row["published"], row.get("published_runs")
+        per_seed = ", ".join(f"{r['test_auc']:.4f} / {r['test_logloss']:.4f}" for r in runs[name])
         epochs = ", ".join(str(r["epochs_run"]) for r in runs[name])
-        lines.append(f"| {name} | {row['auc_mean']:.4f} ± {row['auc_std']:.4f} | {row['logloss_mean']:.4f} ± "
-                     f"{row['logloss_std']:.4f} | {pub.get('auc', float('nan')):.4f} / "
-                     f"{pub.get('logloss', float('nan')):.4f} | {row.get('auc_minus_published', float('nan')):+.4f} "
-                     f"| {per_seed} | {epochs} |")
+        cells = [name, f"{row['auc_mean']:.4f} ± {row['auc_std']:.4f}",
+                 f"{row['logloss_mean']:.4f} ± {row['logloss_std']:.4f}"]
+        cells += ([f"{pub['auc']:.4f} / {pub['logloss']:.4f}",
+                   f"{row['auc_minus_published']:+.4f} / {row['logloss_minus_published']:+.4f}"] if pub else ["none", ""])
+        cells += ([f"{bars_runs['runs']} runs: {bars_runs['auc_mean']:.4f} / {bars_runs['logloss_mean']:.4f}",
+                   f"{row['auc_minus_published_mean']:+.4f} / {row['logloss_minus_published_mean']:+.4f}"]
+                  if bars_runs else ["", ""])
+        lines.append("| " + " | ".join(cells + [per_seed, epochs]) + " |")
     compared = {n: row["zoo_comparison"] for n, row in summary.items() if row.get("zoo_comparison")}
     if compared:
         lines += ["", "The zoo's runs of the same model against the peer's (Welch's t-test; the seeds do not pair "

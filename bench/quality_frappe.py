@@ -9,7 +9,7 @@ the Beam job writes; no TensorFlow needed, so it runs under JAX on a GPU machine
 (BARS: embedding 10, batch 4096, Adam 1e-3, exact validation AUC after every epoch with
 reduce-on-plateau x0.1 and early stopping after 2 epochs without gain, best weights restored, the
 test set evaluated once). Writes the per-seed runs, mean +/- std, the published numbers and the
-difference, and the environment (versions, CPU, accelerator, backend, wall time) to ``--output``
+difference (and to BARS' repeated-run mean where its page has one), and the environment (versions, CPU, accelerator, backend, wall time) to ``--output``
 (JSON) and the same table as markdown next to it, and prints the table.
 
 Models: by default every registered backbone that Frappe_x1 supports (``zoo.registry.backbones_for``; DIN,
@@ -20,6 +20,9 @@ overrides, embedding L2, published numbers, the primary ``loss`` as in a model Y
 ``training.loss``) and may add variants of a backbone (``model_config``). A
 backbone without an entry there trains with the YAML's shared ``defaults`` under the same protocol,
 and the table marks it "no BARS config".
+
+``--from-results EARLIER.json`` rewrites ``--output`` from an earlier output (its runs, protocol and
+environment) with the YAML's current published numbers, without training.
 
 ``--jobs N`` trains N models at a time, each in its own process (on one GPU the small models leave
 it mostly idle, so this shortens the wall time); the default is one process, in order.
@@ -53,6 +56,10 @@ def load_config(path: str = CONFIG) -> dict:
 
 
 NO_BARS_CONFIG = "no BARS config"
+ENTRY_KEYS = ("source", "published", "published_runs", "embedding_l2", "embedding_initializer", "hparams", "loss",
+              "model_config")
+PUBLISHED_KEYS = ("auc", "logloss")
+PUBLISHED_RUNS_KEYS = ("runs", "auc_mean", "auc_std", "logloss_mean", "logloss_std")
 
 
 def model_entry(name: str, config: dict) -> dict:
@@ -87,6 +94,10 @@ def check_models(names: list[str], config: dict, config_path: str) -> None:
                          f"other entries of {os.path.relpath(config_path, ROOT)}: "
                          f"{sorted(set(config['models']) - set(registered))}")
     for name in names:
+        try:
+            check_entry(name, model_entry(name, config))
+        except ValueError as err:
+            raise SystemExit(f"{os.path.relpath(config_path, ROOT)}: {err}") from None
         path = model_config_path(name, config)
         if not os.path.exists(path):
             raise SystemExit(f"model {name}: model YAML {os.path.relpath(path, ROOT)} not found")
@@ -94,6 +105,24 @@ def check_models(names: list[str], config: dict, config_path: str) -> None:
             model_settings(name, config)
         except ValueError as err:
             raise SystemExit(f"{os.path.relpath(config_path, ROOT)}: {err}") from None
+
+
+def check_entry(name: str, entry: dict) -> None:
+    """A model entry has only :data:`ENTRY_KEYS`, and its ``published`` / ``published_runs`` exactly their
+    keys with numbers; the first offence is raised as a one-line ``ValueError`` naming the key."""
+    unknown = sorted(set(entry) - set(ENTRY_KEYS))
+    if unknown:
+        raise ValueError(f"models.{name}: unknown keys {unknown}; known: {list(ENTRY_KEYS)}")
+    for key, expected in (("published", PUBLISHED_KEYS), ("published_runs", PUBLISHED_RUNS_KEYS)):
+        value = entry.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict) or set(value) != set(expected):
+            raise ValueError(f"models.{name}.{key}: needs exactly the keys {list(expected)}, got "
+                             f"{sorted(value) if isinstance(value, dict) else value!r}")
+        bad = [k for k in expected if isinstance(value[k], bool) or not isinstance(value[k], (int, float))]
+        if bad:
+            raise ValueError(f"models.{name}.{key}.{bad[0]}: must be a number, got {value[bad[0]]!r}")
 
 
 def model_config_path(name: str, config: dict) -> str:
@@ -222,28 +251,43 @@ def summarize(runs: dict, config: dict) -> dict:
             "logloss_mean": round(statistics.fmean(losses), 6),
             "logloss_std": round(statistics.stdev(losses), 6) if len(losses) > 1 else 0.0,
             "published": model_entry(name, config).get("published"),
+            "published_runs": model_entry(name, config).get("published_runs"),
             "source": model_entry(name, config).get("source"),
         }
         if row["published"]:
             row["auc_minus_published"] = round(row["auc_mean"] - row["published"]["auc"], 6)
             row["logloss_minus_published"] = round(row["logloss_mean"] - row["published"]["logloss"], 6)
             row["auc_within_tolerance"] = abs(row["auc_minus_published"]) <= tolerance
+        if row["published_runs"]:
+            row["auc_minus_published_mean"] = round(row["auc_mean"] - row["published_runs"]["auc_mean"], 6)
+            row["logloss_minus_published_mean"] = round(
+                row["logloss_mean"] - row["published_runs"]["logloss_mean"], 6)
         table[name] = row
     return table
 
 
 def format_table(table: dict, tolerance: float) -> str:
+    """The summary as a markdown table: the published single run, the AUC difference and the tolerance
+    check, then the diffs (AUC / logloss) against BARS' repeated-run mean where it reports one."""
     lines = ["| model | test AUC (mean ± std) | test logloss (mean ± std) | published AUC / logloss "
-             f"| AUC diff | within {tolerance} |", "| --- | --- | --- | --- | --- | --- |"]
+             f"| AUC diff | within {tolerance} | BARS runs: AUC / logloss (mean ± std) | diff to their mean |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, row in table.items():
-        pub = row["published"]
-        lines.append(
-            f"| {name} | {row['auc_mean']:.4f} ± {row['auc_std']:.4f} | {row['logloss_mean']:.4f} ± "
-            f"{row['logloss_std']:.4f} | " + (f"{pub['auc']:.4f} / {pub['logloss']:.4f} | "
-                                               f"{row['auc_minus_published']:+.4f} | "
-                                               f"{'yes' if row['auc_within_tolerance'] else 'NO'} |"
-                                               if pub else ("no BARS config | | |" if row["source"] == NO_BARS_CONFIG
-                                                            else "none | | |")))
+        pub, runs = row["published"], row.get("published_runs")
+        cells = [name, f"{row['auc_mean']:.4f} ± {row['auc_std']:.4f}",
+                 f"{row['logloss_mean']:.4f} ± {row['logloss_std']:.4f}"]
+        if pub:
+            cells += [f"{pub['auc']:.4f} / {pub['logloss']:.4f}", f"{row['auc_minus_published']:+.4f}",
+                      "yes" if row["auc_within_tolerance"] else "NO"]
+        else:
+            cells += ["no BARS config" if row["source"] == NO_BARS_CONFIG else "none", "", ""]
+        if runs:
+            cells += [f"{runs['runs']} runs: {runs['auc_mean']:.4f} ± {runs['auc_std']:.4f} / "
+                      f"{runs['logloss_mean']:.4f} ± {runs['logloss_std']:.4f}",
+                      f"{row['auc_minus_published_mean']:+.4f} / {row['logloss_minus_published_mean']:+.4f}"]
+        else:
+            cells += ["", ""]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -268,8 +312,18 @@ def main(argv=None) -> int:
     parser.add_argument("--max-epochs", type=int, help="override the protocol's max_epochs (smoke runs)")
     parser.add_argument("--adam-step", choices=ADAM_STEPS, help="override the protocol's adam_step "
                         "(keras: keras.optimizers.Adam; paper: zoo.optimizers.PaperAdam, PyTorch's step)")
+    parser.add_argument("--from-results", help="rewrite --output from this earlier output (its runs, protocol and "
+                        "environment) with the YAML's current published numbers, without training")
     parser.add_argument("--verbose", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.from_results:
+        with open(args.from_results) as fh:
+            earlier = json.load(fh)
+        config["protocol"] = earlier["protocol"]
+        check_models(list(earlier["runs"]), config, config_path)
+        write_results(args.output, {**earlier, "summary": summarize(earlier["runs"], config)},
+                      config["protocol"]["seeds"])
+        return 0
     if args.max_epochs:
         config["protocol"]["max_epochs"] = args.max_epochs
     if args.adam_step:
@@ -293,30 +347,34 @@ def main(argv=None) -> int:
     from zoo.protocol import ADAM_EPSILON, adam
 
     optimizer = type(adam(1e-3, step=config["protocol"].get("adam_step", "keras")))
-    tolerance = config["protocol"]["tolerance_auc"]
-    table = summarize(runs, config)
     result = {
         "benchmark": f"Frappe_x1 test AUC / logloss, BARS protocol ({os.path.relpath(config_path, ROOT)})",
         "protocol": {**config["protocol"],
                      "optimizer": {"class": f"{optimizer.__module__}.{optimizer.__qualname__}", "epsilon": ADAM_EPSILON}},
-        "summary": table,
+        "summary": summarize(runs, config),
         "runs": runs,
         "hyper_parameters": {name: model_settings(name, config) for name in names},
         "environment": {**environment(), "wall_seconds": round(wall, 1), "parallel_jobs": args.jobs},
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as fh:
+    write_results(args.output, result, seeds)
+    return 0
+
+
+def write_results(output: str, result: dict, seeds: list[int]) -> None:
+    """``result`` as JSON to ``output`` and its table as markdown next to it; prints the table."""
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w") as fh:
         json.dump(result, fh, indent=2)
-    markdown = format_table(table, tolerance)
+    markdown = format_table(result["summary"], result["protocol"]["tolerance_auc"])
     env = result["environment"]
-    with open(os.path.splitext(args.output)[0] + ".md", "w") as fh:
+    with open(os.path.splitext(output)[0] + ".md", "w") as fh:
         fh.write(f"# Frappe_x1 quality (seeds {seeds})\n\n{markdown}\n\n"
                  f"Backend {env['backend']}, Keras {env['keras']}, accelerators {env['accelerators'] or 'none'}, "
-                 f"CPU {env['cpu']} x{env['cpu_count']}, {args.jobs} job(s), wall {wall / 60:.1f} min, "
-                 f"{env['date']}. Raw runs and hyper-parameters: {os.path.basename(args.output)}.\n")
+                 f"CPU {env['cpu']} x{env['cpu_count']}, {env['parallel_jobs']} job(s), wall "
+                 f"{env['wall_seconds'] / 60:.1f} min, {env['date']}. Raw runs and hyper-parameters: "
+                 f"{os.path.basename(output)}.\n")
     print(markdown)
-    print(f"wall {wall:.0f} s; wrote {args.output}")
-    return 0
+    print(f"wall {env['wall_seconds']:.0f} s; wrote {output}")
 
 
 if __name__ == "__main__":

@@ -41,3 +41,22 @@ def test_untranslatable_settings_stop_the_script():
     with pytest.raises(peer_fuxictr.Untranslated, match="without a FuxiCTR translation"):
         peer_fuxictr.translate("afm", {"attention_dim": 10, "attention_dropout": 0.0, "pooled_dropout": 0.0,
                                        "first_order": "table", "extra": 1})
+
+
+def test_peer_summary_against_the_single_run_and_the_bars_run_mean(config):
+    import peer_quality
+
+    runs = [{"seed": 0, "test_auc": 0.9840, "test_logloss": 0.1530, "hit_cap": False, "epochs_run": 15},
+            {"seed": 1, "test_auc": 0.9844, "test_logloss": 0.1510, "hit_cap": False, "epochs_run": 16}]
+    row = peer_quality.summarize("deepfm", runs, config)
+    assert row["fuxictr_model"] == "DeepFM" and row["seeds"] == 2 and row["runs_at_epoch_cap"] == 0
+    assert row["auc_mean"] == pytest.approx(0.9842) and row["logloss_mean"] == pytest.approx(0.1520)
+    assert row["auc_minus_published"] == pytest.approx(0.0) and row["logloss_minus_published"] == pytest.approx(0.0038)
+    # BARS' 5-run mean of DeepFM_frappe_x1_001: 0.983947 / 0.149462.
+    assert row["auc_minus_published_mean"] == pytest.approx(0.000253)
+    assert row["logloss_minus_published_mean"] == pytest.approx(0.002538)
+    env = {"fuxictr": "2.3.10", "torch": "2", "cpu": "c", "cpu_count": 2, "torch_threads": 2, "wall_seconds": 60,
+           "date": "d", "output": "/x/peer.json"}
+    table = peer_quality.format_table({"deepfm": row}, {"deepfm": runs}, env).splitlines()
+    assert table[4] == ("| deepfm | 0.9842 ± 0.0003 | 0.1520 ± 0.0014 | 0.9842 / 0.1482 | +0.0000 / +0.0038 | "
+                        "5 runs: 0.9839 / 0.1495 | +0.0003 / +0.0025 | 0.9840 / 0.1530, 0.9844 / 0.1510 | 15, 16 |")
