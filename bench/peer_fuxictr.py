@@ -88,6 +88,13 @@ N(0, 1e-4) (FuxiCTR's ``FeatureEmbedding`` default; the script checks the yaml s
       attention_dim                     attention_dim
       attention_dropout, pooled_dropout attention_dropout: [on the weights, on the pooled vector]
       first_order: table                (always: FuxiCTR's AFM adds its LogisticRegression table)
+    finalmlp -> FinalMLP (model_zoo/FinalMLP)
+      mlp{1,2}_units, _activation       mlp{1,2}_hidden_units, _hidden_activations
+      mlp{1,2}_dropout, _norm           mlp{1,2}_dropout, _batch_norm
+      feature_selection, fs_units       use_fs, fs_hidden_units
+      fs{1,2}_context (user_id, ..)     fs{1,2}_context (FuxiCTR's field names: user, item, ..)
+      fs_context_table: own             (always: FuxiCTR's gates have their own context tables)
+      num_heads                         num_heads
 
 Writes ``--output`` (JSON: per model the examples/s median, range, every epoch's value by repeat,
 the rows per epoch, the FuxiCTR hyper-parameters and parameter count; the protocol, environment,
@@ -128,13 +135,16 @@ FUXICTR_MODELS = {
     "dlrm": ("DLRM", os.path.join("DLRM", "src", "DLRM.py")),
     "autoint": ("AutoInt", os.path.join("AutoInt", "src", "AutoInt.py")),
     "afm": ("AFM", os.path.join("AFM", "src", "AFM.py")),
+    "finalmlp": ("FinalMLP", os.path.join("FinalMLP", "src", "FinalMLP.py")),
 }
-# The throughput benchmark's default: the four models zoo.train's speed is compared on (AFM is here
-# for bench/peer_quality.py's seed check).
+# The throughput benchmark's default: the four models zoo.train's speed is compared on (AFM and
+# FinalMLP are here for bench/peer_quality.py's seed check).
 THROUGHPUT_MODELS = ("dcnv2", "deepfm", "dlrm", "autoint")
 
 # BARS Frappe_x1 dataset config (FuxiCTR's csv path): every field categorical, read as float.
 FIELDS = ["user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city"]
+# configs/datasets/frappe_x1.yaml's input names where they differ from the csv columns (FuxiCTR's names).
+FIELD_OF_INPUT = {"user_id": "user", "item_id": "item"}
 FEATURE_COLS = [{"name": FIELDS, "active": True, "dtype": "float", "type": "categorical"}]
 LABEL_COL = {"name": "label", "dtype": "float"}
 MIN_CATEGR_COUNT = 1
@@ -222,6 +232,23 @@ def translate(name: str, hparams: dict) -> dict:
             raise Untranslated("afm first_order: FuxiCTR's AFM always has a free first-order table (LogisticRegression)")
         out = {"attention_dim": int(take("attention_dim")), "use_attention": True,
                "attention_dropout": [float(take("attention_dropout")), float(take("pooled_dropout"))]}
+    elif name == "finalmlp":
+        if take("fs_context_table", "own") != "own":
+            raise Untranslated("finalmlp fs_context_table: FuxiCTR's gates always embed their context in own tables")
+        if take("fs_context_dim", None) is not None:
+            raise Untranslated("finalmlp fs_context_dim: FuxiCTR's context tables have the embedding width")
+        out = {"use_fs": bool(take("feature_selection")), "fs_hidden_units": list(take("fs_units")),
+               "num_heads": int(take("num_heads"))}
+        for stream in ("mlp1", "mlp2"):
+            out.update({f"{stream}_hidden_units": list(take(f"{stream}_units")),
+                        f"{stream}_hidden_activations": take(f"{stream}_activation", "relu"),
+                        f"{stream}_dropout": float(take(f"{stream}_dropout")),
+                        f"{stream}_batch_norm": _batch_norm(take(f"{stream}_norm"))})
+        for gate in ("fs1_context", "fs2_context"):
+            fields = [FIELD_OF_INPUT.get(n, n) for n in take(gate)]
+            if any(f not in FIELDS for f in fields):
+                raise Untranslated(f"finalmlp {gate}: {fields} are not all Frappe_x1 fields {FIELDS}")
+            out[gate] = fields
     else:
         raise Untranslated(f"{name}: no FuxiCTR translation (known: {sorted(FUXICTR_MODELS)})")
     if hp:

@@ -60,3 +60,17 @@ def test_peer_summary_against_the_single_run_and_the_bars_run_mean(config):
     table = peer_quality.format_table({"deepfm": row}, {"deepfm": runs}, env).splitlines()
     assert table[4] == ("| deepfm | 0.9842 ± 0.0003 | 0.1520 ± 0.0014 | 0.9842 / 0.1482 | +0.0000 / +0.0038 | "
                         "5 runs: 0.9839 / 0.1495 | +0.0003 / +0.0025 | 0.9840 / 0.1530, 0.9844 / 0.1510 | 15, 16 |")
+
+
+def test_finalmlp_translation_matches_the_bars_experiment(config):
+    # BARS FinalMLP_frappe_x1_004: mlp1 [400] / mlp2 [100], dropout 0.4, batch norm, gates [400] on
+    # user / item, 5 heads, embedding_regularizer 0.05.
+    params = peer_fuxictr.fuxictr_params("finalmlp", config, "/tmp/unused")
+    assert params["mlp1_hidden_units"] == [400] and params["mlp2_hidden_units"] == [100]
+    assert params["mlp1_dropout"] == params["mlp2_dropout"] == 0.4
+    assert params["mlp1_batch_norm"] is True and params["mlp2_batch_norm"] is True
+    assert params["use_fs"] is True and params["fs_hidden_units"] == [400]
+    assert params["fs1_context"] == ["user"] and params["fs2_context"] == ["item"]
+    assert params["num_heads"] == 5 and params["embedding_regularizer"] == pytest.approx(0.05)
+    with pytest.raises(peer_fuxictr.Untranslated, match="fs_context_table"):
+        peer_fuxictr.translate("finalmlp", {"fs_context_table": "shared"})
