@@ -26,6 +26,7 @@ def test_dcnv2_resolves_to_its_values_before_the_bases():
         "hparams": {"num_cross_layers": 3, "cross_rank": None, "structure": "stacked",
                     "dnn_units": [256, 128, 64], "dropout": 0.0, "norm": None},
         "training": {"batch_size": 1024, "learning_rate": 0.001, "reader": "auto", "loss": {"type": "bce"},
+                     "dtype_policy": "float32",
                      "max_epochs": 30,
                      "early_stopping_patience": 2,
                      "reduce_lr_factor": 0.1, "reduce_lr_patience": 1, "min_learning_rate": 1e-6,

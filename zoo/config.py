@@ -27,6 +27,7 @@ from zoo.c2al import OPTION_KEYS as C2AL_KEYS, c2al_options
 from zoo.cohort_heads import OPTION_KEYS as COHORT_HEADS_KEYS, cohort_heads_options
 from zoo.encoder import embedding_options
 from zoo.losses import loss_options
+from zoo.precision import DTYPE_POLICIES
 from zoo.protocol import Protocol
 from zoo.registry import get_backbone
 
@@ -43,6 +44,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-3,
     "reader": "auto",  # READERS, zoo.data.training_batches: memory when the parsed train split fits
     "loss": {"type": "bce"},  # the primary head's loss, zoo.losses.loss_options: bce or {type: bce_ranking, ...}
+    "dtype_policy": "float32",  # DTYPE_POLICIES, zoo.precision: float32, mixed_bfloat16 or mixed_float16
     **dataclasses.asdict(Protocol()),
 }
 
@@ -73,6 +75,7 @@ def _task_weights(value: Any) -> bool:
 
 _TRAINING_CHECKS = {
     "reader": (lambda value: value in READERS, f"one of {list(READERS)}"),
+    "dtype_policy": (lambda value: value in DTYPE_POLICIES, f"one of {list(DTYPE_POLICIES)}"),
     "task_weights": (_task_weights, "a mapping {label: number >= 0}"),
     "batch_size": (_positive_int, "a positive int"),
     "learning_rate": (_positive_number, "a positive number"),

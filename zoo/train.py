@@ -12,6 +12,9 @@ overall and per cohort on every axis) and saved as ``<output>/<variant>/model.ke
 ``<output>/metrics.json`` gathers the results and NE_diff (%) of C2AL against the baseline. With
 ``--export-root DIR`` the C2AL model (else the baseline) is exported, primary path only, to
 ``DIR/<model_name>/<version>/``. The model YAML is read once by :func:`zoo.config.load_model_config`.
+``training.dtype_policy`` (or ``--dtype-policy``) builds the models in mixed precision
+(:mod:`zoo.precision`: ``mixed_bfloat16``, ``mixed_float16`` with loss scaling); the variables, the
+heads, the metrics and the served graph's inputs and outputs stay float32.
 
 The ``c2al`` variant is C2AL as published or one of its ablations (:data:`zoo.c2al.ABLATIONS`:
 ``reweight``, ``membership``, ``single_head``, ``single_tail``, ``ple_towers``), chosen by the model
@@ -48,6 +51,7 @@ from zoo import data, metrics, protocol
 from zoo.cli import data_loss_hint
 from zoo.config import load_model_config, training_options
 from zoo.model import PRIMARY, build, served_model
+from zoo.precision import DTYPE_POLICIES, dtype_policy_scope
 from zoo.spec import COHORT_KEY_PREFIX, TASK_PREFIX, FeatureSpec, load_spec
 
 VARIANTS = ("baseline", "c2al")
@@ -116,10 +120,11 @@ def build_variant(variant: str, spec: FeatureSpec, model_cfg: Mapping[str, Any],
     (except for the ``ple_towers`` ablation, whose extra experts are created in between)."""
     keras.utils.set_random_seed(seed)
     hparams = dict(embedding=model_cfg["embedding"], **model_cfg["hparams"])
-    if variant == "c2al":
-        model = c2al_lib.build_c2al(model_cfg["backbone"], spec, model_cfg["c2al"], **hparams)
-    else:
-        model = build(model_cfg["backbone"], spec, **hparams)
+    with dtype_policy_scope(model_cfg["training"]["dtype_policy"]):  # mixed precision: zoo.precision
+        if variant == "c2al":
+            model = c2al_lib.build_c2al(model_cfg["backbone"], spec, model_cfg["c2al"], **hparams)
+        else:
+            model = build(model_cfg["backbone"], spec, **hparams)
     check_task_weights(spec, model_cfg["training"].get("task_weights"))
     compile_model(model, model_cfg["training"]["learning_rate"], c2al if variant == "c2al" else None,
                   auc_metric=False,  # the protocol's exact validation AUC each epoch is the one reported
@@ -259,7 +264,7 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
         seed: int = 0, c2al_overrides: Mapping[str, Any] | None = None, export_root: str | None = None,
         model_name: str | None = None, max_epochs: int | None = None, steps_per_epoch: int | None = None,
         verbose: Any = "auto", discover: Mapping[str, Any] | None = None,
-        diagnostics_every: int | None = None) -> dict[str, Any]:
+        diagnostics_every: int | None = None, dtype_policy: str | None = None) -> dict[str, Any]:
     """Trains the requested variants and writes ``<out_dir>/metrics.json``; returns its contents.
 
     ``model_config``: a model YAML's path, or the result of :func:`zoo.config.load_model_config`
@@ -270,6 +275,9 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
     ``metric``, ``bins``, ``min_fraction``, ``mode``, ``quantile``), writes
     ``<out_dir>/discovery/cohort_divergence.{json,png}``, and the C2AL variant trains on the chosen
     pair instead of the configured one: baseline -> discovery -> C2AL -> evaluation -> export.
+
+    ``max_epochs`` and ``dtype_policy`` (:data:`zoo.precision.DTYPE_POLICIES`), when given, override the
+    model YAML's ``training.max_epochs`` / ``training.dtype_policy``.
 
     ``c2al_overrides`` (None values ignored): the cohort pair and lambdas of :func:`resolve_c2al`
     (a whole pair such as :func:`zoo.cohorts.choose_pair`'s, in either form, or single keys), and
@@ -285,6 +293,9 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
     if max_epochs is not None:
         model_cfg["training"] = training_options({**model_cfg["training"], "max_epochs": max_epochs},
                                                  where="max_epochs override: training")
+    if dtype_policy is not None:
+        model_cfg["training"] = training_options({**model_cfg["training"], "dtype_policy": dtype_policy},
+                                                 where="dtype_policy override: training")
     overrides = {k: v for k, v in (c2al_overrides or {}).items() if v is not None}
     options = {k: overrides.pop(k) for k in c2al_lib.OPTION_KEYS if k in overrides}
     model_cfg["c2al"] = c2al_lib.c2al_options({**model_cfg["c2al"], **options})
@@ -467,6 +478,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variants", default="baseline,c2al", help="comma-separated: baseline, c2al")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-epochs", type=int, default=None, help="override training.max_epochs (the epoch cap)")
+    parser.add_argument("--dtype-policy", choices=DTYPE_POLICIES, default=None,
+                        help="override training.dtype_policy: mixed_bfloat16 / mixed_float16 compute in 16 bits, "
+                        "variables and outputs float32 (zoo.precision)")
     parser.add_argument("--c2al-axis", dest="axis")
     parser.add_argument("--c2al-head", dest="head")
     parser.add_argument("--c2al-tail", dest="tail")
@@ -495,7 +509,7 @@ def _main(args: argparse.Namespace) -> int:
     summary = run(args.data, args.model, args.output, [v.strip() for v in args.variants.split(",") if v.strip()],
                   seed=args.seed, c2al_overrides=overrides, export_root=args.export_root,
                   model_name=args.model_name, max_epochs=args.max_epochs, discover=discovery_options(args),
-                  diagnostics_every=args.diagnostics_every or None)
+                  diagnostics_every=args.diagnostics_every or None, dtype_policy=args.dtype_policy)
     print("\n" + format_report(summary))
     print(f"\nmetrics: {os.path.join(os.path.abspath(args.output), 'metrics.json')}")
     if "export" in summary:
