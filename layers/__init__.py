@@ -11,6 +11,7 @@ come from keras-rs (``keras_rs.layers.FeatureCross``, ``keras_rs.layers.DotInter
 from layers.attention import FieldSelfAttention, TargetAttention
 from layers.blocks import MLP, FeatureGate
 from layers.disentangle import CrossExpertCovariance, PriorElementwiseGate
+from layers.distributed_embedding import DistributedMultiFieldEmbedding
 from layers.embeddings import DualEmbedding, MLETEmbedding, MultiEmbedding, MultiFieldEmbedding
 from layers.experts import PLE, CGCLevel, MMoE
 from layers.fusion import BilinearFusion
@@ -19,7 +20,7 @@ from layers.routing import CohortBucketizer, CohortRouter
 
 __all__ = [
     "AFM", "AttentionFM", "BilinearFusion", "CGCLevel", "CohortBucketizer", "CohortRouter", "CrossExpertCovariance",
-    "DualEmbedding", "FM", "FeatureGate", "FieldSelfAttention", "LinearCompression", "LowRankMixtureCross",
+    "DistributedMultiFieldEmbedding", "DualEmbedding", "FM", "FeatureGate", "FieldSelfAttention", "LinearCompression", "LowRankMixtureCross",
     "MLETEmbedding", "MLP", "MMoE", "MultiEmbedding", "MultiFieldEmbedding", "PLE", "PriorElementwiseGate",
     "TargetAttention",
 ]

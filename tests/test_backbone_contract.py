@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from layers import MLETEmbedding, MultiEmbedding, MultiFieldEmbedding
+from layers import DistributedMultiFieldEmbedding, MLETEmbedding, MultiEmbedding, MultiFieldEmbedding
 from zoo.backbone import LAYER_ARGUMENTS, HyperParameters
 from zoo.c2al import AUX_HEAD, AUX_TAIL, C2AL, compile_model
 from zoo.model import PRIMARY, build, fold_embeddings, primary_model, shared_representation
@@ -25,7 +25,8 @@ pytestmark = pytest.mark.multi_backend
 # UNIFORM: every id input at width 4 (user, item, wide, hist) plus one dense feature (price), so
 # every backbone builds on it, the field-stacking ones included.
 NAMES = backbone_names()
-OPTIONS = [{"type": "mlet", "inner_dim": 6}, {"type": "multi", "num_sets": 2}]  # plain: every other test
+OPTIONS = [{"type": "mlet", "inner_dim": 6}, {"type": "multi", "num_sets": 2},
+           {"type": "distributed"}]  # plain: every other test
 
 
 def npy(x):
@@ -137,7 +138,8 @@ def test_every_embedding_option(name, embedding):
     keras.utils.set_random_seed(2)
     model = make(name, embedding=embedding)
     backbone = model.get_layer("backbone")
-    layer_type = {"mlet": MLETEmbedding, "multi": MultiEmbedding}[embedding["type"]]
+    layer_type = {"mlet": MLETEmbedding, "multi": MultiEmbedding,
+                  "distributed": DistributedMultiFieldEmbedding}[embedding["type"]]
     assert backbone.encoder.embedders and all(type(e) is layer_type for e in backbone.encoder.embedders)
     x, _ = batch(16)
     out = npy(model(x)[PRIMARY])
@@ -145,7 +147,7 @@ def test_every_embedding_option(name, embedding):
     assert len(backbone.interactions) == backbone.num_sets == embedding.get("num_sets", 1)
     if embedding["type"] == "multi":  # one projection per set, averaged before the over-arch
         assert len(backbone.set_projections) == 2
-    if embedding["type"] == "mlet":  # the MLET tables fold into plain ones with equal outputs
+    if embedding["type"] in ("mlet", "distributed"):  # the tables fold into plain ones with equal outputs
         folded = fold_embeddings(model)
         assert all(type(e) is MultiFieldEmbedding for e in folded.get_layer("backbone").encoder.embedders)
         assert folded.count_params() == make(name).count_params()

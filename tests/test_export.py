@@ -81,7 +81,7 @@ def test_mlet_folded_export_equals_the_unfolded_model(tmp_path, eval_data, jax_r
     features = exported["features"]
     expected = keras_primary(model, features)
 
-    folded = export.fold_mlet(model)
+    folded = export.fold_tables(model)
     kinds = [type(x) for x in compat.sublayers(folded)]
     assert MLETEmbedding not in kinds and MultiFieldEmbedding in kinds
     assert any(isinstance(x, MLETEmbedding) for x in compat.sublayers(model))  # the input is untouched

@@ -8,12 +8,13 @@ from typing import Any, Mapping
 import keras
 from keras import ops
 
-from layers import MLETEmbedding, MultiEmbedding, MultiFieldEmbedding
+from layers import DistributedMultiFieldEmbedding, MLETEmbedding, MultiEmbedding, MultiFieldEmbedding
+from layers.distributed_embedding import PLACEMENTS
 from layers.embeddings import PACKAGE
 from zoo import crocodile
 from zoo.spec import PAD_ID, FeatureSpec
 
-EMBEDDING_TYPES = ("plain", "mlet", "multi")
+EMBEDDING_TYPES = ("plain", "mlet", "multi", "distributed")
 
 
 def embedding_options(embedding: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -21,7 +22,11 @@ def embedding_options(embedding: Mapping[str, Any] | None) -> dict[str, Any]:
 
     ``{"type": "plain"}`` (default), ``{"type": "mlet", "inner_dim": k}`` (MLET: each table trained
     as rows x k times k x d, k larger than every width; folded to plain tables at export) or
-    ``{"type": "multi", "num_sets": M}`` (M independent embedding sets, docs/methods.md#multi-embedding).
+    ``{"type": "multi", "num_sets": M}`` (M independent embedding sets, docs/methods.md#multi-embedding)
+    or ``{"type": "distributed", "placement": "auto"}`` (the plain tables as one ``keras_rs``
+    table per spec table, looked up by ``keras_rs.layers.DistributedEmbedding``: TPU SparseCore where
+    the chip has it, the default device elsewhere; ``placement``: auto | sparsecore | default_device;
+    folded to the plain fused table at export).
     ``multi`` also takes Crocodile's ``covariance_loss`` and ``gate`` blocks (:mod:`zoo.crocodile`,
     docs/methods.md#crocodile).
 
@@ -34,7 +39,7 @@ def embedding_options(embedding: Mapping[str, Any] | None) -> dict[str, Any]:
     kind = options.setdefault("type", "plain")
     common = {"type", "l2", "initializer"}
     allowed = {"plain": common, "mlet": common | {"inner_dim"},
-               "multi": common | {"num_sets", *crocodile.OPTION_KEYS}}
+               "multi": common | {"num_sets", *crocodile.OPTION_KEYS}, "distributed": common | {"placement"}}
     if kind not in EMBEDDING_TYPES:
         raise ValueError(f"embedding: type must be one of {EMBEDDING_TYPES}, got {kind!r}")
     unknown = set(options) - allowed[kind]
@@ -51,6 +56,10 @@ def embedding_options(embedding: Mapping[str, Any] | None) -> dict[str, Any]:
                              f"{err}") from err
     if kind == "mlet" and not (isinstance(options.get("inner_dim"), int) and options["inner_dim"] > 0):
         raise ValueError(f"embedding: type 'mlet' needs a positive integer inner_dim, got {options.get('inner_dim')!r}")
+    if kind == "distributed":
+        options.setdefault("placement", "auto")
+        if options["placement"] not in PLACEMENTS:
+            raise ValueError(f"embedding: placement must be one of {list(PLACEMENTS)}, got {options['placement']!r}")
     if kind == "multi":
         options.setdefault("num_sets", 2)
         if not (isinstance(options["num_sets"], int) and options["num_sets"] >= 1):
@@ -73,8 +82,8 @@ class FeatureEncoder(keras.layers.Layer):
     a batch costs one gather per width (per set). Sequence features look up their (own or shared)
     table and are mean-pooled over non-padding positions (``PAD_ID``); an all-padding sequence pools
     to zeros. The lookup layer is :class:`layers.MultiFieldEmbedding` (``plain``),
-    :class:`layers.MLETEmbedding` (``mlet``) or :class:`layers.MultiEmbedding` (``multi``); see
-    :func:`embedding_options`.
+    :class:`layers.MLETEmbedding` (``mlet``), :class:`layers.MultiEmbedding` (``multi``) or
+    :class:`layers.DistributedMultiFieldEmbedding` (``distributed``); see :func:`embedding_options`.
 
     With ``first_order=True`` the encoder also owns a free first-order weight per id (a width-1
     table over the same tables, rows and OOV rows, FuxiCTR's LR layer) and a weight per dense feature;
@@ -133,6 +142,8 @@ class FeatureEncoder(keras.layers.Layer):
                 self.embedders.append(MLETEmbedding(inner_dim=self.embedding["inner_dim"], **common))
             elif kind == "multi":
                 self.embedders.append(MultiEmbedding(num_sets=self.num_sets, **common))
+            elif kind == "distributed":
+                self.embedders.append(DistributedMultiFieldEmbedding(placement=self.embedding["placement"], **common))
             else:
                 self.embedders.append(MultiFieldEmbedding(**common))
         self.first_order_table = self.first_order_dense = None

@@ -25,7 +25,7 @@ import keras
 
 import layers  # noqa: F401  (registers the shipped layers for deserialization)
 import zoo.optimizers  # noqa: F401  (registers the zoo's optimizer for compile=True loads)
-from zoo.folding import fold_mlet
+from zoo.folding import fold_tables
 from zoo.registry import backbone_names, get_backbone
 from zoo.spec import TASK_PREFIX, FeatureSpec
 
@@ -179,11 +179,12 @@ def primary_model(model: keras.Model) -> keras.Model:
 
 
 def fold_embeddings(model: keras.Model) -> keras.Model:
-    """The serving graph of ``model`` with every MLET table folded into a plain one (equal outputs).
+    """The serving graph of ``model`` with every MLET or distributed table folded into a plain one
+    (equal outputs).
 
-    A convenience over :func:`zoo.folding.fold_mlet` (the one implementation) for ranking models.
+    A convenience over :func:`zoo.folding.fold_tables` (the one implementation) for ranking models.
     """
-    return fold_mlet(primary_model(model))
+    return fold_tables(primary_model(model))
 
 
 def load_model(path: str, compile: bool = False) -> keras.Model:

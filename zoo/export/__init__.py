@@ -14,8 +14,9 @@ free one by default; an existing version is replaced only with ``overwrite=True`
 
 Only the task paths are served (the primary head, and every task head of a multi-task model; a
 C2AL model's auxiliary heads are dropped) and every
-:class:`layers.MLETEmbedding` is folded into a plain table first (:func:`fold_mlet`), so the served
-graph of a C2AL or MLET model is the baseline graph. The version is written to a temporary sibling
+:class:`layers.MLETEmbedding` and :class:`layers.DistributedMultiFieldEmbedding` is folded into a plain
+table first (:func:`fold_tables`), so the served graph of a C2AL, MLET or distributed-table model is the
+baseline graph. The version is written to a temporary sibling
 directory (a name TF Serving ignores), checked against the Keras model on the warm-up rows through
 both signatures, and renamed into place, so a polling model server never sees a half-written
 version. Under the JAX backend the model is saved as ``.keras`` and exported by a TensorFlow
@@ -49,13 +50,13 @@ from zoo.export.requests import (check_features, example_features, predict_reque
 from zoo.export.savedmodel import export_saved_model, next_version, signature_outputs, tensorflow_env, version_path
 from zoo.export.serving_config import (README_BEGIN, README_END, docker_command, model_config_text, rest_bodies,
                                        serving_readme, write_model_config)
-from zoo.folding import fold_mlet  # the served graph folds MLET tables; re-exported for callers of zoo.export
+from zoo.folding import fold_tables  # the served graph folds MLET / distributed tables; re-exported for callers of zoo.export
 
 __all__ = [
     "EXAMPLES_INPUT", "EXAMPLES_SIGNATURE", "OUTPUT", "README_BEGIN", "README_END", "SERVING_IMAGE", "SIGNATURE",
     "SIGNATURES", "TOLERANCE", "WARMUP_FILE", "FeatureError",
     "check_features", "check_model_inputs", "docker_command", "example_features", "export_saved_model",
-    "fold_mlet", "main", "model_config_text", "next_version", "output_key", "predict_request", "primary_path",
+    "fold_tables", "main", "model_config_text", "next_version", "output_key", "predict_request", "primary_path",
     "rest_bodies", "served_spec", "serialize_examples", "serving_model", "serving_readme", "signature_outputs",
     "task_paths", "tensorflow_env", "version_path",
     "warmup_features", "write_model_config", "write_warmup_requests",

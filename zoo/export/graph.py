@@ -8,7 +8,7 @@ import dataclasses
 import keras
 
 from zoo.export.contract import FeatureError
-from zoo.folding import fold_mlet
+from zoo.folding import fold_tables
 from zoo.model import PRIMARY, primary_model, served_model, task_output_names
 from zoo.spec import FeatureSpec
 
@@ -35,7 +35,7 @@ def task_paths(model: keras.Model) -> keras.Model:
 def serving_model(model: keras.Model, spec: FeatureSpec) -> keras.Model:
     """The served graph: the task paths only (:func:`task_paths`), MLET tables folded, inputs checked
     against the spec."""
-    served = fold_mlet(task_paths(model))
+    served = fold_tables(task_paths(model))
     check_model_inputs(served, spec)
     return served
 
