@@ -44,8 +44,9 @@ small (AFM, DHEN, PLE, MMoE: a slow GEMM shape) or whose FLOPs sit in attention 
 ``--steps N`` (the slow models) measures epochs of N steps; the warm-up is still one whole pass (a
 fit of its own), so the partial last batch is traced before the clock counts.
 
-``--device gpu`` (a lent accelerator; JAX only, ``--precision bfloat16`` optional) runs the same
-measurement there. Writes ``--output`` (JSON: every epoch of every run, medians, ranges, FLOPs, GEMM
+``--device gpu`` (a lent accelerator; JAX only) runs the same measurement there. ``--precision
+bfloat16`` (CPU or GPU) trains with ``training.dtype_policy: mixed_bfloat16`` as ``zoo.train
+--dtype-policy`` does (zoo.precision) and takes the GEMM roofline in bfloat16. Writes ``--output`` (JSON: every epoch of every run, medians, ranges, FLOPs, GEMM
 rates, sizes, the environment of ``bench/environment.py``, the wall time) and prints a markdown table.
 ``--quick`` (a few steps per epoch, one repeat, output in the temporary directory) is a smoke run.
 """
@@ -71,8 +72,9 @@ PATHS = ("memory", "stream", "numpy")
 BATCH = 4096
 
 
-def model_config(name: str) -> dict:
-    """The model's config as ``zoo.train`` reads it, with the BARS settings of quality_frappe.yaml."""
+def model_config(name: str, precision: str = "float32") -> dict:
+    """The model's config as ``zoo.train`` reads it, with the BARS settings of quality_frappe.yaml
+    (``precision`` bfloat16: ``training.dtype_policy: mixed_bfloat16``, as ``zoo.train --dtype-policy``)."""
     import quality_frappe
 
     from zoo.config import load_model_config
@@ -81,7 +83,8 @@ def model_config(name: str) -> dict:
     settings = quality_frappe.model_settings(name, config)
     cfg = load_model_config(quality_frappe.model_config_path(name, config))
     cfg.update(backbone=settings["backbone"], hparams=settings["hparams"], embedding=settings["embedding"])
-    cfg["training"].update(batch_size=BATCH, learning_rate=1e-3)
+    cfg["training"].update(batch_size=BATCH, learning_rate=1e-3,
+                           dtype_policy="float32" if precision == "float32" else f"mixed_{precision}")
     return cfg
 
 
@@ -158,8 +161,6 @@ def worker(args) -> dict:
     """One subprocess (backend fixed by KERAS_BACKEND): every model on every path, ``1 + epochs`` epochs."""
     import keras
 
-    if args.precision != "float32":
-        keras.mixed_precision.set_dtype_policy(f"mixed_{args.precision}")
     from zoo import data, protocol
     from zoo.spec import load_spec
     from zoo.train import build_variant
@@ -181,7 +182,7 @@ def worker(args) -> dict:
     out = {"backend": keras.backend.backend(), "train_rows": rows, "rows_per_epoch": [rows] + measured_rows,
            "models": {}}
     for name in args.models.split(","):
-        cfg = model_config(name)
+        cfg = model_config(name, args.precision)
         result = {"paths": {}}
         for path in args.paths.split(","):
             keras.backend.clear_session()
