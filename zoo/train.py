@@ -14,7 +14,8 @@ overall and per cohort on every axis) and saved as ``<output>/<variant>/model.ke
 ``DIR/<model_name>/<version>/``. The model YAML is read once by :func:`zoo.config.load_model_config`.
 ``training.dtype_policy`` (or ``--dtype-policy``) builds the models in mixed precision
 (:mod:`zoo.precision`: ``mixed_bfloat16``, ``mixed_float16`` with loss scaling); the variables, the
-heads, the metrics and the served graph's inputs and outputs stay float32.
+heads, the metrics and the served graph's inputs and outputs stay float32. ``--distribution
+data_parallel`` (JAX backend) trains on every local device (:mod:`zoo.distribution`).
 
 The ``c2al`` variant is C2AL as published or one of its ablations (:data:`zoo.c2al.ABLATIONS`:
 ``reweight``, ``membership``, ``single_head``, ``single_tail``, ``ple_towers``), chosen by the model
@@ -51,6 +52,7 @@ from zoo import data, metrics, protocol
 from zoo.cli import data_loss_hint
 from zoo.config import load_model_config, training_options
 from zoo.model import PRIMARY, build, served_model
+from zoo.distribution import DISTRIBUTIONS, check_distribution, distribution_scope
 from zoo.precision import DTYPE_POLICIES, dtype_policy_scope
 from zoo.spec import COHORT_KEY_PREFIX, TASK_PREFIX, FeatureSpec, load_spec
 
@@ -264,7 +266,8 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
         seed: int = 0, c2al_overrides: Mapping[str, Any] | None = None, export_root: str | None = None,
         model_name: str | None = None, max_epochs: int | None = None, steps_per_epoch: int | None = None,
         verbose: Any = "auto", discover: Mapping[str, Any] | None = None,
-        diagnostics_every: int | None = None, dtype_policy: str | None = None) -> dict[str, Any]:
+        diagnostics_every: int | None = None, dtype_policy: str | None = None,
+        distribution: str = "none") -> dict[str, Any]:
     """Trains the requested variants and writes ``<out_dir>/metrics.json``; returns its contents.
 
     ``model_config``: a model YAML's path, or the result of :func:`zoo.config.load_model_config`
@@ -279,10 +282,14 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
     ``max_epochs`` and ``dtype_policy`` (:data:`zoo.precision.DTYPE_POLICIES`), when given, override the
     model YAML's ``training.max_epochs`` / ``training.dtype_policy``.
 
+    ``distribution`` (:data:`zoo.distribution.DISTRIBUTIONS`): ``data_parallel`` builds and trains every
+    variant replicated on all local devices, each global batch split across them (JAX backend only).
+
     ``c2al_overrides`` (None values ignored): the cohort pair and lambdas of :func:`resolve_c2al`
     (a whole pair such as :func:`zoo.cohorts.choose_pair`'s, in either form, or single keys), and
     the model options ``ablation``, ``tap`` and ``head_units`` over the model YAML's ``c2al`` block.
     """
+    check_distribution(distribution)
     bad = [v for v in variants if v not in VARIANTS]
     if bad or not variants:
         raise ValueError(f"variants: must be a non-empty subset of {VARIANTS}, got {list(variants)}")
@@ -308,6 +315,8 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
         "dataset": spec.name, "data_dir": os.path.abspath(data_dir), "backbone": model_cfg["backbone"],
         "model_config": model_cfg, "seed": seed, "backend": keras.backend.backend(), "c2al": c2al,
         "c2al_ablation": ablation if c2al else None, "c2al_tap": model_cfg["c2al"]["tap"] if c2al else None,
+        "distribution": {"name": distribution, "devices": len(keras.distribution.list_devices())
+                         if distribution != "none" else 1},
         "variants": {},
     }
     def reweight(c2al):
@@ -327,9 +336,10 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
             cohort_weights = reweight(c2al)
         label = f"c2al ({ablation})" if variant == "c2al" and ablation != "none" else variant
         print(f"\n== {label}: {model_cfg['backbone']} on {spec.name} ==", flush=True)
-        models[variant], summary["variants"][variant] = train_variant(
-            variant, spec, data_dir, model_cfg, out_dir, seed, c2al, steps_per_epoch, verbose, cohort_weights,
-            diagnostics_every)
+        with distribution_scope(distribution):  # zoo.distribution: build and fit on every local device
+            models[variant], summary["variants"][variant] = train_variant(
+                variant, spec, data_dir, model_cfg, out_dir, seed, c2al, steps_per_epoch, verbose, cohort_weights,
+                diagnostics_every)
     oracle = oracle_metrics(spec, data_dir, "test", int(model_cfg["training"]["batch_size"]) * 4)
     if oracle is not None:  # the true click probability's metrics on the same test rows, computed once
         summary["oracle"] = oracle
@@ -478,6 +488,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variants", default="baseline,c2al", help="comma-separated: baseline, c2al")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-epochs", type=int, default=None, help="override training.max_epochs (the epoch cap)")
+    parser.add_argument("--distribution", choices=DISTRIBUTIONS, default="none",
+                        help="data_parallel: replicate on every local device, split each batch (JAX backend; "
+                        "zoo.distribution)")
     parser.add_argument("--dtype-policy", choices=DTYPE_POLICIES, default=None,
                         help="override training.dtype_policy: mixed_bfloat16 / mixed_float16 compute in 16 bits, "
                         "variables and outputs float32 (zoo.precision)")
@@ -509,7 +522,8 @@ def _main(args: argparse.Namespace) -> int:
     summary = run(args.data, args.model, args.output, [v.strip() for v in args.variants.split(",") if v.strip()],
                   seed=args.seed, c2al_overrides=overrides, export_root=args.export_root,
                   model_name=args.model_name, max_epochs=args.max_epochs, discover=discovery_options(args),
-                  diagnostics_every=args.diagnostics_every or None, dtype_policy=args.dtype_policy)
+                  diagnostics_every=args.diagnostics_every or None, dtype_policy=args.dtype_policy,
+                  distribution=args.distribution)
     print("\n" + format_report(summary))
     print(f"\nmetrics: {os.path.join(os.path.abspath(args.output), 'metrics.json')}")
     if "export" in summary:
