@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
+import keras_rs
 from keras import ops
 
 from layers.embeddings import PACKAGE, MultiFieldEmbedding
@@ -76,8 +77,6 @@ class DistributedMultiFieldEmbedding(MultiFieldEmbedding):
         if placement not in PLACEMENTS:
             raise ValueError(f"placement: must be one of {list(PLACEMENTS)}, got {placement!r}")
         self.placement = placement
-        import keras_rs
-
         tables = [keras_rs.layers.TableConfig(
             name=f"{self.name}_field_{f}", vocabulary_size=rows, embedding_dim=self.output_dim,
             initializer=fresh_initializer(self.embeddings_initializer, f), placement=placement)

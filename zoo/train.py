@@ -51,8 +51,8 @@ from zoo.c2al import compile_model
 from zoo import data, metrics, protocol
 from zoo.cli import data_loss_hint
 from zoo.config import load_model_config, training_options
-from zoo.model import PRIMARY, build, served_model
 from zoo.distribution import DISTRIBUTIONS, check_distribution, distribution_scope
+from zoo.model import PRIMARY, build, served_model
 from zoo.precision import DTYPE_POLICIES, dtype_policy_scope
 from zoo.spec import COHORT_KEY_PREFIX, TASK_PREFIX, FeatureSpec, load_spec
 
