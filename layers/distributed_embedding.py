@@ -89,10 +89,7 @@ class DistributedMultiFieldEmbedding(MultiFieldEmbedding):
                                                                 name="distributed_embedding")
 
     def build(self, input_shape):
-        if len(input_shape) != len(self.input_fields):
-            raise ValueError(f"inputs: expected {len(self.input_fields)} tensors (one per input_fields entry), "
-                             f"got {len(input_shape)}")
-        self._widths = [int(s[-1]) for s in input_shape]
+        self._check_inputs(input_shape)
         self.distributed.build({name: (None, 1) for name in self._feature_names})
         for table in self.tables:
             table.regularizer = self.embeddings_regularizer
@@ -110,7 +107,7 @@ class DistributedMultiFieldEmbedding(MultiFieldEmbedding):
 
     def call(self, inputs):
         looked_up = self.distributed({
-            name: ops.reshape(self.rows(field, x) - self.offsets[field], (-1, 1))
+            name: ops.reshape(self.local_rows(field, x), (-1, 1))
             for name, field, x in zip(self._feature_names, self.input_fields, inputs)})
         return [ops.cast(ops.reshape(looked_up[name], (-1, width, self.output_dim)), self.compute_dtype)
                 for name, width in zip(self._feature_names, self._widths)]

@@ -87,11 +87,15 @@ class MultiFieldEmbedding(keras.layers.Layer):
         self.offsets = [sum(self.field_rows[:i]) for i in range(len(self.field_rows))]
         self.num_rows = sum(self.field_rows)
 
-    def build(self, input_shape):
+    def _check_inputs(self, input_shape) -> None:
+        """One input per ``input_fields`` entry; records each input's width ``k_i``."""
         if len(input_shape) != len(self.input_fields):
             raise ValueError(f"inputs: expected {len(self.input_fields)} tensors (one per input_fields entry), "
                              f"got {len(input_shape)}")
         self._widths = [int(s[-1]) for s in input_shape]
+
+    def build(self, input_shape):
+        self._check_inputs(input_shape)
         # Per-column constants of the concatenated id matrix.
         cols = [f for f, w in zip(self.input_fields, self._widths) for _ in range(w)]
         self._col_size = [self.vocab_sizes[f] for f in cols]
@@ -104,11 +108,16 @@ class MultiFieldEmbedding(keras.layers.Layer):
 
     def rows(self, field: int, ids):
         """Table rows of ``ids`` of one field (the mapping the lookup uses)."""
-        size, offset = self.vocab_sizes[field], self.offsets[field]
+        return self.local_rows(field, ids) + self.offsets[field]
+
+    def local_rows(self, field: int, ids):
+        """Rows of ``ids`` within their field's own block: ``v`` or the OOV row ``V_f`` (vocab), ``v mod H_f``
+        (hash)."""
+        size = self.vocab_sizes[field]
         ids = ops.convert_to_tensor(ids, "int64")
         if self.modes[field] == "hash":
-            return ops.mod(ids, size) + offset
-        return ops.where((ids >= 0) & (ids < size), ids, size) + offset
+            return ops.mod(ids, size)
+        return ops.where((ids >= 0) & (ids < size), ids, size)
 
     def call(self, inputs):
         ids = ops.concatenate([ops.cast(x, "int64") for x in inputs], axis=1)  # (B, K)

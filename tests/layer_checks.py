@@ -78,19 +78,17 @@ def check_saved_model_round_trip(make_layer: Callable[[], keras.layers.Layer], i
 
 def check_mixed_bfloat16(make_layer: Callable[[], keras.layers.Layer], inputs: Any, **call_kwargs) -> keras.layers.Layer:
     """Runs a forward pass under ``mixed_bfloat16``: outputs bfloat16, variables float32."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    from zoo.precision import dtype_policy_scope
+
+    with dtype_policy_scope("mixed_bfloat16"):
         layer = make_layer()
         outputs = _flat(layer(inputs, **call_kwargs))
-        for out in outputs:
-            if "float" in keras.backend.standardize_dtype(out.dtype):
-                assert keras.backend.standardize_dtype(out.dtype) == "bfloat16", out.dtype
-        for w in layer.weights:
-            assert keras.backend.standardize_dtype(w.dtype) == "float32", w.path
-        return layer
-    finally:
-        keras.config.set_dtype_policy(previous)
+    for out in outputs:
+        if "float" in keras.backend.standardize_dtype(out.dtype):
+            assert keras.backend.standardize_dtype(out.dtype) == "bfloat16", out.dtype
+    for w in layer.weights:
+        assert keras.backend.standardize_dtype(w.dtype) == "float32", w.path
+    return layer
 
 
 def check_docstring_examples(module) -> None:
