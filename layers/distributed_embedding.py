@@ -71,6 +71,9 @@ class DistributedMultiFieldEmbedding(MultiFieldEmbedding):
     def __init__(self, vocab_sizes: Sequence[int], output_dim: int, modes: Sequence[str] | None = None,
                  input_fields: Sequence[int] | None = None, embeddings_initializer="uniform",
                  embeddings_regularizer=None, placement: str = "auto", **kwargs):
+        if kwargs.pop("row_multiple", 1) != 1:  # keras_rs sizes its tables (and shards them on SparseCore)
+            raise ValueError("row_multiple: DistributedMultiFieldEmbedding does not pad its tables; "
+                             "keras_rs places and shards them itself")
         super().__init__(vocab_sizes, output_dim, modes=modes, input_fields=input_fields,
                          embeddings_initializer=embeddings_initializer,
                          embeddings_regularizer=embeddings_regularizer, **kwargs)

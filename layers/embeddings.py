@@ -39,6 +39,12 @@ class MultiFieldEmbedding(keras.layers.Layer):
         behaviour sequence sharing the item table); default input ``i`` uses field ``i``.
       embeddings_initializer: initializer of the fused table.
       embeddings_regularizer: optional regularizer of the fused table.
+      row_multiple: the table's row count is rounded up to a multiple of this (default 1: no
+        padding), so that a table row-sharded over ``m`` devices splits evenly (``zoo.distribution``'s
+        ``model_parallel``; JAX shards only whole blocks). The ``table_rows - num_rows`` padding rows
+        start at zero and no id maps to them, so they get no gradient and stay zero (an L2
+        regularizer adds nothing for them); the first ``num_rows`` rows are drawn exactly as without
+        padding.
 
     Call arguments:
       inputs: a list of int tensors of shape ``(B, k_i)`` (``k_i = 1`` for a scalar field, the
@@ -59,11 +65,15 @@ class MultiFieldEmbedding(keras.layers.Layer):
     >>> rows = layer.rows(0, np.array([0, 2, 3, -1]))  # 3 and -1 are out of vocab -> OOV row 3
     >>> keras.ops.convert_to_numpy(rows).tolist()
     [0, 2, 3, 3]
+    >>> padded = MultiFieldEmbedding(vocab_sizes=[3, 5], output_dim=4, modes=["vocab", "hash"], row_multiple=4)
+    >>> _ = padded([np.array([[0]]), np.array([[6]])])
+    >>> padded.num_rows, tuple(padded.embeddings.shape)  # 9 rows padded to 12; rows 9-11 stay zero
+    (9, (12, 4))
     """
 
     def __init__(self, vocab_sizes: Sequence[int], output_dim: int, modes: Sequence[str] | None = None,
                  input_fields: Sequence[int] | None = None, embeddings_initializer="uniform",
-                 embeddings_regularizer=None, **kwargs):
+                 embeddings_regularizer=None, row_multiple: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.vocab_sizes = [int(v) for v in vocab_sizes]
         modes = list(modes) if modes is not None else ["vocab"] * len(self.vocab_sizes)
@@ -86,6 +96,10 @@ class MultiFieldEmbedding(keras.layers.Layer):
         self.field_rows = [v + 1 if m == "vocab" else v for v, m in zip(self.vocab_sizes, self.modes)]
         self.offsets = [sum(self.field_rows[:i]) for i in range(len(self.field_rows))]
         self.num_rows = sum(self.field_rows)
+        if isinstance(row_multiple, bool) or not isinstance(row_multiple, int) or row_multiple < 1:
+            raise ValueError(f"row_multiple: must be a positive int, got {row_multiple!r}")
+        self.row_multiple = row_multiple
+        self.table_rows = -(-self.num_rows // row_multiple) * row_multiple
 
     def _check_inputs(self, input_shape) -> None:
         """One input per ``input_fields`` entry; records each input's width ``k_i``."""
@@ -101,9 +115,12 @@ class MultiFieldEmbedding(keras.layers.Layer):
         self._col_size = [self.vocab_sizes[f] for f in cols]
         self._col_hash = [self.modes[f] == "hash" for f in cols]
         self._col_offset = [self.offsets[f] for f in cols]
+        initializer = self.embeddings_initializer
+        if self.table_rows > self.num_rows:  # the real rows as unpadded, then zero rows
+            initializer = _zero_padded(initializer, self.num_rows)
         self.embeddings = self.add_weight(
-            name="embeddings", shape=(self.num_rows, self.output_dim),
-            initializer=self.embeddings_initializer, regularizer=self.embeddings_regularizer,
+            name="embeddings", shape=(self.table_rows, self.output_dim),
+            initializer=initializer, regularizer=self.embeddings_regularizer,
         )
 
     def rows(self, field: int, ids):
@@ -143,8 +160,18 @@ class MultiFieldEmbedding(keras.layers.Layer):
             "input_fields": self.input_fields,
             "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
             "embeddings_regularizer": keras.regularizers.serialize(self.embeddings_regularizer),
+            "row_multiple": self.row_multiple,
         })
         return config
+
+
+def _zero_padded(initializer, rows: int):
+    """An initializer of shape ``(R, d)`` whose first ``rows`` rows are ``initializer((rows, d))`` and
+    the rest zeros (the padding rows of ``MultiFieldEmbedding(row_multiple=...)``)."""
+    def initialize(shape, dtype=None):
+        real = initializer((rows, shape[1]), dtype=dtype)
+        return ops.concatenate([real, ops.zeros((shape[0] - rows, shape[1]), dtype=real.dtype)], axis=0)
+    return initialize
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -256,6 +283,8 @@ class MLETEmbedding(keras.layers.Layer):
       embeddings_initializer: initializer of ``A``.
       embeddings_regularizer: optional regularizer of ``A``.
       projection_initializer: initializer of every ``B_f`` (each field's starts independent).
+      row_multiple: pads ``A``'s rows to a multiple of this (see :class:`MultiFieldEmbedding`); the
+        folded table is never padded.
 
     Call arguments:
       inputs: a list of int tensors of shape ``(B, k_i)``.
@@ -280,7 +309,7 @@ class MLETEmbedding(keras.layers.Layer):
     def __init__(self, vocab_sizes: Sequence[int], output_dim: int, inner_dim: int,
                  modes: Sequence[str] | None = None, input_fields: Sequence[int] | None = None,
                  embeddings_initializer="uniform", embeddings_regularizer=None,
-                 projection_initializer="glorot_uniform", **kwargs):
+                 projection_initializer="glorot_uniform", row_multiple: int = 1, **kwargs):
         super().__init__(**kwargs)
         if int(output_dim) <= 0:
             raise ValueError(f"output_dim: must be positive, got {output_dim}")
@@ -291,7 +320,7 @@ class MLETEmbedding(keras.layers.Layer):
         self.inner = MultiFieldEmbedding(
             vocab_sizes=vocab_sizes, output_dim=self.inner_dim, modes=modes, input_fields=input_fields,
             embeddings_initializer=embeddings_initializer, embeddings_regularizer=embeddings_regularizer,
-            dtype=self.dtype_policy, name="inner",
+            row_multiple=row_multiple, dtype=self.dtype_policy, name="inner",
         )
         self.projection_initializer = keras.initializers.get(projection_initializer)
         self.projections = [
@@ -333,7 +362,7 @@ class MLETEmbedding(keras.layers.Layer):
             embeddings_regularizer=self.inner.embeddings_regularizer, dtype=self.dtype_policy, name=self.name,
         )
         folded.build([(None, w) for w in self.inner._widths])
-        folded.embeddings.assign(ops.cast(ops.concatenate(blocks, axis=0), folded.embeddings.dtype))
+        folded.embeddings.assign(ops.cast(ops.concatenate(blocks, axis=0), folded.embeddings.dtype))  # real rows only
         return folded
 
     def compute_output_shape(self, input_shape):
@@ -351,6 +380,7 @@ class MLETEmbedding(keras.layers.Layer):
             "embeddings_initializer": inner["embeddings_initializer"],
             "embeddings_regularizer": inner["embeddings_regularizer"],
             "projection_initializer": keras.initializers.serialize(self.projection_initializer),
+            "row_multiple": inner["row_multiple"],
         })
         return config
 
@@ -385,6 +415,7 @@ class MultiEmbedding(keras.layers.Layer):
       input_fields: which field each call input looks up (see :class:`MultiFieldEmbedding`).
       embeddings_initializer: initializer of every set's table (each set drawn independently).
       embeddings_regularizer: optional regularizer of every set's table.
+      row_multiple: pads every set's rows to a multiple of this (see :class:`MultiFieldEmbedding`).
 
     Call arguments:
       inputs: a list of int tensors of shape ``(B, k_i)``.
@@ -403,7 +434,8 @@ class MultiEmbedding(keras.layers.Layer):
 
     def __init__(self, num_sets: int, vocab_sizes: Sequence[int], output_dim: int,
                  modes: Sequence[str] | None = None, input_fields: Sequence[int] | None = None,
-                 embeddings_initializer="uniform", embeddings_regularizer=None, **kwargs):
+                 embeddings_initializer="uniform", embeddings_regularizer=None, row_multiple: int = 1,
+                 **kwargs):
         super().__init__(**kwargs)
         if isinstance(num_sets, bool) or int(num_sets) != num_sets or int(num_sets) < 1:
             raise ValueError(f"num_sets: must be a positive integer, got {num_sets}")
@@ -413,7 +445,8 @@ class MultiEmbedding(keras.layers.Layer):
             MultiFieldEmbedding(
                 vocab_sizes=vocab_sizes, output_dim=output_dim, modes=modes, input_fields=input_fields,
                 embeddings_initializer=fresh_initializer(self.embeddings_initializer, m),
-                embeddings_regularizer=embeddings_regularizer, dtype=self.dtype_policy, name=f"set_{m}",
+                embeddings_regularizer=embeddings_regularizer, row_multiple=row_multiple,
+                dtype=self.dtype_policy, name=f"set_{m}",
             )
             for m in range(self.num_sets)
         ]
@@ -447,5 +480,6 @@ class MultiEmbedding(keras.layers.Layer):
             "input_fields": first["input_fields"],
             "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
             "embeddings_regularizer": first["embeddings_regularizer"],
+            "row_multiple": first["row_multiple"],
         })
         return config

@@ -132,7 +132,7 @@ def parsed_row_bytes(spec: FeatureSpec) -> int:
 
 
 def training_batches(data_dir: str, spec: FeatureSpec, batch_size: int, *, seed: int,
-                     reader: str = "auto") -> tuple[tf.data.Dataset, int, str]:
+                     reader: str = "auto", full_batches: bool = False) -> tuple[tf.data.Dataset, int, str]:
     """Endless shuffled batches of the train split, the batches of one pass (an epoch) and the reader used.
 
     One dataset (and so one iterator) serves every epoch of a ``model.fit(..., steps_per_epoch=steps)``:
@@ -150,6 +150,11 @@ def training_batches(data_dir: str, spec: FeatureSpec, batch_size: int, *, seed:
         :func:`zoo.batches.memory_batches`), ``stream`` (:func:`read_split` every pass: shard order and a 100K-row
         buffer shuffled) or ``auto`` (``memory`` when :func:`parsed_row_bytes` x rows is at most
         :data:`MEMORY_READER_LIMIT`).
+      full_batches: every batch has exactly ``batch_size`` rows (what a batch split over several
+        devices needs, :mod:`zoo.distribution`): the passes run on as one stream (``rebatch``: a
+        pass's last rows fill a batch with the next pass's first rows, each pass still one
+        permutation of every row, no row dropped or repeated) and an epoch is ``max(1, rows //
+        batch_size)`` batches, so epochs no longer start with a pass.
 
     Raises:
       ValueError: an unknown ``reader``; the errors of :func:`read_split` for bad shards.
@@ -161,10 +166,13 @@ def training_batches(data_dir: str, spec: FeatureSpec, batch_size: int, *, seed:
         raise ValueError(f"{data_dir}: the train split is empty")
     if reader == "auto":
         reader = "memory" if rows * parsed_row_bytes(spec) <= MEMORY_READER_LIMIT else "stream"
-    steps = -(-rows // batch_size)
+    steps = max(1, rows // batch_size) if full_batches else -(-rows // batch_size)
     if reader == "memory":
-        return memory_batches(split_arrays(data_dir, "train", spec), batch_size, seed=seed), steps, reader
-    ds = read_split(data_dir, "train", batch_size, spec=spec, shuffle=True, seed=seed).repeat()
+        ds = memory_batches(split_arrays(data_dir, "train", spec), batch_size, seed=seed)
+    else:
+        ds = read_split(data_dir, "train", batch_size, spec=spec, shuffle=True, seed=seed).repeat()
+    if full_batches:
+        ds = ds.rebatch(batch_size, drop_remainder=True)  # endless: drop_remainder never drops a row
     return ds.prefetch(tf.data.AUTOTUNE), steps, reader
 
 

@@ -30,6 +30,10 @@ def embedding_options(embedding: Mapping[str, Any] | None) -> dict[str, Any]:
     ``multi`` also takes Crocodile's ``covariance_loss`` and ``gate`` blocks (:mod:`zoo.crocodile`,
     docs/methods.md#crocodile).
 
+    ``plain``, ``mlet`` and ``multi`` also take ``row_multiple`` (int >= 1, default 1): every fused
+    table's rows padded with zero rows to a multiple of it (:class:`layers.MultiFieldEmbedding`), which
+    ``zoo.train --distribution model_parallel`` sets to the model-shard count so the tables split evenly.
+
     Every type also takes ``l2`` (float >= 0, default 0): adds ``l2 * sum(E**2)`` over every whole
     table to the loss each step (``keras.regularizers.L2``; FuxiCTR's ``embedding_regularizer: lam``
     is ``l2 = lam / 2``), and ``initializer`` (a Keras initializer name or config dict, default
@@ -38,8 +42,9 @@ def embedding_options(embedding: Mapping[str, Any] | None) -> dict[str, Any]:
     options = dict(embedding or {"type": "plain"})
     kind = options.setdefault("type", "plain")
     common = {"type", "l2", "initializer"}
-    allowed = {"plain": common, "mlet": common | {"inner_dim"},
-               "multi": common | {"num_sets", *crocodile.OPTION_KEYS}, "distributed": common | {"placement"}}
+    allowed = {"plain": common | {"row_multiple"}, "mlet": common | {"inner_dim", "row_multiple"},
+               "multi": common | {"num_sets", "row_multiple", *crocodile.OPTION_KEYS},
+               "distributed": common | {"placement"}}
     if kind not in EMBEDDING_TYPES:
         raise ValueError(f"embedding: type must be one of {EMBEDDING_TYPES}, got {kind!r}")
     unknown = set(options) - allowed[kind]
@@ -54,6 +59,9 @@ def embedding_options(embedding: Mapping[str, Any] | None) -> dict[str, Any]:
         except (ValueError, TypeError) as err:
             raise ValueError(f"embedding: initializer {options['initializer']!r} is not a Keras initializer: "
                              f"{err}") from err
+    row_multiple = options.get("row_multiple", 1)
+    if isinstance(row_multiple, bool) or not isinstance(row_multiple, int) or row_multiple < 1:
+        raise ValueError(f"embedding: row_multiple must be a positive integer, got {row_multiple!r}")
     if kind == "mlet" and not (isinstance(options.get("inner_dim"), int) and options["inner_dim"] > 0):
         raise ValueError(f"embedding: type 'mlet' needs a positive integer inner_dim, got {options.get('inner_dim')!r}")
     if kind == "distributed":
@@ -168,6 +176,7 @@ class FeatureEncoder(keras.layers.Layer):
             output_dim=dim, dtype=self.dtype_policy, name=name,
             embeddings_initializer=copy.deepcopy(self.embedding.get("initializer", "uniform")),
             embeddings_regularizer=keras.regularizers.L2(self.embedding["l2"]) if self.embedding.get("l2") else None,
+            row_multiple=self.embedding.get("row_multiple", 1),
         )
 
     def build(self, input_shape):

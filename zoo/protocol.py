@@ -177,13 +177,24 @@ def exact_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
             "val_ne_exact": metrics.normalized_entropy(y, p)}
 
 
+def predict_batch(model: keras.Model, x: Any) -> Any:
+    """``model.predict_on_batch(x)``, except under a TensorFlow strategy of several replicas
+    (``zoo.distribution``'s ``mirrored``), where ``predict_on_batch`` feeds every replica the whole
+    batch and returns their outputs concatenated: there ``model.predict`` splits the batch."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        rows = len(keras.tree.flatten(x)[0])
+        return model.predict(x, batch_size=rows, verbose=0)
+    return model.predict_on_batch(x)
+
+
 def predict_primary(model: keras.Model, x: Any, batch_size: int) -> np.ndarray:
     """The primary head's probabilities ``(N,)`` on array inputs, one ``predict_on_batch`` per slice of
     ``batch_size`` rows: no input pipeline is built (``model.predict`` builds and tears down a tf.data
     iterator per call on TensorFlow, the teardown that stalled epoch starts in ``model.fit``)."""
     rows = len(keras.tree.flatten(x)[0])
     return np.concatenate([
-        primary_probabilities(model.predict_on_batch(keras.tree.map_structure(lambda a: a[i:i + batch_size], x)))
+        primary_probabilities(predict_batch(model, keras.tree.map_structure(lambda a: a[i:i + batch_size], x)))
         for i in range(0, rows, batch_size)])
 
 

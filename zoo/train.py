@@ -14,8 +14,12 @@ overall and per cohort on every axis) and saved as ``<output>/<variant>/model.ke
 ``DIR/<model_name>/<version>/``. The model YAML is read once by :func:`zoo.config.load_model_config`.
 ``training.dtype_policy`` (or ``--dtype-policy``) builds the models in mixed precision
 (:mod:`zoo.precision`: ``mixed_bfloat16``, ``mixed_float16`` with loss scaling); the variables, the
-heads, the metrics and the served graph's inputs and outputs stay float32. ``--distribution
-data_parallel`` (JAX backend) trains on every local device (:mod:`zoo.distribution`).
+heads, the metrics and the served graph's inputs and outputs stay float32. ``--distribution``
+trains on several devices (:mod:`zoo.distribution`): ``data_parallel`` (JAX; every device of
+every process), ``model_parallel`` (JAX; the embedding tables row-sharded over ``--model-shards``
+devices) or ``mirrored`` (TensorFlow, one host). ``--coordinator HOST:PORT --num-processes P
+--process-id I`` (or the ``KERAS_DISTRIBUTION_*`` environment variables) joins a multi-process run;
+only process 0 writes files.
 
 The ``c2al`` variant is C2AL as published or one of its ablations (:data:`zoo.c2al.ABLATIONS`:
 ``reweight``, ``membership``, ``single_head``, ``single_tail``, ``ple_towers``), chosen by the model
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import sys
 from typing import Any, Mapping, Sequence
@@ -51,6 +56,7 @@ from zoo.c2al import compile_model
 from zoo import data, metrics, protocol
 from zoo.cli import data_loss_hint
 from zoo.config import load_model_config, training_options
+from zoo import distribution as distribution_lib
 from zoo.distribution import DISTRIBUTIONS, check_distribution, distribution_scope
 from zoo.model import PRIMARY, build, served_model
 from zoo.precision import DTYPE_POLICIES, dtype_policy_scope
@@ -152,7 +158,7 @@ def predict_tasks(model: keras.Model, spec: FeatureSpec, data_dir: str, split: s
     probs = {label: [] for label in spec.labels}
     cohorts = {a.name: [] for a in spec.cohort_axes}
     for batch in data.read_split(data_dir, split, batch_size, spec=spec).as_numpy_iterator():
-        out = model.predict_on_batch({n: batch[n] for n in names})
+        out = protocol.predict_batch(model, {n: batch[n] for n in names})
         for label, output in outputs.items():
             probs[label].append(np.asarray(out[output]).ravel())
             ys[label].append(batch[label][:, 0])
@@ -175,7 +181,7 @@ def predict_split(model: keras.Model | None, spec: FeatureSpec, data_dir: str, s
     ys, probs, truth, cohorts = [], [], [], {a.name: [] for a in spec.cohort_axes}
     for batch in data.read_split(data_dir, split, batch_size, spec=spec).as_numpy_iterator():
         if model is not None:
-            out = model.predict_on_batch({n: batch[n] for n in names})
+            out = protocol.predict_batch(model, {n: batch[n] for n in names})
             probs.append(np.asarray(out[PRIMARY] if isinstance(out, dict) else out).ravel())
         ys.append(batch[spec.label][:, 0])
         if key is not None:
@@ -201,8 +207,12 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
                   out_dir: str, seed: int, c2al: Mapping[str, Any] | None,
                   steps_per_epoch: int | None = None, verbose: Any = "auto",
                   cohort_weights: Mapping[str, float] | None = None,
-                  diagnostics_every: int | None = None) -> tuple[keras.Model, dict]:
+                  diagnostics_every: int | None = None, distribution: str = "none") -> tuple[keras.Model, dict]:
     """Trains one variant with ``model.fit``; returns the model and its test-split evaluation.
+
+    ``distribution`` (:data:`zoo.distribution.DISTRIBUTIONS`; the caller enters its scope) makes every
+    training batch full (:func:`zoo.data.training_batches`' ``full_batches``); only the chief process
+    writes TensorBoard logs and ``model.keras``.
 
     ``cohort_weights`` are the ``reweight`` ablation's coefficients (:func:`zoo.c2al.reweight_coefficients`).
     ``diagnostics_every``: log :class:`zoo.diagnostics.C2ALDiagnostics` every that many steps on the
@@ -222,7 +232,8 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
         if ablation == "reweight" and cohort_weights is None:
             raise ValueError("c2al ablation 'reweight': needs cohort_weights")
     batches, pass_steps, reader = data.training_batches(data_dir, spec, batch_size, seed=seed,
-                                                        reader=train_cfg["reader"])
+                                                        reader=train_cfg["reader"],
+                                                        full_batches=distribution != "none")
     train_ds = data.model_batches(spec, batches, cohort_weights=cohort_weights if variant_c2al is not None else None,
                                   **pipeline)
     # The protocol's exact validation metric is of the plain primary head (unweighted, on every
@@ -231,9 +242,10 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
     validation = protocol.ExactValidation({f.name: valid[f.name] for f in spec.inputs}, valid[spec.label],
                                           batch_size=batch_size * 4)
     run_dir = os.path.join(out_dir, variant)
+    chief = distribution_lib.is_chief()
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), update_freq=100),
-    ]
+    ] if chief else []
     if diagnostics_every:
         from zoo.diagnostics import C2ALDiagnostics
 
@@ -258,7 +270,9 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
     result["training"] = {k: v for k, v in fitted.to_dict().items() if k != "seconds"}
     result["epochs_run"] = fitted.epochs_run
     result["params"] = {"total": int(model.count_params()), "served": int(served_model(model).count_params())}
-    model.save(os.path.join(run_dir, "model.keras"))
+    if chief:
+        with distribution_lib.local_only():  # the chief alone: no cross-process variable creation
+            model.save(os.path.join(run_dir, "model.keras"))
     return model, result
 
 
@@ -267,7 +281,7 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
         model_name: str | None = None, max_epochs: int | None = None, steps_per_epoch: int | None = None,
         verbose: Any = "auto", discover: Mapping[str, Any] | None = None,
         diagnostics_every: int | None = None, dtype_policy: str | None = None,
-        distribution: str = "none") -> dict[str, Any]:
+        distribution: str = "none", model_shards: int | None = None) -> dict[str, Any]:
     """Trains the requested variants and writes ``<out_dir>/metrics.json``; returns its contents.
 
     ``model_config``: a model YAML's path, or the result of :func:`zoo.config.load_model_config`
@@ -283,13 +297,19 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
     model YAML's ``training.max_epochs`` / ``training.dtype_policy``.
 
     ``distribution`` (:data:`zoo.distribution.DISTRIBUTIONS`): ``data_parallel`` builds and trains every
-    variant replicated on all local devices, each global batch split across them (JAX backend only).
+    variant replicated on every device (of every process after :func:`zoo.distribution.initialize`),
+    each global batch split across them; ``model_parallel`` row-shards the embedding tables over
+    ``model_shards`` devices (default all; the tables' rows padded to a multiple of it,
+    ``embedding.row_multiple``); ``mirrored`` is TensorFlow's ``MirroredStrategy``. Under every
+    distribution each training batch is full (:func:`zoo.data.training_batches`). In a multi-process
+    run only the chief (process 0) writes files; every process returns the same summary.
 
     ``c2al_overrides`` (None values ignored): the cohort pair and lambdas of :func:`resolve_c2al`
     (a whole pair such as :func:`zoo.cohorts.choose_pair`'s, in either form, or single keys), and
     the model options ``ablation``, ``tap`` and ``head_units`` over the model YAML's ``c2al`` block.
     """
     check_distribution(distribution)
+    distribution_lib.check_model_shards(distribution, model_shards)
     bad = [v for v in variants if v not in VARIANTS]
     if bad or not variants:
         raise ValueError(f"variants: must be a non-empty subset of {VARIANTS}, got {list(variants)}")
@@ -303,6 +323,7 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
     if dtype_policy is not None:
         model_cfg["training"] = training_options({**model_cfg["training"], "dtype_policy": dtype_policy},
                                                  where="dtype_policy override: training")
+    model_cfg = distributed_model_config(model_cfg, distribution, model_shards)
     overrides = {k: v for k, v in (c2al_overrides or {}).items() if v is not None}
     options = {k: overrides.pop(k) for k in c2al_lib.OPTION_KEYS if k in overrides}
     model_cfg["c2al"] = c2al_lib.c2al_options({**model_cfg["c2al"], **options})
@@ -310,13 +331,16 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
     if discover is not None and list(variants) != list(VARIANTS):
         raise ValueError(f"discover: needs variants {list(VARIANTS)} (the baseline is discovered on), got {list(variants)}")
     c2al = resolve_c2al(spec, overrides) if "c2al" in variants else None
-    os.makedirs(out_dir, exist_ok=True)
+    chief = distribution_lib.is_chief()
+    if chief:
+        os.makedirs(out_dir, exist_ok=True)
     summary: dict[str, Any] = {
         "dataset": spec.name, "data_dir": os.path.abspath(data_dir), "backbone": model_cfg["backbone"],
         "model_config": model_cfg, "seed": seed, "backend": keras.backend.backend(), "c2al": c2al,
         "c2al_ablation": ablation if c2al else None, "c2al_tap": model_cfg["c2al"]["tap"] if c2al else None,
-        "distribution": {"name": distribution, "devices": len(keras.distribution.list_devices())
-                         if distribution != "none" else 1},
+        "distribution": {"name": distribution, "devices": distribution_lib.device_count(distribution),
+                         "processes": distribution_lib.process_count(),
+                         "model_shards": distribution_lib.check_model_shards(distribution, model_shards)},
         "variants": {},
     }
     def reweight(c2al):
@@ -336,10 +360,10 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
             cohort_weights = reweight(c2al)
         label = f"c2al ({ablation})" if variant == "c2al" and ablation != "none" else variant
         print(f"\n== {label}: {model_cfg['backbone']} on {spec.name} ==", flush=True)
-        with distribution_scope(distribution):  # zoo.distribution: build and fit on every local device
+        with distribution_scope(distribution, model_shards):  # zoo.distribution: build and fit on its devices
             models[variant], summary["variants"][variant] = train_variant(
                 variant, spec, data_dir, model_cfg, out_dir, seed, c2al, steps_per_epoch, verbose, cohort_weights,
-                diagnostics_every)
+                diagnostics_every, distribution)
     oracle = oracle_metrics(spec, data_dir, "test", int(model_cfg["training"]["batch_size"]) * 4)
     if oracle is not None:  # the true click probability's metrics on the same test rows, computed once
         summary["oracle"] = oracle
@@ -348,17 +372,37 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
         if oracle is not None:
             summary["gap_closed"] = metrics.gap_closed(summary["variants"]["baseline"], summary["variants"]["c2al"],
                                                        oracle)
-        summary["plots"] = _plots(summary, out_dir, diagnostics_every)
-    if export_root:
+        if chief:
+            summary["plots"] = _plots(summary, out_dir, diagnostics_every)
+    if export_root and chief:
         from zoo.export import export_saved_model
 
         served = "c2al" if "c2al" in models else "baseline"
         name = model_name or f"{model_cfg['backbone']}_{spec.name}"
-        path = export_saved_model(models[served], spec, export_root, name, eval_data=data_dir)  # warm-up: real rows
+        with distribution_lib.local_only():
+            path = export_saved_model(models[served], spec, export_root, name, eval_data=data_dir)  # warm-up: real rows
         summary["export"] = {"variant": served, "path": path}
-    with open(os.path.join(out_dir, "metrics.json"), "w") as fh:
-        json.dump(summary, fh, indent=2)
+    if chief:
+        with open(os.path.join(out_dir, "metrics.json"), "w") as fh:
+            json.dump(summary, fh, indent=2)
+    distribution_lib.barrier("zoo.train.run")  # the other processes wait for the chief's files
     return summary
+
+
+def distributed_model_config(model_cfg: dict[str, Any], distribution: str, model_shards: int | None) -> dict[str, Any]:
+    """``model_cfg`` checked against ``distribution`` (the global batch must split over its batch shards
+    and processes) with ``embedding.row_multiple`` raised to a multiple of the model shards
+    (``model_parallel``), so that every table splits evenly."""
+    distribution_lib.check_batch_size(int(model_cfg["training"]["batch_size"]), distribution, model_shards)
+    multiple = distribution_lib.table_row_multiple(distribution, model_shards)
+    if multiple == 1:
+        return model_cfg
+    embedding = dict(model_cfg["embedding"] or {"type": "plain"})
+    if embedding.get("type", "plain") == "distributed":
+        raise ValueError("embedding: type 'distributed' (keras_rs, which shards its own tables on a TPU's "
+                         "SparseCore) cannot be row-sharded by distribution 'model_parallel'; use 'data_parallel'")
+    embedding["row_multiple"] = math.lcm(int(embedding.get("row_multiple", 1)), multiple)
+    return {**model_cfg, "embedding": embedding}
 
 
 def _plots(summary: Mapping[str, Any], out_dir: str, diagnostics_every: int | None) -> dict[str, str]:
@@ -489,8 +533,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-epochs", type=int, default=None, help="override training.max_epochs (the epoch cap)")
     parser.add_argument("--distribution", choices=DISTRIBUTIONS, default="none",
-                        help="data_parallel: replicate on every local device, split each batch (JAX backend; "
-                        "zoo.distribution)")
+                        help="data_parallel: replicate on every device, split each batch; model_parallel: also "
+                        "row-shard the embedding tables (both JAX); mirrored: tf.distribute.MirroredStrategy "
+                        "(TensorFlow, one host); zoo.distribution")
+    parser.add_argument("--model-shards", type=int, default=None,
+                        help="model_parallel: devices each table is row-sharded over (default: all)")
+    parser.add_argument("--coordinator", default=None,
+                        help="multi-process (JAX): HOST:PORT of process 0 (else KERAS_DISTRIBUTION_JOB_ADDRESSES)")
+    parser.add_argument("--num-processes", type=int, default=None,
+                        help="multi-process: processes in the run (else KERAS_DISTRIBUTION_NUM_PROCESSES)")
+    parser.add_argument("--process-id", type=int, default=None,
+                        help="multi-process: this process's id, 0 = the chief (else KERAS_DISTRIBUTION_PROCESS_ID)")
     parser.add_argument("--dtype-policy", choices=DTYPE_POLICIES, default=None,
                         help="override training.dtype_policy: mixed_bfloat16 / mixed_float16 compute in 16 bits, "
                         "variables and outputs float32 (zoo.precision)")
@@ -517,13 +570,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return cli.run_reporting_errors(parser.prog, lambda: _main(args), args.debug, cli.data_loss_hint(args.data))
 
 
+MULTI_PROCESS_ENV = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                     "KERAS_DISTRIBUTION_PROCESS_ID")
+
+
 def _main(args: argparse.Namespace) -> int:
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in flags) or any(k in os.environ for k in MULTI_PROCESS_ENV):
+        distribution_lib.initialize(*flags)  # before any computation
+        print(f"process {distribution_lib.process_index()} of {distribution_lib.process_count()}", flush=True)
     overrides = {k: getattr(args, k) for k in PAIR_KEYS + LAMBDA_KEYS + ("ablation", "tap")}
     summary = run(args.data, args.model, args.output, [v.strip() for v in args.variants.split(",") if v.strip()],
                   seed=args.seed, c2al_overrides=overrides, export_root=args.export_root,
                   model_name=args.model_name, max_epochs=args.max_epochs, discover=discovery_options(args),
                   diagnostics_every=args.diagnostics_every or None, dtype_policy=args.dtype_policy,
-                  distribution=args.distribution)
+                  distribution=args.distribution, model_shards=args.model_shards)
+    if not distribution_lib.is_chief():
+        return 0
     print("\n" + format_report(summary))
     print(f"\nmetrics: {os.path.join(os.path.abspath(args.output), 'metrics.json')}")
     if "export" in summary:

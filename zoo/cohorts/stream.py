@@ -9,6 +9,7 @@ import numpy as np
 from zoo.cohorts.divergence import DIVERGENCES, check_bins, check_choice
 from zoo.cohorts.histograms import CohortHistograms, QuantileSample, quantile_label
 from zoo.cohorts.result import DiscoveryResult, result_from_histograms
+from zoo.protocol import predict_batch
 
 MODES = ("exhaustive", "quantile")
 QUANTILE_EXACT_ROWS = 1_000_000
@@ -117,7 +118,7 @@ def discover(model: Any, data_dir: str, axis: str, *, split: str = "valid", bins
 
 def predict_primary(model: Any, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
     """The model's primary probability of one batch as a flat float64 array."""
-    out = model.predict_on_batch(dict(inputs))
+    out = predict_batch(model, dict(inputs))  # zoo.protocol: also under a mirrored strategy
     if isinstance(out, Mapping):
         if "primary" not in out:
             raise ValueError(f"model: its output dict has no 'primary' key (keys: {sorted(out)})")
