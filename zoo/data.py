@@ -131,8 +131,24 @@ def parsed_row_bytes(spec: FeatureSpec) -> int:
     return sum(int(np.prod(f.shape)) * f.dtype.size for f in spec.parse_spec("all").values())
 
 
+def reader_and_steps(data_dir: str, spec: FeatureSpec, batch_size: int, reader: str = "auto") -> tuple[str, int]:
+    """The reader :func:`training_batches` uses (``auto`` resolved) and the batches of one pass.
+
+    Raises:
+      ValueError: an unknown ``reader`` or an empty train split.
+    """
+    if reader not in READERS:
+        raise ValueError(f"reader '{reader}': must be one of {list(READERS)}")
+    rows = split_rows(data_dir, "train")
+    if rows == 0:
+        raise ValueError(f"{data_dir}: the train split is empty")
+    if reader == "auto":
+        reader = "memory" if rows * parsed_row_bytes(spec) <= MEMORY_READER_LIMIT else "stream"
+    return reader, -(-rows // batch_size)
+
+
 def training_batches(data_dir: str, spec: FeatureSpec, batch_size: int, *, seed: int,
-                     reader: str = "auto") -> tuple[tf.data.Dataset, int, str]:
+                     reader: str = "auto", start_step: int = 0) -> tuple[tf.data.Dataset, int, str]:
     """Endless shuffled batches of the train split, the batches of one pass (an epoch) and the reader used.
 
     One dataset (and so one iterator) serves every epoch of a ``model.fit(..., steps_per_epoch=steps)``:
@@ -150,21 +166,24 @@ def training_batches(data_dir: str, spec: FeatureSpec, batch_size: int, *, seed:
         :func:`zoo.batches.memory_batches`), ``stream`` (:func:`read_split` every pass: shard order and a 100K-row
         buffer shuffled) or ``auto`` (``memory`` when :func:`parsed_row_bytes` x rows is at most
         :data:`MEMORY_READER_LIMIT`).
+      start_step: start after that many batches of the endless sequence (a resumed run,
+        :mod:`zoo.checkpoint`): the batches from there on are those of the uninterrupted sequence.
+        ``memory`` starts at the right pass and offset without gathering the skipped rows;
+        ``stream`` reads, parses and drops them (``Dataset.skip``: about the time of reading that
+        part of the data, without training).
 
     Raises:
       ValueError: an unknown ``reader``; the errors of :func:`read_split` for bad shards.
     """
-    if reader not in READERS:
-        raise ValueError(f"reader '{reader}': must be one of {list(READERS)}")
-    rows = split_rows(data_dir, "train")
-    if rows == 0:
-        raise ValueError(f"{data_dir}: the train split is empty")
-    if reader == "auto":
-        reader = "memory" if rows * parsed_row_bytes(spec) <= MEMORY_READER_LIMIT else "stream"
-    steps = -(-rows // batch_size)
+    reader, steps = reader_and_steps(data_dir, spec, batch_size, reader)
     if reader == "memory":
-        return memory_batches(split_arrays(data_dir, "train", spec), batch_size, seed=seed), steps, reader
+        return (memory_batches(split_arrays(data_dir, "train", spec), batch_size, seed=seed, start_step=start_step),
+                steps, reader)
+    if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
+        raise ValueError(f"start_step: must be an int >= 0, got {start_step!r}")
     ds = read_split(data_dir, "train", batch_size, spec=spec, shuffle=True, seed=seed).repeat()
+    if start_step:
+        ds = ds.skip(start_step)
     return ds.prefetch(tf.data.AUTOTUNE), steps, reader
 
 
