@@ -81,9 +81,9 @@ def argv(data_dir, model_yaml, out, *extra):
     return ["--data", data_dir, "--model", model_yaml, "--output", out, "--seed", "3", *extra]
 
 
-def killed(kill, args, cwd):
+def killed(kill, args, cwd, env=None):
     """Runs zoo.train in a subprocess that SIGKILLs itself as ``kill`` says; returns its stdout."""
-    env = clean_env(KERAS_BACKEND="tensorflow", PYTHONPATH=ROOT)
+    env = env or clean_env(KERAS_BACKEND="tensorflow", PYTHONPATH=ROOT)
     done = subprocess.run([sys.executable, "-c", KILLER, json.dumps(kill), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == -9, (done.returncode, done.stderr[-3000:])
@@ -213,6 +213,30 @@ def test_a_checkpoint_of_another_run_is_refused_naming_the_file_and_key(tmp_path
         checkpoint_lib.Checkpoint(str(tmp_path), {**fingerprint, **change})
     assert str(err.value) == (f"{path}/state.json: written by another run: {key} is {old} there, {new} here; "
                               "rerun with --no-resume to start over")
+
+
+def test_a_data_parallel_jax_run_resumes_to_the_uninterrupted_run(model_yaml, tmp_path):
+    """``--distribution data_parallel`` on 2 virtual JAX CPU devices: SIGKILLed mid-epoch in its second
+    epoch and resumed, the same weights and metrics bit for bit (reading ``callback.model`` syncs the
+    JAX state; assigned arrays are laid out on both devices)."""
+    data_dir = str(tmp_path / "data")  # 3000 rows of seed 1: every batch, the last of a pass too, splits in 2
+    write_data_dir(load_spec("configs/datasets/synthetic.yaml"), synthetic_rows(3000, seed=1), data_dir)
+    env = clean_env(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=ROOT)
+    ref, out = str(tmp_path / "reference"), str(tmp_path / "run")
+    jax_argv = lambda o: [*argv(data_dir, model_yaml, o), "--variants", "baseline",  # noqa: E731
+                          "--distribution", "data_parallel"]
+    done = subprocess.run([sys.executable, "-m", "zoo.train", *jax_argv(ref)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    killed({"variant": "baseline", "step": 15}, jax_argv(out), str(tmp_path), env=env)
+    done = subprocess.run([sys.executable, "-m", "zoo.train", *jax_argv(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "baseline: resumed from epoch 2 step 15 of " in done.stdout
+    a, b = weights(out, "baseline"), weights(ref, "baseline")
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    assert results(out)[0] == results(ref)[0]
+    assert results(out)[1]["distribution"] == {"name": "data_parallel", "devices": 2}
 
 
 @pytest.mark.parametrize("reader", ["memory", "stream"])
