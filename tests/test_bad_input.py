@@ -561,7 +561,7 @@ CASES = [
     Case("zoo.train", "model YAML typo", "one line: `MODEL: training: unknown key 'epochs'; keys are ...`",
          one_line("python -m zoo.train", train.main, lambda ctx, a: (
              f"{a[a.index('--model') + 1]}: training: unknown key 'epochs'; keys are ['batch_size', 'learning_rate', "
-             "'reader', 'loss', 'dtype_policy', 'max_epochs', 'early_stopping_patience', 'reduce_lr_factor', "
+             "'reader', 'loss', 'dtype_policy', 'checkpoint_every_steps', 'max_epochs', 'early_stopping_patience', 'reduce_lr_factor', "
              "'reduce_lr_patience', 'min_learning_rate', 'min_delta', 'monitor', 'task_weights']")),
          train_argv(intact, model=f"base: {ROOT}/configs/models/_test_base.yaml\nbackbone: dcnv2\n"
                     "training: {epochs: 1}\n")),

@@ -26,7 +26,7 @@ def test_dcnv2_resolves_to_its_values_before_the_bases():
         "hparams": {"num_cross_layers": 3, "cross_rank": None, "structure": "stacked",
                     "dnn_units": [256, 128, 64], "dropout": 0.0, "norm": None},
         "training": {"batch_size": 1024, "learning_rate": 0.001, "reader": "auto", "loss": {"type": "bce"},
-                     "dtype_policy": "float32",
+                     "dtype_policy": "float32", "checkpoint_every_steps": 0,
                      "max_epochs": 30,
                      "early_stopping_patience": 2,
                      "reduce_lr_factor": 0.1, "reduce_lr_patience": 1, "min_learning_rate": 1e-6,
@@ -103,6 +103,8 @@ def test_a_typo_in_a_base_names_the_base(tmp_path):
     ({"learning_rate": 0}, "training.learning_rate"),
     ({"learning_rate": -1e-3}, "training.learning_rate"),
     ({"early_stopping_patience": -1}, "training.early_stopping_patience"),
+    ({"checkpoint_every_steps": -1}, r"training.checkpoint_every_steps: must be an int >= 0, got -1"),
+    ({"checkpoint_every_steps": 2.5}, "training.checkpoint_every_steps"),
     ({"reader": "disk"}, r"training.reader: must be one of \['auto', 'memory', 'stream'\], got 'disk'"),
 ])
 def test_training_values_are_type_checked(block, key, tmp_path):

@@ -45,6 +45,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "reader": "auto",  # READERS, zoo.data.training_batches: memory when the parsed train split fits
     "loss": {"type": "bce"},  # the primary head's loss, zoo.losses.loss_options: bce or {type: bce_ranking, ...}
     "dtype_policy": "float32",  # DTYPE_POLICIES, zoo.precision: float32, mixed_bfloat16 or mixed_float16
+    "checkpoint_every_steps": 0,  # zoo.checkpoint: also checkpoint every N global steps; 0 = at epoch ends only
     **dataclasses.asdict(Protocol()),
 }
 
@@ -78,6 +79,8 @@ _TRAINING_CHECKS = {
     "dtype_policy": (lambda value: value in DTYPE_POLICIES, f"one of {list(DTYPE_POLICIES)}"),
     "task_weights": (_task_weights, "a mapping {label: number >= 0}"),
     "batch_size": (_positive_int, "a positive int"),
+    "checkpoint_every_steps": (lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                               "an int >= 0"),
     "learning_rate": (_positive_number, "a positive number"),
 }
 

@@ -131,8 +131,27 @@ def parsed_row_bytes(spec: FeatureSpec) -> int:
     return sum(int(np.prod(f.shape)) * f.dtype.size for f in spec.parse_spec("all").values())
 
 
+def reader_and_steps(data_dir: str, spec: FeatureSpec, batch_size: int, reader: str = "auto",
+                     full_batches: bool = False) -> tuple[str, int]:
+    """The reader :func:`training_batches` uses (``auto`` resolved) and the batches of one epoch: one pass
+    (``ceil(rows / batch_size)``), or ``max(1, rows // batch_size)`` with ``full_batches``.
+
+    Raises:
+      ValueError: an unknown ``reader`` or an empty train split.
+    """
+    if reader not in READERS:
+        raise ValueError(f"reader '{reader}': must be one of {list(READERS)}")
+    rows = split_rows(data_dir, "train")
+    if rows == 0:
+        raise ValueError(f"{data_dir}: the train split is empty")
+    if reader == "auto":
+        reader = "memory" if rows * parsed_row_bytes(spec) <= MEMORY_READER_LIMIT else "stream"
+    return reader, max(1, rows // batch_size) if full_batches else -(-rows // batch_size)
+
+
 def training_batches(data_dir: str, spec: FeatureSpec, batch_size: int, *, seed: int,
-                     reader: str = "auto", full_batches: bool = False) -> tuple[tf.data.Dataset, int, str]:
+                     reader: str = "auto", start_step: int = 0,
+                     full_batches: bool = False) -> tuple[tf.data.Dataset, int, str]:
     """Endless shuffled batches of the train split, the batches of one pass (an epoch) and the reader used.
 
     One dataset (and so one iterator) serves every epoch of a ``model.fit(..., steps_per_epoch=steps)``:
@@ -150,6 +169,11 @@ def training_batches(data_dir: str, spec: FeatureSpec, batch_size: int, *, seed:
         :func:`zoo.batches.memory_batches`), ``stream`` (:func:`read_split` every pass: shard order and a 100K-row
         buffer shuffled) or ``auto`` (``memory`` when :func:`parsed_row_bytes` x rows is at most
         :data:`MEMORY_READER_LIMIT`).
+      start_step: start after that many batches of the endless sequence (a resumed run,
+        :mod:`zoo.checkpoint`): the batches from there on are those of the uninterrupted sequence.
+        ``memory`` starts at the right pass and offset without gathering the skipped rows;
+        ``stream`` reads, parses and drops them (``Dataset.skip``: about the time of reading that
+        part of the data, without training).
       full_batches: every batch has exactly ``batch_size`` rows (what a batch split over several
         devices needs, :mod:`zoo.distribution`): the passes run on as one stream (``rebatch``: a
         pass's last rows fill a batch with the next pass's first rows, each pass still one
@@ -159,20 +183,20 @@ def training_batches(data_dir: str, spec: FeatureSpec, batch_size: int, *, seed:
     Raises:
       ValueError: an unknown ``reader``; the errors of :func:`read_split` for bad shards.
     """
-    if reader not in READERS:
-        raise ValueError(f"reader '{reader}': must be one of {list(READERS)}")
-    rows = split_rows(data_dir, "train")
-    if rows == 0:
-        raise ValueError(f"{data_dir}: the train split is empty")
-    if reader == "auto":
-        reader = "memory" if rows * parsed_row_bytes(spec) <= MEMORY_READER_LIMIT else "stream"
-    steps = max(1, rows // batch_size) if full_batches else -(-rows // batch_size)
+    reader, steps = reader_and_steps(data_dir, spec, batch_size, reader, full_batches)
+    if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
+        raise ValueError(f"start_step: must be an int >= 0, got {start_step!r}")
+    skip_now = 0 if full_batches else start_step  # full batches: start_step counts them, skipped after the rebatch
     if reader == "memory":
-        ds = memory_batches(split_arrays(data_dir, "train", spec), batch_size, seed=seed)
+        ds = memory_batches(split_arrays(data_dir, "train", spec), batch_size, seed=seed, start_step=skip_now)
     else:
         ds = read_split(data_dir, "train", batch_size, spec=spec, shuffle=True, seed=seed).repeat()
+        if skip_now:
+            ds = ds.skip(skip_now)
     if full_batches:
         ds = ds.rebatch(batch_size, drop_remainder=True)  # endless: drop_remainder never drops a row
+        if start_step:
+            ds = ds.skip(start_step)
     return ds.prefetch(tf.data.AUTOTUNE), steps, reader
 
 

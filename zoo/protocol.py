@@ -39,6 +39,7 @@ import keras
 import numpy as np
 
 from zoo import metrics
+from zoo.checkpoint import Checkpoint, EpochBoundary, ResumeCallback
 from zoo.optimizers import PaperAdam
 
 # Adam's epsilon for every training path of the zoo: PyTorch's default 1e-8 rather than Keras' 1e-7.
@@ -269,9 +270,27 @@ def fit_inputs(x: Any, y: Any, fit_kwargs: dict[str, Any]) -> tuple[Any, Any, di
     return memory_batches(columns, batch_size, seed=seed, shuffle=shuffle), None, kwargs
 
 
+def _checkpointed(checkpoint: Checkpoint, protocol: Protocol, protocol_callbacks: Sequence[keras.callbacks.Callback],
+                  fit_callbacks: list[keras.callbacks.Callback], x: Any, y: Any, fit_kwargs: dict[str, Any]):
+    """The tracking callback, the callback list ``[EpochBoundary, *fit_callbacks, ResumeCallback]`` and
+    the fit arguments (``initial_epoch`` of a resume) of a checkpointed fit."""
+    epoch_steps = fit_kwargs.get("steps_per_epoch")
+    if y is not None or not epoch_steps or "initial_epoch" in fit_kwargs:
+        raise ValueError("fit: a checkpointed fit takes an endless dataset in x (y None) and steps_per_epoch, "
+                         "and sets initial_epoch itself")
+    pick = lambda cls: next((c for c in protocol_callbacks if isinstance(c, cls)), None)  # noqa: E731
+    boundary = EpochBoundary()
+    tracker = ResumeCallback(checkpoint, int(epoch_steps), protocol.max_epochs, boundary,
+                             pick(keras.callbacks.EarlyStopping), pick(keras.callbacks.ReduceLROnPlateau))
+    kwargs = dict(fit_kwargs)
+    if checkpoint.restored is not None:
+        kwargs["initial_epoch"] = checkpoint.restored.state.epochs
+    return tracker, [boundary, *fit_callbacks, tracker], kwargs
+
+
 def fit(model: keras.Model, x: Any, y: Any = None, *, validation: tuple[Any, np.ndarray] | ExactValidation,
         protocol: Protocol, extra_callbacks: Sequence[keras.callbacks.Callback] = (), verbose: Any = 0,
-        **fit_kwargs: Any) -> FitResult:
+        checkpoint: Checkpoint | None = None, **fit_kwargs: Any) -> FitResult:
     """Trains ``model`` under ``protocol``; the model ends with its best epoch's weights.
 
     Args:
@@ -281,6 +300,10 @@ def fit(model: keras.Model, x: Any, y: Any = None, *, validation: tuple[Any, np.
       protocol: the :class:`Protocol`.
       extra_callbacks: run after the protocol's (e.g. TensorBoard, which then logs the exact metrics).
       verbose: ``model.fit``'s verbosity.
+      checkpoint: a :class:`zoo.checkpoint.Checkpoint`: checkpoint the fit and, when it holds a
+        restored checkpoint, continue from it (``x`` must then be an endless dataset that starts at
+        :attr:`~zoo.checkpoint.Checkpoint.start_step` and ``steps_per_epoch`` must be given; see
+        :mod:`zoo.checkpoint`). None (the default): no checkpoints, the fit as before.
       **fit_kwargs: passed to ``model.fit`` (``batch_size``, ``shuffle``, ``sample_weight``,
         ``steps_per_epoch``, ...); ``epochs``, ``callbacks`` and ``validation_data`` are the protocol's.
         On TensorFlow, arrays with only ``batch_size``, ``shuffle``, ``sample_weight`` or
@@ -296,9 +319,18 @@ def fit(model: keras.Model, x: Any, y: Any = None, *, validation: tuple[Any, np.
     protocol_callbacks = callbacks(protocol, validation)
     stopper = next((c for c in protocol_callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
     start = time.time()
+    fit_callbacks: list[keras.callbacks.Callback] = [*protocol_callbacks, *extra_callbacks]
+    tracker = None
+    if checkpoint is not None:
+        tracker, fit_callbacks, fit_kwargs = _checkpointed(checkpoint, protocol, protocol_callbacks, fit_callbacks,
+                                                           x, y, fit_kwargs)
     try:
-        history = model.fit(x, y, epochs=protocol.max_epochs, callbacks=[*protocol_callbacks, *extra_callbacks],
-                            verbose=verbose, **fit_kwargs)
+        if tracker is not None and checkpoint.restored is not None and checkpoint.restored.state.finished:
+            tracker.restore_model(model)  # the fit had ended: its final state, nothing left to train
+            tracker.restore_callbacks(model)
+        else:
+            history = model.fit(x, y, epochs=protocol.max_epochs, callbacks=fit_callbacks, verbose=verbose,
+                                **fit_kwargs)
     except BaseException:
         # Keras ends callbacks only after a finished fit: a TensorBoard callback interrupted by an error
         # (a corrupt shard mid-epoch) would keep its summary writer and recording condition as this
@@ -308,7 +340,11 @@ def fit(model: keras.Model, x: Any, y: Any = None, *, validation: tuple[Any, np.
                 callback.on_train_end()
         raise
     seconds = time.time() - start
-    logs = {k: [float(v) for v in values] for k, values in history.history.items()}
+    if tracker is not None:  # every epoch of the run, the ones before a resume included
+        seconds = tracker.seconds
+        logs = {k: list(values) for k, values in tracker.history.items()}
+    else:
+        logs = {k: [float(v) for v in values] for k, values in history.history.items()}
     curve = logs[protocol.log_key]
     epochs_run = len(curve)
     stopped_early = bool(stopper is not None and stopper.stopped_epoch > 0)

@@ -29,6 +29,11 @@ YAML's ``c2al.ablation`` or ``--c2al-ablation``; the auxiliary heads' tap by ``c
 or, from Python, by a whole pair passed to :func:`run` (``{axis, head, tail}`` or the quantile form
 ``{feature, head_min, tail_max}``), e.g. from :func:`zoo.cohorts.choose_pair`.
 
+Training is preemption-safe (:mod:`zoo.checkpoint`): checkpoints under ``<output>/<variant>/checkpoint``
+at every epoch end (and every ``training.checkpoint_every_steps`` steps); the same command after a
+kill resumes where the run was and ends as the uninterrupted run would, printing where it resumed
+from; ``--no-resume`` starts over.
+
 The data directory is checked before training (:func:`beam_jobs.manifest.check_shards`: every shard
 of ``manifest.json`` there with its size). Errors (a missing ``spec.json``, a missing or truncated
 shard, a shard that cannot be decompressed mid-training, a bad option) end the CLI with one line on
@@ -42,6 +47,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import sys
 from typing import Any, Mapping, Sequence
 
@@ -51,6 +57,7 @@ import tensorflow as tf
 
 from beam_jobs.manifest import check_shards
 from zoo import c2al as c2al_lib
+from zoo import checkpoint as checkpoint_lib
 from zoo import cli
 from zoo.c2al import compile_model
 from zoo import data, metrics, protocol
@@ -207,12 +214,20 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
                   out_dir: str, seed: int, c2al: Mapping[str, Any] | None,
                   steps_per_epoch: int | None = None, verbose: Any = "auto",
                   cohort_weights: Mapping[str, float] | None = None,
-                  diagnostics_every: int | None = None, distribution: str = "none") -> tuple[keras.Model, dict]:
+                  diagnostics_every: int | None = None, resume: bool = True,
+                  distribution: str = "none") -> tuple[keras.Model, dict]:
     """Trains one variant with ``model.fit``; returns the model and its test-split evaluation.
+
+    Training is checkpointed under ``<out_dir>/<variant>/checkpoint`` (:mod:`zoo.checkpoint`: every
+    epoch end, and every ``training.checkpoint_every_steps`` steps). ``resume`` (the default)
+    continues from a checkpoint found there, exactly where the killed run was, and prints where it
+    resumed from; a checkpoint of another config, seed, cohort pair or data directory is refused
+    (:class:`zoo.checkpoint.CheckpointError`). ``resume=False`` deletes it and starts over.
 
     ``distribution`` (:data:`zoo.distribution.DISTRIBUTIONS`; the caller enters its scope) makes every
     training batch full (:func:`zoo.data.training_batches`' ``full_batches``); only the chief process
-    writes TensorBoard logs and ``model.keras``.
+    writes TensorBoard logs, checkpoints and ``model.keras`` (every process resumes from the chief's
+    checkpoint: a shared file system).
 
     ``cohort_weights`` are the ``reweight`` ablation's coefficients (:func:`zoo.c2al.reweight_coefficients`).
     ``diagnostics_every``: log :class:`zoo.diagnostics.C2ALDiagnostics` every that many steps on the
@@ -231,9 +246,31 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
         pipeline.update(labels=c2al_lib.aux_labels(ablation), aux=c2al_lib.aux_outputs(ablation))
         if ablation == "reweight" and cohort_weights is None:
             raise ValueError("c2al ablation 'reweight': needs cohort_weights")
+    run_dir = os.path.join(out_dir, variant)
+    chief = distribution_lib.is_chief()
+    full_batches = distribution != "none"
+    resolved_reader, pass_steps = data.reader_and_steps(data_dir, spec, batch_size, train_cfg["reader"], full_batches)
+    epoch_steps = steps_per_epoch or pass_steps
+    fingerprint = {  # what the trajectory depends on; checkpoint_every_steps and the distribution do not count
+        "variant": variant, "seed": seed, "c2al": variant_c2al, "epoch_steps": epoch_steps,
+        "reader": resolved_reader, "data": checkpoint_lib.data_fingerprint(data_dir),
+        "cohort_weights": cohort_weights if variant_c2al is not None else None,
+        "model_config": {**model_cfg, "training": {k: v for k, v in train_cfg.items() if k != "checkpoint_every_steps"}},
+    }
+    checkpoint = checkpoint_lib.Checkpoint(run_dir, fingerprint, train_cfg["checkpoint_every_steps"], resume=resume,
+                                           writer=chief)
+    distribution_lib.barrier("zoo.train.checkpoint_loaded")  # every process read the same one before any write
+    if checkpoint.restored is not None:
+        state = checkpoint.restored.state
+        if state.finished:
+            print(f"{variant}: resumed from epoch {state.epochs} step {state.step} of {checkpoint.restored.path} "
+                  "(the fit had finished: its final state restored, nothing trained)", flush=True)
+        else:
+            print(f"{variant}: resumed from epoch {state.epochs + 1} step {state.step} of {checkpoint.restored.path} "
+                  f"({state.step - state.epochs * epoch_steps} of the epoch's {epoch_steps} steps done)", flush=True)
     batches, pass_steps, reader = data.training_batches(data_dir, spec, batch_size, seed=seed,
-                                                        reader=train_cfg["reader"],
-                                                        full_batches=distribution != "none")
+                                                        reader=resolved_reader, start_step=checkpoint.start_step,
+                                                        full_batches=full_batches)
     train_ds = data.model_batches(spec, batches, cohort_weights=cohort_weights if variant_c2al is not None else None,
                                   **pipeline)
     # The protocol's exact validation metric is of the plain primary head (unweighted, on every
@@ -241,8 +278,6 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
     valid = data.split_arrays(data_dir, "valid", spec, batch_size * 4)
     validation = protocol.ExactValidation({f.name: valid[f.name] for f in spec.inputs}, valid[spec.label],
                                           batch_size=batch_size * 4)
-    run_dir = os.path.join(out_dir, variant)
-    chief = distribution_lib.is_chief()
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), update_freq=100),
     ] if chief else []
@@ -255,8 +290,8 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
                                          json_path=os.path.join(run_dir, "diagnostics.jsonl")))
     fitted = protocol.fit(model, train_ds, validation=validation,
                           protocol=protocol.Protocol.from_mapping(train_cfg, "training"),
-                          extra_callbacks=callbacks, steps_per_epoch=steps_per_epoch or pass_steps,
-                          verbose=verbose, shuffle=False)  # the tf.data pipeline shuffles
+                          extra_callbacks=callbacks, steps_per_epoch=epoch_steps,
+                          verbose=verbose, shuffle=False, checkpoint=checkpoint)  # the tf.data pipeline shuffles
     names = {a.name: list(a.cohorts) for a in spec.cohort_axes}
     if spec.multi_task:  # every task on the test split; the primary's metrics stay the top-level ones
         ys, ps, cohorts = predict_tasks(model, spec, data_dir, "test", batch_size * 4)
@@ -281,7 +316,7 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
         model_name: str | None = None, max_epochs: int | None = None, steps_per_epoch: int | None = None,
         verbose: Any = "auto", discover: Mapping[str, Any] | None = None,
         diagnostics_every: int | None = None, dtype_policy: str | None = None,
-        distribution: str = "none", model_shards: int | None = None) -> dict[str, Any]:
+        distribution: str = "none", model_shards: int | None = None, resume: bool = True) -> dict[str, Any]:
     """Trains the requested variants and writes ``<out_dir>/metrics.json``; returns its contents.
 
     ``model_config``: a model YAML's path, or the result of :func:`zoo.config.load_model_config`
@@ -303,6 +338,10 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
     ``embedding.row_multiple``); ``mirrored`` is TensorFlow's ``MirroredStrategy``. Under every
     distribution each training batch is full (:func:`zoo.data.training_batches`). In a multi-process
     run only the chief (process 0) writes files; every process returns the same summary.
+
+    ``resume`` (default True): a variant with a checkpoint under ``<out_dir>/<variant>/checkpoint``
+    (a killed run) continues from it (:func:`train_variant`, :mod:`zoo.checkpoint`); False starts
+    every variant over. The checkpoints are removed once ``metrics.json`` is written.
 
     ``c2al_overrides`` (None values ignored): the cohort pair and lambdas of :func:`resolve_c2al`
     (a whole pair such as :func:`zoo.cohorts.choose_pair`'s, in either form, or single keys), and
@@ -363,7 +402,7 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
         with distribution_scope(distribution, model_shards):  # zoo.distribution: build and fit on its devices
             models[variant], summary["variants"][variant] = train_variant(
                 variant, spec, data_dir, model_cfg, out_dir, seed, c2al, steps_per_epoch, verbose, cohort_weights,
-                diagnostics_every, distribution)
+                diagnostics_every, resume, distribution)
     oracle = oracle_metrics(spec, data_dir, "test", int(model_cfg["training"]["batch_size"]) * 4)
     if oracle is not None:  # the true click probability's metrics on the same test rows, computed once
         summary["oracle"] = oracle
@@ -385,6 +424,8 @@ def run(data_dir: str, model_config: str | Mapping[str, Any], out_dir: str, vari
     if chief:
         with open(os.path.join(out_dir, "metrics.json"), "w") as fh:
             json.dump(summary, fh, indent=2)
+        for variant in variants:  # the run is complete: a rerun starts over instead of resuming
+            shutil.rmtree(os.path.join(out_dir, variant, checkpoint_lib.DIRECTORY), ignore_errors=True)
     distribution_lib.barrier("zoo.train.run")  # the other processes wait for the chief's files
     return summary
 
@@ -565,6 +606,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="log C2AL diagnostics (zoo.diagnostics) every N training steps; 0 = off")
     parser.add_argument("--export-root", default=None, help="export the served model here (e.g. saved_models)")
     parser.add_argument("--model-name", default=None, help="export directory name (default <backbone>_<dataset>)")
+    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                        help="continue a killed run from <output>/<variant>/checkpoint (default); --no-resume "
+                        "deletes the checkpoints and starts over (zoo.checkpoint)")
     cli.add_cli_flags(parser)
     args = parser.parse_args(argv)
     return cli.run_reporting_errors(parser.prog, lambda: _main(args), args.debug, cli.data_loss_hint(args.data))
@@ -584,7 +628,7 @@ def _main(args: argparse.Namespace) -> int:
                   seed=args.seed, c2al_overrides=overrides, export_root=args.export_root,
                   model_name=args.model_name, max_epochs=args.max_epochs, discover=discovery_options(args),
                   diagnostics_every=args.diagnostics_every or None, dtype_policy=args.dtype_policy,
-                  distribution=args.distribution, model_shards=args.model_shards)
+                  distribution=args.distribution, model_shards=args.model_shards, resume=args.resume)
     if not distribution_lib.is_chief():
         return 0
     print("\n" + format_report(summary))
