@@ -219,7 +219,7 @@ def test_a_data_parallel_jax_run_resumes_to_the_uninterrupted_run(model_yaml, tm
     """``--distribution data_parallel`` on 2 virtual JAX CPU devices: SIGKILLed mid-epoch in its second
     epoch and resumed, the same weights and metrics bit for bit (reading ``callback.model`` syncs the
     JAX state; assigned arrays are laid out on both devices)."""
-    data_dir = str(tmp_path / "data")  # 3000 rows of seed 1: every batch, the last of a pass too, splits in 2
+    data_dir = str(tmp_path / "data")  # 3000 rows of seed 1; full batches under a distribution (zoo.data)
     write_data_dir(load_spec("configs/datasets/synthetic.yaml"), synthetic_rows(3000, seed=1), data_dir)
     env = clean_env(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=ROOT)
     ref, out = str(tmp_path / "reference"), str(tmp_path / "run")
@@ -236,7 +236,8 @@ def test_a_data_parallel_jax_run_resumes_to_the_uninterrupted_run(model_yaml, tm
     a, b = weights(out, "baseline"), weights(ref, "baseline")
     assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
     assert results(out)[0] == results(ref)[0]
-    assert results(out)[1]["distribution"] == {"name": "data_parallel", "devices": 2}
+    assert results(out)[1]["distribution"] == {"name": "data_parallel", "devices": 2, "processes": 1,
+                                               "model_shards": 1}
 
 
 @pytest.mark.parametrize("reader", ["memory", "stream"])
