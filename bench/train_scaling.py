@@ -37,10 +37,10 @@ and all of them). ``none`` trains on one device whatever N, so it runs at N = 1 
 XLA compilation: under ``keras.distribution`` the train step is compiled again at the start of the
 second epoch, see :data:`WARMUP_EPOCHS`) are excluded, as ``bench/train_throughput.py`` excludes its
 first (its epoch timer, ``bench/workers.py``), and each run records its train-step compilations per
-epoch, so a measured epoch that compiled shows. Repeats run interleaved. The table gives, per (distribution, devices), the
-median examples/s over every measured epoch of every repeat, its range, the speed-up over the same
-distribution on 1 device (``none`` on 1 device where that row is missing) and the efficiency
-(speed-up / devices). ``--output`` (JSON) holds every epoch, the summary, the data's sizes and the
+epoch, so a measured epoch that compiled shows. Repeats run interleaved. The table gives, per
+(distribution, devices), the median examples/s over every measured epoch of every repeat, its
+range, the speed-up over the same distribution on 1 device (``none`` on 1 device where that row is
+missing) and the efficiency (speed-up / devices). ``--output`` (JSON) holds every epoch, the summary, the data's sizes and the
 environment of ``bench/environment.py`` as a worker saw it (its devices included).
 
 Read the CPU numbers for what they are: N virtual CPU devices are N XLA devices on the same cores
@@ -404,8 +404,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="steps per epoch (default: one pass over the split)")
     parser.add_argument("--seed", type=int, default=0, help="the data's seed")
     parser.add_argument("--work", default=None, help=f"data directory cache (default {DEFAULT_WORK})")
-    parser.add_argument("--quick", action="store_true", help="smoke run: " + ", ".join(f"{k} {v}" for k, v in QUICK.items())
-                        + "; data and output in the temporary directory")
+    parser.add_argument("--quick", action="store_true", help="smoke run: " + ", ".join(
+        f"{k} {v}" for k, v in QUICK.items()) + "; data and output in the temporary directory")
     parser.add_argument("--output", default=None)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
