@@ -83,8 +83,9 @@ def model_config(name: str, precision: str = "float32") -> dict:
     settings = quality_frappe.model_settings(name, config)
     cfg = load_model_config(quality_frappe.model_config_path(name, config))
     cfg.update(backbone=settings["backbone"], hparams=settings["hparams"], embedding=settings["embedding"])
-    cfg["training"].update(batch_size=BATCH, learning_rate=1e-3,
-                           dtype_policy="float32" if precision == "float32" else f"mixed_{precision}")
+    from workers import precision_policy
+
+    cfg["training"].update(batch_size=BATCH, learning_rate=1e-3, dtype_policy=precision_policy(precision))
     return cfg
 
 
@@ -132,35 +133,11 @@ def gemm_rate(model, dtype: str = "float32") -> dict:
     return {"shape": [BATCH, k, n], "gflops": round(2.0 * BATCH * k * n / statistics.median(times) / 1e9, 1)}
 
 
-def epoch_timer():
-    """A Keras callback recording every epoch's wall time and the time spent inside its train steps."""
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.epochs, self.in_steps = [], []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start, self._steps = time.perf_counter(), 0.0
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self._batch = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self._steps += time.perf_counter() - self._batch
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.epochs.append(time.perf_counter() - self._start)
-            self.in_steps.append(self._steps)
-
-    return EpochTimer()
-
-
 def worker(args) -> dict:
     """One subprocess (backend fixed by KERAS_BACKEND): every model on every path, ``1 + epochs`` epochs."""
     import keras
 
+    from workers import epoch_timer
     from zoo import data, protocol
     from zoo.spec import load_spec
     from zoo.train import build_variant
@@ -264,6 +241,8 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
+    from workers import PRECISIONS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=None, help="comma-separated backbones (default: every registered one)")
     parser.add_argument("--backends", default="tensorflow,jax")
@@ -273,7 +252,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="steps per epoch (default: one pass over the split)")
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 steps per epoch, one repeat")
     parser.add_argument("--output", default=None)
     parser.add_argument("--append", action="store_true",

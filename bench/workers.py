@@ -1,4 +1,5 @@
-"""Runs benchmark worker commands as subprocesses, a fixed number at a time."""
+"""What benchmark workers share: running worker commands as subprocesses a fixed number at a time, the
+precision names of ``--precision`` and the epoch timer of a measured ``model.fit``."""
 
 from __future__ import annotations
 
@@ -28,3 +29,39 @@ def run_workers(commands: Mapping[str, Sequence[str]], jobs: int) -> list[str]:
                 if proc.returncode != 0:
                     failed.append(f"{name} (exit code {proc.returncode})")
     return failed
+
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+def precision_policy(precision: str) -> str:
+    """The ``training.dtype_policy`` of a ``--precision`` (``bfloat16``: ``mixed_bfloat16``, as
+    ``zoo.train --dtype-policy`` sets it; zoo.precision)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision: must be one of {list(PRECISIONS)}, got {precision!r}")
+    return "float32" if precision == "float32" else f"mixed_{precision}"
+
+
+def epoch_timer():
+    """A Keras callback recording every epoch's wall time and the time spent inside its train steps."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs, self.in_steps = [], []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start, self._steps = time.perf_counter(), 0.0
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self._batch = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._steps += time.perf_counter() - self._batch
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append(time.perf_counter() - self._start)
+            self.in_steps.append(self._steps)
+
+    return EpochTimer()
