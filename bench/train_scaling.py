@@ -16,9 +16,9 @@ visible). They are written as CSV and encoded by the project's own writer,
 ``zoo.train --data`` reads), under ``--work`` (default ``runs/train_scaling``; reused while rows,
 batch size, seed and :data:`DATA_VERSION` match). 10 % of the rows go to each of valid and test; the
 train split holds the rest rounded down to a multiple of ``--batch-size`` (the spec's
-``format.split_column``), so every batch is full and splits evenly over the devices:
-``keras.distribution`` needs a global batch divisible by the device count (a partial last batch of
-odd size fails with ``IndivisibleError``).
+``format.split_column``), so an epoch is exactly one pass of full batches both without a distribution
+and with one (``zoo.data.training_batches``' ``full_batches``, what ``zoo.train`` uses under a
+distribution): every row of the comparison trains the same rows per epoch.
 
 Model: ``--model`` (default DCNv2, ``configs/models/dcnv2.yaml``: 3 full-rank cross layers, MLP
 256-128-64, embedding dim 16 from the spec) built and compiled by ``zoo.train.build_variant``
@@ -26,8 +26,8 @@ Model: ``--model`` (default DCNv2, ``configs/models/dcnv2.yaml``: 3 full-rank cr
 bfloat16`` = ``training.dtype_policy: mixed_bfloat16`` (as ``bench/train_throughput.py``). Input:
 ``zoo.data.training_batches`` (the model YAML's reader; ``auto`` picks ``memory`` here) ->
 ``zoo.data.model_batches`` -> ``model.fit(steps_per_epoch=...)``, built and fitted inside
-``zoo.distribution.distribution_scope(name)`` as ``zoo.train`` does (``--model-shards`` is passed
-through when that function takes ``model_shards``).
+``zoo.distribution.distribution_scope(name, model_shards)`` with ``zoo.train.distributed_model_config``
+(``model_parallel``: the tables' rows padded to the shard count) as ``zoo.train`` does.
 
 Each (distribution, device count) of ``--distributions`` x ``--devices`` is one subprocess with
 ``KERAS_BACKEND=jax``: on CPU ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (N virtual
@@ -53,7 +53,6 @@ data and the output in the temporary directory) is a smoke run.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import os
@@ -200,17 +199,6 @@ def grid(distributions: list[str], devices: list[int]) -> list[tuple[str, int]]:
     return [(d, n) for d in distributions for n in devices if d != "none" or n == 1]
 
 
-def scope_kwargs(model_shards: int | None) -> dict:
-    """``{"model_shards": M}`` when given and ``zoo.distribution.distribution_scope`` takes it, else ``{}``."""
-    if model_shards is None:
-        return {}
-    from zoo.distribution import distribution_scope
-
-    if "model_shards" not in inspect.signature(distribution_scope).parameters:
-        raise ValueError("--model-shards: this zoo.distribution.distribution_scope takes no model_shards")
-    return {"model_shards": model_shards}
-
-
 def worker(args) -> dict:
     """One subprocess (KERAS_BACKEND=jax, its devices set by the parent): ``1 + epochs`` epochs of one run."""
     import keras
@@ -220,19 +208,21 @@ def worker(args) -> dict:
     from zoo.config import load_model_config
     from zoo.distribution import distribution_scope
     from zoo.spec import load_spec
-    from zoo.train import build_variant
+    from zoo.train import build_variant, distributed_model_config
 
     spec = load_spec(args.data)
     cfg = load_model_config(args.model)
     cfg["training"].update(batch_size=args.batch_size, dtype_policy=precision_policy(args.precision))
+    cfg = distributed_model_config(cfg, args.distribution, args.model_shards)  # zoo.train's: padded tables
     devices = keras.distribution.list_devices()
     if args.distribution != "none" and len(devices) != args.devices:
         raise SystemExit(f"worker: {len(devices)} devices visible, {args.devices} requested")
     timer, compiles = epoch_timer(), compile_counter()
-    with distribution_scope(args.distribution, **scope_kwargs(args.model_shards)) as distribution:
+    with distribution_scope(args.distribution, args.model_shards) as distribution:
         model = build_variant("baseline", spec, cfg, None, seed=0)
         batches, per_pass, reader = data.training_batches(args.data, spec, args.batch_size, seed=0,
-                                                          reader=cfg["training"]["reader"])
+                                                          reader=cfg["training"]["reader"],
+                                                          full_batches=args.distribution != "none")
         steps = args.steps or per_pass
         history = model.fit(data.model_batches(spec, batches), steps_per_epoch=steps,
                             epochs=WARMUP_EPOCHS + args.epochs, callbacks=[timer, compiles], verbose=0)
@@ -394,7 +384,7 @@ def main() -> None:
                         help="comma-separated device counts (default: 1,2 on CPU; 1,2,4,..,all on GPU)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--model-shards", type=int, default=None,
-                        help="model_parallel's model axis (passed to distribution_scope when it takes it)")
+                        help="model_parallel's model axis (default: every device of the run)")
     parser.add_argument("--rows", type=int, default=200_000, help="synthetic rows in all (80 %% train)")
     parser.add_argument("--batch-size", type=int, default=8192, help="the global batch")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32")
@@ -426,7 +416,6 @@ def main() -> None:
             raise ValueError("--device gpu: JAX sees no GPU on this machine")
         devices = parse_devices(args.devices) if args.devices else default_devices(args.device, available or 1)
         check_options(distributions, devices, args.batch_size, available)
-        scope_kwargs(args.model_shards)
         work = args.work or (tempfile.mkdtemp(prefix="train_scaling_") if args.quick else DEFAULT_WORK)
         data_dir, info = build_data(work, args.rows, args.batch_size, args.seed)
     except ValueError as err:
@@ -441,7 +430,7 @@ def main() -> None:
             argv = [sys.executable, os.path.abspath(__file__), "--worker", "--data", data_dir, "--distribution", name,
                     "--devices", str(n), "--model", args.model, "--batch-size", str(args.batch_size),
                     "--precision", args.precision, "--epochs", str(args.epochs), "--steps", str(args.steps)]
-            if args.model_shards is not None:
+            if args.model_shards is not None and name == "model_parallel":
                 argv += ["--model-shards", str(args.model_shards)]
             proc = subprocess.run(argv, env=worker_env(args.device, n), stdout=subprocess.PIPE, text=True)
             if proc.returncode != 0:

@@ -130,25 +130,3 @@ def test_quick_run_writes_one_row_per_distribution_and_device_count(tmp_path):
     assert "| data_parallel | 2 |" in done.stdout
 
 
-def test_model_shards_pass_through_only_where_the_scope_takes_them(monkeypatch):
-    import contextlib
-
-    from zoo import distribution
-
-    assert train_scaling.scope_kwargs(None) == {}
-
-    @contextlib.contextmanager
-    def with_shards(name, model_shards=None):
-        yield None
-
-    monkeypatch.setattr(distribution, "distribution_scope", with_shards)
-    assert train_scaling.scope_kwargs(4) == {"model_shards": 4}
-
-    @contextlib.contextmanager
-    def without(name):
-        yield None
-
-    monkeypatch.setattr(distribution, "distribution_scope", without)
-    with pytest.raises(ValueError, match=r"^--model-shards: this zoo.distribution.distribution_scope takes no "
-                                         r"model_shards$"):
-        train_scaling.scope_kwargs(4)
