@@ -62,6 +62,36 @@ def test_multi_field_embedding_matches_numpy_reference():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.rows(2, np.array([9, 0]))), [16, 11])
 
 
+def test_padded_rows_change_nothing_but_the_table_shape():
+    """``row_multiple``: 17 rows padded to 20; the real rows are the unpadded draw, the padding zero,
+    the lookups equal the NumPy reference and the unpadded layer's, and a training step (Adam with an
+    L2 regularizer) leaves the padding at zero."""
+    keras.utils.set_random_seed(11)
+    plain = MultiFieldEmbedding(**EMB_KW, embeddings_regularizer="l2")
+    plain(emb_inputs())
+    keras.utils.set_random_seed(11)
+    padded = MultiFieldEmbedding(**EMB_KW, row_multiple=4, embeddings_regularizer="l2")
+    outputs = padded(emb_inputs())
+    table = keras.ops.convert_to_numpy(padded.embeddings)
+    assert (padded.num_rows, padded.table_rows, table.shape) == (17, 20, (20, 3))
+    np.testing.assert_array_equal(table[:17], keras.ops.convert_to_numpy(plain.embeddings))
+    np.testing.assert_array_equal(table[17:], np.zeros((3, 3)))
+    expected = numpy_fused_lookup(table[:17], **{k: EMB_KW[k] for k in ("vocab_sizes", "modes", "input_fields")},
+                                  inputs=emb_inputs())
+    for got, want in zip(outputs, expected):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), want)
+    inputs = [keras.Input((x.shape[1],), dtype="int32") for x in emb_inputs()]
+    model = keras.Model(inputs, keras.ops.sum(keras.ops.concatenate(padded(inputs), axis=1), axis=(1, 2)))
+    model.compile(keras.optimizers.Adam(0.1), "mse")
+    model.fit(emb_inputs(), np.ones(4), epochs=2, verbose=0)
+    trained = keras.ops.convert_to_numpy(padded.embeddings)
+    assert not np.array_equal(trained[:17], table[:17])  # it trained
+    np.testing.assert_array_equal(trained[17:], np.zeros((3, 3)))
+    assert padded.get_config()["row_multiple"] == 4 and MultiFieldEmbedding(**EMB_KW, row_multiple=17).table_rows == 17
+    with pytest.raises(ValueError, match=r"^row_multiple: must be a positive int, got 0$"):
+        MultiFieldEmbedding(**EMB_KW, row_multiple=0)
+
+
 @pytest.mark.parametrize("kwargs, argument", [
     (dict(vocab_sizes=[], output_dim=2), "vocab_sizes"),
     (dict(vocab_sizes=[3, 0], output_dim=2), "vocab_sizes"),
@@ -162,6 +192,10 @@ def make_embedding():
     return MultiFieldEmbedding(**EMB_KW)
 
 
+def make_padded_embedding():
+    return MultiFieldEmbedding(**EMB_KW, row_multiple=8)
+
+
 def make_mlp():
     return MLP([4, 2], activation="gelu", dropout=0.1, norm="batch")
 
@@ -174,7 +208,7 @@ def make_dual():
 
 GATE_X = np.random.default_rng(5).normal(size=(4, 6)).astype("float32")
 GATE_CONTEXT = np.random.default_rng(6).normal(size=(4, 4)).astype("float32")
-CASES = [(make_embedding, emb_inputs()), (make_mlp, MLP_INPUT), (make_dual, emb_inputs()),
+CASES = [(make_embedding, emb_inputs()), (make_padded_embedding, emb_inputs()), (make_mlp, MLP_INPUT), (make_dual, emb_inputs()),
          (lambda: FeatureGate(units=[4], context_dim=3), GATE_X),              # learned context
          (lambda: FeatureGate(units=[4]), [GATE_X, GATE_CONTEXT])]            # a passed context
 

@@ -9,7 +9,6 @@ import numpy as np
 from zoo.cohorts.divergence import DIVERGENCES, check_bins, check_choice
 from zoo.cohorts.histograms import CohortHistograms, QuantileSample, quantile_label
 from zoo.cohorts.result import DiscoveryResult, result_from_histograms
-from zoo.protocol import predict_batch
 
 MODES = ("exhaustive", "quantile")
 QUANTILE_EXACT_ROWS = 1_000_000
@@ -118,6 +117,8 @@ def discover(model: Any, data_dir: str, axis: str, *, split: str = "valid", bins
 
 def predict_primary(model: Any, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
     """The model's primary probability of one batch as a flat float64 array."""
+    from zoo.protocol import predict_batch  # here: zoo.cohorts' maths import no Keras (test_import_weight)
+
     out = predict_batch(model, dict(inputs))  # zoo.protocol: also under a mirrored strategy
     if isinstance(out, Mapping):
         if "primary" not in out:
