@@ -145,6 +145,16 @@ def write_data_dir(spec: FeatureSpec, rows: list[dict], data_dir: str) -> dict[s
     return counts
 
 
+def synthetic_data_dir(tmp_path_factory, name: str, rows: int = 3000, seed: int = 1) -> str:
+    """A fresh data directory (:func:`write_data_dir`) of ``rows`` synthetic rows of ``seed``."""
+    from zoo.spec import load_spec
+
+    path = str(tmp_path_factory.mktemp(name))
+    write_data_dir(load_spec(os.path.join(ROOT, "configs", "datasets", "synthetic.yaml")),
+                   synthetic_rows(rows, seed=seed), path)
+    return path
+
+
 # ---------------------------------------------------------------------------------------------------
 # SavedModel export (tests/test_export.py, tests/test_serving.py; the session fixtures that use these
 # live in tests/conftest.py)

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import ROOT, clean_env, eval_batch, inputs_of, synthetic_rows, write_data_dir
+from helpers import ROOT, clean_env, eval_batch, inputs_of, synthetic_data_dir
 from zoo import data as data_lib
 from zoo import distribution as distribution_lib
 from zoo import train
@@ -142,9 +142,7 @@ def run_script(script: str, args, backend: str = "jax", devices: int = 1) -> dic
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("distribution_data"))
-    write_data_dir(load_spec("configs/datasets/synthetic.yaml"), synthetic_rows(3000, seed=1), path)
-    return path
+    return synthetic_data_dir(tmp_path_factory, "distribution_data", seed=1)
 
 
 @pytest.fixture(scope="module")

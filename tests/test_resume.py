@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import ROOT, clean_env, synthetic_rows, write_data_dir  # noqa: E402
+from helpers import ROOT, clean_env, synthetic_data_dir  # noqa: E402
 
 from zoo import checkpoint as checkpoint_lib  # noqa: E402
 from zoo import data, train  # noqa: E402
@@ -65,9 +65,7 @@ KILLER = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("data"))
-    write_data_dir(load_spec("configs/datasets/synthetic.yaml"), synthetic_rows(3000, seed=2), path)
-    return path
+    return synthetic_data_dir(tmp_path_factory, "data", seed=2)
 
 
 @pytest.fixture(scope="module")
@@ -215,12 +213,10 @@ def test_a_checkpoint_of_another_run_is_refused_naming_the_file_and_key(tmp_path
                               "rerun with --no-resume to start over")
 
 
-def test_a_data_parallel_jax_run_resumes_to_the_uninterrupted_run(model_yaml, tmp_path):
+def test_a_data_parallel_jax_run_resumes_to_the_uninterrupted_run(data_dir, model_yaml, tmp_path):
     """``--distribution data_parallel`` on 2 virtual JAX CPU devices: SIGKILLed mid-epoch in its second
     epoch and resumed, the same weights and metrics bit for bit (reading ``callback.model`` syncs the
     JAX state; assigned arrays are laid out on both devices)."""
-    data_dir = str(tmp_path / "data")  # 3000 rows of seed 1; full batches under a distribution (zoo.data)
-    write_data_dir(load_spec("configs/datasets/synthetic.yaml"), synthetic_rows(3000, seed=1), data_dir)
     env = clean_env(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=ROOT)
     ref, out = str(tmp_path / "reference"), str(tmp_path / "run")
     jax_argv = lambda o: [*argv(data_dir, model_yaml, o), "--variants", "baseline",  # noqa: E731
