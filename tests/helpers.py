@@ -159,6 +159,19 @@ def synthetic_data_dir(tmp_path_factory, name: str, rows: int = 3000, seed: int 
 # SavedModel export (tests/test_export.py, tests/test_serving.py; the session fixtures that use these
 # live in tests/conftest.py)
 # ---------------------------------------------------------------------------------------------------
+def model_weights(run_dir: str) -> dict[str, np.ndarray]:
+    """Every array of ``<run_dir>/model.keras`` by its HDF5 path."""
+    import zipfile
+
+    import h5py
+
+    found = {}
+    with zipfile.ZipFile(os.path.join(run_dir, "model.keras")) as archive:
+        with archive.open("model.weights.h5") as raw, h5py.File(raw, "r") as h5:
+            h5.visititems(lambda name, obj: found.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
 SYNTHETIC_SPEC_PATH = os.path.join(ROOT, "configs", "datasets", "synthetic.yaml")
 EXPORT_HP = dict(num_cross_layers=2, dnn_units=[16, 8])  # the exported DCNv2
 MIN_EVAL_ROWS = 1000

@@ -1,7 +1,8 @@
 """zoo.distribution / ``zoo.train --distribution``: data parallel on 2 virtual CPU devices and on 2
 local processes, model parallel (row-sharded tables) and TensorFlow's MirroredStrategy follow the
-one-device trajectory of the same seed and global batch; the processes together see every row of
-the stream once; a sharded model saves, reloads and exports the served graph of the unsharded one.
+one-device trajectory of the same seed and global batch (baseline and C2AL); the processes together
+see every row of the stream once; two processes SIGKILLed mid-epoch resume to the uninterrupted run;
+a sharded model saves, reloads and exports the served graph of the unsharded one.
 
 The JAX runs are subprocesses (this suite's process runs TensorFlow): one with 1 device, one with
 ``--xla_force_host_platform_device_count=2``, and two processes of 1 device each joined by
@@ -20,7 +21,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import ROOT, clean_env, eval_batch, inputs_of, synthetic_data_dir
+from helpers import ROOT, clean_env, eval_batch, inputs_of, model_weights, synthetic_data_dir
 from zoo import data as data_lib
 from zoo import distribution as distribution_lib
 from zoo import train
@@ -107,8 +108,26 @@ PROCESS = PREAMBLE + textwrap.dedent("""
     result["batches"] = [{k: v.reshape(len(v), -1)[:, 0].tolist() for k, v in b.items()}
                          for b in local.take(steps).as_numpy_iterator()]
     result["run"] = run(data, "data_parallel", "baseline", out)
+    result["run_c2al"] = run(data, "data_parallel", "c2al", out)
     print("RESULT " + json.dumps(result))
 """).replace("BATCH", str(BATCH))
+
+# argv: port, process id, data, output, model config, global step to SIGKILL itself at (0: none).
+RESUMED_PROCESS = PREAMBLE + textwrap.dedent("""
+    import signal
+    from zoo import checkpoint, distribution
+    port, process, data, out, CONFIG, kill_step = sys.argv[1], int(sys.argv[2]), *sys.argv[3:6], int(sys.argv[6])
+    distribution.initialize(f"localhost:{port}", 2, process)
+    if kill_step:  # both processes die at that step, the chief once its checkpoint of the step is written
+        original = checkpoint.ResumeCallback.on_train_batch_end
+
+        def on_train_batch_end(self, batch, logs=None):
+            original(self, batch, logs)
+            if self.step == kill_step:
+                os.kill(os.getpid(), signal.SIGKILL)
+        checkpoint.ResumeCallback.on_train_batch_end = on_train_batch_end
+    print("RESULT " + json.dumps(run(data, "data_parallel", "baseline", out)))
+""")
 
 exec(RUN)  # run(): the same function here as in every subprocess
 
@@ -156,31 +175,39 @@ def two_devices(data_dir, tmp_path_factory):
     return {**run_script(TWO_DEVICES, [data_dir, out], devices=2), "out": str(out)}
 
 
-@pytest.fixture(scope="module")
-def two_processes(data_dir, tmp_path_factory):
+def free_port() -> int:
     with socket.socket() as sock:  # a free loopback port for the coordinator
         sock.bind(("localhost", 0))
-        port = sock.getsockname()[1]
-    out = tmp_path_factory.mktemp("processes")
+        return sock.getsockname()[1]
+
+
+def two_jax_processes(script: str, args, logs) -> list[subprocess.CompletedProcess]:
+    """Runs ``script port <process id> *args`` as processes 0 and 1 of one JAX run (1 CPU device each)."""
+    port = free_port()
     env = clean_env(KERAS_BACKEND="jax", PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    logs = tmp_path_factory.mktemp("process_logs")
     # Output to files, not pipes: a process blocked on a full pipe would stall the other at a collective.
     files = [(open(logs / f"{i}.out", "w+"), open(logs / f"{i}.err", "w+")) for i in range(2)]
-    procs = [subprocess.Popen([sys.executable, "-c", PROCESS, str(port), str(i), data_dir, str(out)], cwd=ROOT,
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(port), str(i), *map(str, args)], cwd=ROOT,
                               env=env, stdout=stdout, stderr=stderr, text=True) for i, (stdout, stderr) in enumerate(files)]
-    results = []
+    done = []
     try:
         for proc, (stdout, stderr) in zip(procs, files):
             proc.wait(timeout=600)
             stdout.seek(0), stderr.seek(0)
-            results.append(result_of(subprocess.CompletedProcess(proc.args, proc.returncode, stdout.read(),
-                                                                 stderr.read())))
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout.read(), stderr.read()))
     finally:
         for proc, handles in zip(procs, files):
             proc.kill()
             for handle in handles:
                 handle.close()
-    return {"results": results, "out": str(out)}
+    return done
+
+
+@pytest.fixture(scope="module")
+def two_processes(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("processes")
+    done = two_jax_processes(PROCESS, [data_dir, out], tmp_path_factory.mktemp("process_logs"))
+    return {"results": [result_of(d) for d in done], "out": str(out)}
 
 
 def assert_same_trajectory(run, reference):
@@ -261,9 +288,32 @@ def test_two_processes_follow_the_one_device_trajectory_and_only_the_chief_write
     for r in results:
         assert r["run"]["distribution"] == {"name": "data_parallel", "devices": 2, "processes": 2, "model_shards": 1}
         assert_same_trajectory(r["run"], one_device["baseline"])
+        assert_same_trajectory(r["run_c2al"], one_device["c2al"])
     out = two_processes["out"]
-    assert sorted(os.listdir(out)) == ["baseline", "metrics.json"]
-    assert os.path.exists(os.path.join(out, "baseline", "model.keras"))
+    assert sorted(os.listdir(out)) == ["baseline", "c2al", "metrics.json"]
+    assert all(os.path.exists(os.path.join(out, v, "model.keras")) for v in ("baseline", "c2al"))
+
+
+def test_two_sigkilled_processes_resume_to_the_uninterrupted_two_process_run(two_processes, data_dir, tmp_path):
+    """Both processes SIGKILLed mid-epoch in epoch 2 (the chief once its checkpoint of that step is
+    written, as a preempted job) and started again: they resume from the chief's checkpoint and end with
+    the uninterrupted two-process run's history, test metrics and weights, bit for bit."""
+    config = tmp_path / "dcnv2_checkpointed.yaml"
+    config.write_text(f"base: {ROOT}/{CONFIG}\ntraining: {{checkpoint_every_steps: 1}}\n")
+    steps = data_lib.split_rows(data_dir, "train") // BATCH
+    kill, out = steps + 2, tmp_path / "run"
+    first = two_jax_processes(RESUMED_PROCESS, [data_dir, out, config, kill], tmp_path)
+    assert [d.returncode for d in first] == [-9, -9], [d.stderr[-2000:] for d in first]
+    assert os.listdir(out / "baseline" / "checkpoint") == [f"step-{kill:012d}"]  # the chief's, none after
+    second = two_jax_processes(RESUMED_PROCESS, [data_dir, out, config, 0], tmp_path)
+    path = out / "baseline" / "checkpoint" / f"step-{kill:012d}"
+    for done in second:
+        assert f"baseline: resumed from epoch 2 step {kill} of {path} (2 of the epoch's {steps} steps done)" \
+            in done.stdout
+        resumed, reference = result_of(done), two_processes["results"][0]["run"]
+        assert {k: resumed[k] for k in ("loss", "valid", "test")} == {k: reference[k] for k in ("loss", "valid", "test")}
+    a, b = model_weights(out / "baseline"), model_weights(os.path.join(two_processes["out"], "baseline"))
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_mirrored_on_two_cpu_devices_follows_the_one_device_run(data_dir, tmp_path):

@@ -12,14 +12,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import zipfile
 
-import h5py
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import ROOT, clean_env, synthetic_data_dir  # noqa: E402
+from helpers import ROOT, clean_env, model_weights, synthetic_data_dir  # noqa: E402
 
 from zoo import checkpoint as checkpoint_lib  # noqa: E402
 from zoo import data, train  # noqa: E402
@@ -89,12 +87,7 @@ def killed(kill, args, cwd, env=None):
 
 
 def weights(out, variant):
-    """Every array of ``<out>/<variant>/model.keras`` by its HDF5 path."""
-    found = {}
-    with zipfile.ZipFile(os.path.join(out, variant, "model.keras")) as archive:
-        with archive.open("model.weights.h5") as raw, h5py.File(raw, "r") as h5:
-            h5.visititems(lambda name, obj: found.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return found
+    return model_weights(os.path.join(out, variant))
 
 
 def results(out):
