@@ -155,6 +155,17 @@ def test_a_fit_cut_by_an_error_leaves_tensorboard_summaries_working(tmp_path):
     assert tags == [("written", 3)]
 
 
+@pytest.mark.tf_only
+def test_an_error_before_training_begins_is_raised_as_it_is_with_tensorboard_attached(tmp_path):
+    """``model.fit`` rejects an argument it does not know before any callback begins: that error
+    reaches the caller, not one from ending a TensorBoard callback that never started."""
+    x, y = data()
+    board = keras.callbacks.TensorBoard(str(tmp_path / "tb"), update_freq=100)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'not_a_fit_argument'"):
+        fit(tiny_model(), x, {"primary": y}, validation=scripted([0.5]), protocol=Protocol(max_epochs=2),
+            extra_callbacks=[board], batch_size=16, not_a_fit_argument=1)
+
+
 def test_array_fits_take_one_pass_per_epoch_and_repeat_with_the_seed():
     """64 rows, batch 16: 4 steps every epoch on either backend (on TensorFlow from one in-memory
     pipeline for the whole fit), and the same global seed gives bit-identical weights."""

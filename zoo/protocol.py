@@ -270,6 +270,17 @@ def fit_inputs(x: Any, y: Any, fit_kwargs: dict[str, Any]) -> tuple[Any, Any, di
     return memory_batches(columns, batch_size, seed=seed, shuffle=shuffle), None, kwargs
 
 
+class _TrainBegan(keras.callbacks.Callback):
+    """Records that ``model.fit`` called ``on_train_begin`` (the callbacks before it began)."""
+
+    def __init__(self):
+        super().__init__()
+        self.began = False
+
+    def on_train_begin(self, logs=None):
+        self.began = True
+
+
 def _checkpointed(checkpoint: Checkpoint, protocol: Protocol, protocol_callbacks: Sequence[keras.callbacks.Callback],
                   fit_callbacks: list[keras.callbacks.Callback], x: Any, y: Any, fit_kwargs: dict[str, Any]):
     """The tracking callback, the callback list ``[EpochBoundary, *fit_callbacks, ResumeCallback]`` and
@@ -319,7 +330,8 @@ def fit(model: keras.Model, x: Any, y: Any = None, *, validation: tuple[Any, np.
     protocol_callbacks = callbacks(protocol, validation)
     stopper = next((c for c in protocol_callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
     start = time.time()
-    fit_callbacks: list[keras.callbacks.Callback] = [*protocol_callbacks, *extra_callbacks]
+    began = _TrainBegan()  # after the extra callbacks: once it has begun, every TensorBoard has too
+    fit_callbacks: list[keras.callbacks.Callback] = [*protocol_callbacks, *extra_callbacks, began]
     tracker = None
     if checkpoint is not None:
         tracker, fit_callbacks, fit_kwargs = _checkpointed(checkpoint, protocol, protocol_callbacks, fit_callbacks,
@@ -334,8 +346,9 @@ def fit(model: keras.Model, x: Any, y: Any = None, *, validation: tuple[Any, np.
     except BaseException:
         # Keras ends callbacks only after a finished fit: a TensorBoard callback interrupted by an error
         # (a corrupt shard mid-epoch) would keep its summary writer and recording condition as this
-        # thread's defaults, and every later tf.summary call in the process would write nothing.
-        for callback in extra_callbacks:
+        # thread's defaults, and every later tf.summary call in the process would write nothing. An
+        # error before training began (the data adapter) left nothing to end.
+        for callback in extra_callbacks if began.began else ():
             if isinstance(callback, keras.callbacks.TensorBoard):
                 callback.on_train_end()
         raise
