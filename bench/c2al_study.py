@@ -119,12 +119,24 @@ def run_job(plan, work: str, dataset: str, backbone: str) -> dict:
     from zoo.study.job import Job, SealedSplit
 
     spec, splits = load_arrays(work, dataset)
+    from environment import environment
+
     job = Job(plan, dataset, backbone, model_config(plan, backbone, dataset), spec, splits["train"], splits["valid"],
               SealedSplit(splits["test"]), os.path.join(work, "jobs"), log=lambda m: print(m, flush=True))
+    # A job resumed on another machine trained its runs on both: the record names every one, so the
+    # report's minutes are read against the hardware that spent them.
+    here = environment()
+    machines = job.record.setdefault("machines", [])
+    if not any(_same_machine(m, here) for m in machines):
+        machines.append(here)
     return job.run()
 
 
-def report(plan, work: str, output: str, datasets: list[str], backbones: list[str], wall: float) -> str:
+def _same_machine(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("cpu", "cpu_count", "accelerators", "backend", "keras", "tensorflow", "jax"))
+
+
+def report(plan, work: str, output: str, datasets: list[str], backbones: list[str]) -> str:
     from environment import environment
     from zoo.diagnostics import plot_ne_diff
     from zoo.study.report import format_report
@@ -140,7 +152,8 @@ def report(plan, work: str, output: str, datasets: list[str], backbones: list[st
                     jobs.append(job)
     if not jobs:
         raise SystemExit(f"report: no finished job under {os.path.join(work, 'jobs')}")
-    env = {**environment(), "wall_seconds": round(wall or sum(j["seconds"] for j in jobs), 1)}
+    # The jobs' own wall times summed: a resumed study's invocations each see only part of it.
+    env = {**environment(), "job_seconds": round(sum(j["seconds"] for j in jobs), 1)}
     text, summaries = format_report(jobs, env, plan.to_dict())
     os.makedirs(output, exist_ok=True)
     for dataset in dict.fromkeys(j["dataset"] for j in jobs):
@@ -199,7 +212,6 @@ def main(argv=None) -> int:
         return 0
     if args.step in ("all", "prepare"):
         prepare(plan, work, datasets)
-    start = time.time()
     if args.step in ("all", "run"):
         pending = [(d, b) for d in datasets for b in backbones]
         if args.jobs == 0:
@@ -215,7 +227,7 @@ def main(argv=None) -> int:
             for failure in failed:
                 print(f"job {failure} failed; its finished runs are kept and resumed by the next run", flush=True)
     if args.step in ("all", "run", "report"):
-        path = report(plan, work, output, datasets, backbones, time.time() - start if args.step != "report" else 0.0)
+        path = report(plan, work, output, datasets, backbones)
         print(open(path).read())
         print(f"report: {path}")
     return 0

@@ -138,6 +138,34 @@ def test_the_quick_study_runs_end_to_end_and_reads_the_test_split_only_for_the_f
     assert "gradients/aux_head/head/cosine" in report
     results = json.load(open(os.path.join(out, "results.json")))
     assert results["summaries"]["synthetic__dcnv2"]["epochs"]["runs"] == len(job["runs"])
+    here = job["machines"]
+    assert len(here) == 1 and here[0]["cpu_count"] == os.cpu_count() and here[0]["backend"] == results["environment"]["backend"]
+    assert f"trained on {here[0]['cpu']} x{here[0]['cpu_count']}, accelerators none;" in report
+
+    # resumed on another machine (nothing left to train): the record and the report name both machines
+    earlier = {**here[0], "cpu": "Earlier CPU", "date": "2026-01-02"}
+    with open(os.path.join(work, "jobs", "synthetic__dcnv2", "job.json"), "w") as fh:
+        json.dump({**job, "machines": [earlier]}, fh)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "c2al_study.py"), "run", "--quick", "--jobs", "0",
+                           "--backbones", "dcnv2", "--work", work, "--output", out],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = json.load(open(os.path.join(work, "jobs", "synthetic__dcnv2", "job.json")))
+    assert resumed["runs"] == job["runs"] and [m["cpu"] for m in resumed["machines"]] == ["Earlier CPU", here[0]["cpu"]]
+    report = open(os.path.join(out, "report.md")).read()
+    assert (f"(Earlier CPU x{here[0]['cpu_count']}, accelerators none, 2026-01-02 and {here[0]['cpu']} "
+            f"x{here[0]['cpu_count']}, accelerators none, {here[0]['date']})") in report
+
+
+def test_the_report_names_each_machine_and_the_jobs_it_trained():
+    from zoo.study.report import UNRECORDED_MACHINE, _machines
+
+    a, b = {"cpu": "A", "cpu_count": 2, "accelerators": []}, {"cpu": "B", "cpu_count": 8, "accelerators": ["gpu:0"]}
+    jobs = [{"dataset": "s", "backbone": "dlrm", "machines": [a]}, {"dataset": "s", "backbone": "dcnv2", "machines": [a, b]},
+            {"dataset": "m", "backbone": "ple"}]
+    assert _machines(jobs[:1]) == "A x2, accelerators none"
+    assert _machines(jobs) == (f"A x2, accelerators none (2 jobs: s/dlrm, s/dcnv2); B x8, accelerators ['gpu:0'] "
+                               f"(1 job: s/dcnv2); {UNRECORDED_MACHINE} (1 job: m/ple)")
 
 
 @pytest.mark.multi_backend

@@ -133,6 +133,33 @@ def diagnostics_summary(job: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _machine(env: Mapping[str, Any], date: bool = False) -> str:
+    text = f"{env.get('cpu')} x{env.get('cpu_count')}, accelerators {env.get('accelerators') or 'none'}"
+    return text + (f", {env['date']}" if date and env.get("date") else "")
+
+
+UNRECORDED_MACHINE = "machine not recorded (a record older than per-job machines)"
+
+
+def _job_machines(job: Mapping[str, Any], date: bool = False) -> list[str]:
+    """Where the job's runs trained: each machine its record names, in order (a resumed job may name several)."""
+    if not job.get("machines"):
+        return [UNRECORDED_MACHINE]
+    return list(dict.fromkeys(_machine(m, date) for m in job["machines"]))
+
+
+def _machines(jobs: Sequence[Mapping[str, Any]]) -> str:
+    """Each distinct machine and the jobs it trained: ``A x2, accelerators none (3 jobs: s/dcnv2, ...); B ...``."""
+    by: dict[str, list[str]] = {}
+    for job in jobs:
+        for m in _job_machines(job):
+            by.setdefault(m, []).append(f"{job['dataset']}/{job['backbone']}")
+    if len(by) == 1:
+        return next(iter(by))
+    return "; ".join(f"{m} ({len(names)} job{'s' if len(names) > 1 else ''}: {', '.join(names)})"
+                     for m, names in by.items())
+
+
 def _pct(mean: float, std: float | None = None) -> str:
     if mean != mean:
         return "n/a"
@@ -186,9 +213,8 @@ def format_report(jobs: Sequence[Mapping[str, Any]], environment: Mapping[str, A
     lines = [f"# {title}", "",
              f"{len(jobs)} jobs (dataset x backbone), {runs} training runs, {capped} of them stopped by the epoch "
              f"cap ({plan['training']['max_epochs']}); seeds {plan['seeds']} (sweep {plan['sweep_seeds']}); lambda grid "
-             f"{plan['lambdas']} selected on validation {plan['select_on']} NE; backend {environment.get('backend')}, "
-             f"{environment.get('cpu')} x{environment.get('cpu_count')}, accelerators "
-             f"{environment.get('accelerators') or 'none'}; wall time {environment.get('wall_seconds', 0) / 60:.1f} min.",
+             f"{plan['lambdas']} selected on validation {plan['select_on']} NE; backend {environment.get('backend')}; "
+             f"trained on {_machines(jobs)}; {environment.get('job_seconds', 0) / 60:.1f} min of training in all (the jobs' wall times summed).",
              ""]
     lines += verdict(jobs, summaries)
     for dataset in dict.fromkeys(j["dataset"] for j in jobs):
@@ -214,7 +240,8 @@ def job_section(job: Mapping[str, Any], summary: Mapping[str, Any]) -> list[str]
              f"{found['head']} / {found['tail']}; least {job['pairs']['least']['head']} / "
              f"{job['pairs']['least']['tail']}, random {job['pairs']['random']['head']} / {job['pairs']['random']['tail']}. "
              f"Epochs: mean {summary['epochs']['mean_epochs_run']:.1f}, max {summary['epochs']['max_epochs_run']}, "
-             f"{summary['epochs']['hit_cap']} of {summary['epochs']['runs']} runs at the cap; {job['seconds'] / 60:.1f} min.",
+             f"{summary['epochs']['hit_cap']} of {summary['epochs']['runs']} runs at the cap; {job['seconds'] / 60:.1f} min "
+             f"({' and '.join(_job_machines(job, date=True))}).",
              "", "Validation curve (mean over the sweep seeds; baseline "
              f"{job['sweep_baseline']['ne_overall']:.5f} / {job['sweep_baseline']['ne_head']:.4f} / "
              f"{job['sweep_baseline']['ne_tail']:.4f}):", "",
