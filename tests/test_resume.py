@@ -7,6 +7,7 @@ subprocess itself: :data:`KILLER` wraps the checkpoint callback (or ``os.rename`
 ``SIGKILL`` to its own process at a chosen global step of a chosen variant, so no cleanup code runs.
 """
 
+import glob
 import json
 import os
 import subprocess
@@ -190,6 +191,37 @@ def test_an_interrupted_write_is_ignored_and_the_previous_checkpoint_used(tmp_pa
     # resume=False deletes the checkpoints: nothing to resume from.
     assert checkpoint_lib.Checkpoint(str(tmp_path), fingerprint, resume=False).restored is None
     assert not os.path.exists(directory)
+
+
+def _batch_loss_steps(log_dir: str) -> list[int]:
+    """The steps of every ``batch_loss`` summary under ``log_dir``, in the order written."""
+    import tensorflow as tf
+
+    steps = []
+    for path in sorted(glob.glob(os.path.join(log_dir, "train", "events.out.tfevents.*")), key=os.path.getmtime):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            steps += [int(event.step) for v in event.summary.value if v.tag == "batch_loss"]
+    return steps
+
+
+@pytest.mark.parametrize("callback", ["keras", "resumable"])
+def test_a_resumed_fit_writes_its_batch_summaries_after_the_first_fits(tmp_path, callback):
+    """Two fits of one model into one log directory, the second from the first's optimizer step (what a
+    resume does): Keras' own callback writes steps 1-5 twice; ResumableTensorBoard writes 1-10 once."""
+    import keras
+
+    cls = checkpoint_lib.ResumableTensorBoard if callback == "resumable" else keras.callbacks.TensorBoard
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)).astype("float32"), rng.normal(size=(40, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    log_dir = str(tmp_path / "tb")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=[cls(log_dir, update_freq=1)])
+    model.fit(x, y, batch_size=8, epochs=2, initial_epoch=1, verbose=0, shuffle=False,
+              callbacks=[cls(log_dir, update_freq=1)])
+    assert int(model.optimizer.iterations) == 10
+    want = list(range(1, 11)) if callback == "resumable" else [1, 2, 3, 4, 5] * 2
+    assert _batch_loss_steps(log_dir) == want
 
 
 @pytest.mark.parametrize("change, key, old, new", [

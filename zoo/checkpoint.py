@@ -419,3 +419,29 @@ class ResumeCallback(keras.callbacks.Callback):
 def epoch_of(step: int, epoch_steps: int) -> int:
     """Epochs completed after ``step`` global steps."""
     return step // epoch_steps
+
+
+class ResumableTensorBoard(keras.callbacks.TensorBoard):
+    """``keras.callbacks.TensorBoard`` whose batch summaries continue at the optimizer's step after a resume.
+
+    Keras counts the batch summaries' step from 0 in every ``fit`` (tensorflow/tensorflow#45274): a
+    resumed run would write its ``batch_*`` curves over the killed run's steps, while the epoch
+    summaries (``initial_epoch``) and ``evaluation_*_vs_iterations`` continue. Here the count starts
+    at ``model.optimizer.iterations`` when the first batch begins, i.e. after :class:`ResumeCallback`
+    restored it, so batch ``n`` of the run is written at step ``n`` however often it was resumed. The
+    steps a kill lost (after the last checkpoint) are trained and written again: TensorBoard then
+    shows two points there, the lost one and the kept one. Arguments are the Keras callback's.
+    """
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if not hasattr(self, "_global_train_batch"):  # the counter Keras keeps; a test checks it still does
+            raise RuntimeError("keras.callbacks.TensorBoard no longer keeps _global_train_batch: "
+                               "zoo.checkpoint.ResumableTensorBoard needs updating")
+        self._continue_from_optimizer = True
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._continue_from_optimizer:
+            self._continue_from_optimizer = False
+            self._global_train_batch = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        super().on_train_batch_begin(batch, logs)

@@ -279,7 +279,7 @@ def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Map
     validation = protocol.ExactValidation({f.name: valid[f.name] for f in spec.inputs}, valid[spec.label],
                                           batch_size=batch_size * 4)
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), update_freq=100),
+        checkpoint_lib.ResumableTensorBoard(os.path.join(run_dir, "tensorboard"), update_freq=100),
     ] if chief else []
     if diagnostics_every:
         from zoo.diagnostics import C2ALDiagnostics
