@@ -105,7 +105,14 @@ def model_config(plan, backbone: str, dataset: str) -> dict:
     from zoo.encoder import embedding_options
 
     suffix = "_test" if plan.model_configs == "tiny" else ""
-    cfg = load_model_config(os.path.join(ROOT, "configs", "models", f"{backbone}{suffix}.yaml"))
+    path = os.path.join(ROOT, "configs", "models", f"{backbone}{suffix}.yaml")
+    cfg = load_model_config(path)
+    # The plan's training block trains every backbone alike; of the model YAML's only the loss is read.
+    # A precision asked for there would not be the one trained in, so it must agree with the plan's.
+    policy = (cfg.get("training") or {}).get("dtype_policy", "float32")
+    if policy != plan.dtype_policy:
+        raise SystemExit(f"{path}: training.dtype_policy '{policy}' is not the plan's training.dtype_policy "
+                         f"'{plan.dtype_policy}' (the study builds every run in the plan's)")
     tuned = plan.datasets[dataset].get("hparams_from")
     if tuned:
         import quality_frappe

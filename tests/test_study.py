@@ -43,6 +43,43 @@ def test_lambda_zero_reproduces_the_baseline_exactly_and_lambda_one_does_not():
     assert evaluate(SPEC, valid, base)["overall"]["rows"] == 128
 
 
+@pytest.mark.multi_backend
+def test_the_plans_dtype_policy_builds_every_run_and_the_global_policy_is_restored():
+    """training.dtype_policy mixed_bfloat16: the baseline's and C2AL's layers compute in bfloat16 with
+    float32 variables; the default float32 run is unchanged; Keras' global policy is float32 after."""
+    import keras
+
+    train, valid = arrays(128, 0), arrays(64, 1)
+    assert load_plan(PLAN).dtype_policy == "float32"
+    for run in (Run("baseline", 1), Run("c2al", 1, 0.3)):
+        computes, p = {}, {}
+        for policy in ("float32", "mixed_bfloat16"):
+            model, _ = train_run("dcnv2", CONFIG, SPEC, train, valid, run, PAIR, Protocol(max_epochs=1), 32, 3e-3,
+                                 dtype_policy=policy)
+            dense = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Dense)]
+            computes[policy] = {layer.compute_dtype for layer in dense}
+            assert dense and {w.dtype for layer in dense for w in layer.weights} == {"float32"}
+            p[policy] = predict(model, SPEC, valid)
+            assert keras.config.dtype_policy().name == "float32"
+        assert computes == {"float32": {"float32"}, "mixed_bfloat16": {"bfloat16"}}
+        gap = np.abs(p["mixed_bfloat16"] - p["float32"]).max()  # the same seed, rounded to bfloat16 on the way
+        assert 0 < gap < 0.05, gap
+
+
+def test_a_model_yaml_precision_other_than_the_plans_is_refused(tmp_path):
+    import dataclasses
+
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import c2al_study
+
+    plan = load_plan(PLAN)
+    assert c2al_study.model_config(plan, "dlrm", "synthetic")["training"]["dtype_policy"] == "float32"
+    bf16 = dataclasses.replace(plan, training={**plan.training, "dtype_policy": "mixed_bfloat16"})
+    with pytest.raises(SystemExit, match=r"dlrm\.yaml: training\.dtype_policy 'float32' is not the plan's "
+                                         r"training\.dtype_policy 'mixed_bfloat16'"):
+        c2al_study.model_config(bf16, "dlrm", "synthetic")
+
+
 def test_the_test_split_is_sealed_until_the_selection_is_final_and_read_once_per_run():
     split = SealedSplit({"y": np.zeros(3)})
     with pytest.raises(SealedSplitError, match="before the selection was final"):
@@ -79,6 +116,7 @@ def test_the_shipped_plan_and_its_quick_block_load():
     ({"variants": ["reweigh"]}, "variants: unknown 'reweigh'"),
     ({"training": {"batch_size": 8, "max_epochs": 0}}, "training.max_epochs: must be a positive int"),
     ({"training": {"batch_size": 8, "epochs": 3}}, "training: unknown key 'epochs'"),
+    ({"training": {"batch_size": 8, "dtype_policy": "float64"}}, "training.dtype_policy: must be one of"),
     ({"head_options": [{"head": [8]}]}, r"head_options\[0\]: must set some of"),
     ({"variant_datasets": ["criteo"]}, "variant_datasets: 'criteo' is not one of the plan's datasets"),
     ({"datasets": {"s": {"dataset": "x.yaml", "split": {"train": 0.5, "valid": 0.1, "test": 0.3}}}},

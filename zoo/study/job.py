@@ -129,7 +129,8 @@ class Job:
         diagnostics = self._diagnostics(run, pair)
         model, fitted = train_run(self.backbone, self.model_cfg, self.spec, self.train, self.valid, run, pair,
                                   self.plan.protocol, self.plan.training["batch_size"],
-                                  float(self.plan.training["learning_rate"]), callbacks=(diagnostics,))
+                                  float(self.plan.training["learning_rate"]), callbacks=(diagnostics,),
+                                  dtype_policy=self.plan.dtype_policy)
         p_valid = predict(model, self.spec, self.valid)
         model.save_weights(self._weights(run))
         entry = {"variant": run.variant, "seed": run.seed, "lambda": run.lam, "options": dict(run.options),
@@ -168,7 +169,8 @@ class Job:
         if "pairs" in self.record:
             return
         run = Run(BASELINE, self.plan.seeds[0])
-        model = build_run_model(self.backbone, self.model_cfg, self.spec, run, 1e-3)
+        model = build_run_model(self.backbone, self.model_cfg, self.spec, run, 1e-3,
+                                dtype_policy=self.plan.dtype_policy)
         model.load_weights(self._weights(run))
         p_valid = predict(model, self.spec, self.valid)
         axis = self.spec.axis(self.spec.c2al["axis"])
@@ -252,7 +254,8 @@ class Job:
         for run in finals:
             if run.key in results:
                 continue
-            model = build_run_model(self.backbone, self.model_cfg, self.spec, run, 1e-3, self.pair_of(run), self.train)
+            model = build_run_model(self.backbone, self.model_cfg, self.spec, run, 1e-3, self.pair_of(run), self.train,
+                                    self.plan.dtype_policy)
             model = getattr(model, "routed", model)  # D-Train: the served (routed) model holds the weights
             model.load_weights(self._weights(run))
             recorded = self.record["runs"][run.key]["valid"]["overall"]["ne"]

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from zoo.precision import DTYPE_POLICIES
 from zoo.protocol import Protocol
 from zoo.registry import backbone_names
 from zoo.study.variants import VARIANTS
@@ -46,7 +47,8 @@ class Plan:
       lambdas: the grid of ``lambda_head = lambda_tail``.
       select_on: what the sweep minimizes on the validation split: ``overall`` NE, or ``cohorts``
         (the mean of the head and tail cohorts' NE).
-      training: batch size, learning rate and the :class:`zoo.protocol.Protocol` keys.
+      training: batch size, learning rate, ``dtype_policy`` (:data:`zoo.precision.DTYPE_POLICIES`,
+        default ``float32``: every run's models are built in it) and the :class:`zoo.protocol.Protocol` keys.
       discovery: ``{metric, bins, min_fraction}`` of cohort discovery on the seed-0 baseline.
       variants: :data:`zoo.study.variants.VARIANTS` names run at the chosen lambda.
       variant_datasets: the datasets the variants run on.
@@ -72,6 +74,10 @@ class Plan:
     @property
     def protocol(self) -> Protocol:
         return Protocol.from_mapping(self.training, "training")
+
+    @property
+    def dtype_policy(self) -> str:
+        return self.training.get("dtype_policy", "float32")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -150,10 +156,12 @@ def _check(plan: Plan, where: str) -> None:
     for key in ("batch_size",):
         if not isinstance(plan.training.get(key), int) or plan.training[key] <= 0:
             fail(f"training.{key}", f"must be a positive int, got {plan.training.get(key)!r}")
-    allowed = ("batch_size", "learning_rate") + Protocol.names()
+    allowed = ("batch_size", "learning_rate", "dtype_policy") + Protocol.names()
     unknown = [k for k in plan.training if k not in allowed]
     if unknown:
         fail("training", f"unknown key '{unknown[0]}'; keys are {list(allowed)}")
+    if plan.dtype_policy not in DTYPE_POLICIES:
+        fail("training.dtype_policy", f"must be one of {list(DTYPE_POLICIES)}, got {plan.dtype_policy!r}")
     try:
         plan.protocol
     except ValueError as err:

@@ -36,6 +36,7 @@ from zoo import metrics
 from zoo.encoder import embedding_options
 from zoo.losses import loss_options
 from zoo.model import PRIMARY, build
+from zoo.precision import dtype_policy_scope
 from zoo.protocol import FitResult, Protocol, fit, primary_probabilities
 from zoo.spec import COHORT_KEY_PREFIX, FeatureSpec
 from zoo.study.variants import BASELINE, VARIANTS
@@ -187,13 +188,19 @@ def gradient_aggregation_prior(spec: FeatureSpec, train: Mapping[str, np.ndarray
 
 def build_run_model(backbone: str, model_cfg: Mapping[str, Any], spec: FeatureSpec, run: Run,
                     learning_rate: float, pair: Mapping[str, Any] | None = None,
-                    train: Mapping[str, np.ndarray] | None = None):
+                    train: Mapping[str, np.ndarray] | None = None, dtype_policy: str = "float32"):
     """The compiled training model of a run; the shared path's initial weights depend on the seed only.
 
     Served-tower runs need the ``pair`` (its axis) and Gradient Aggregation the ``train`` arrays (its
     prior); D-Train returns the uncompiled :class:`zoo.d_train.DTrainModels` (compiled per phase).
+    The layers are built in ``dtype_policy`` (:mod:`zoo.precision`; variables stay float32).
     """
     keras.backend.clear_session()  # a long job builds many models: free the previous ones' state
+    with dtype_policy_scope(dtype_policy):
+        return _build_run_model(backbone, model_cfg, spec, run, learning_rate, pair, train)
+
+
+def _build_run_model(backbone, model_cfg, spec, run, learning_rate, pair, train):
     keras.utils.set_random_seed(run.seed)
     hparams = dict(embedding=run_embedding(model_cfg, spec, run), **model_cfg["hparams"])
     loss = (model_cfg.get("training") or {}).get("loss")
@@ -232,11 +239,13 @@ def inputs_of(spec: FeatureSpec, arrays: Mapping[str, np.ndarray],
 def train_run(backbone: str, model_cfg: Mapping[str, Any], spec: FeatureSpec, train: Mapping[str, np.ndarray],
               valid: Mapping[str, np.ndarray], run: Run, pair: Mapping[str, Any] | None, protocol: Protocol,
               batch_size: int, learning_rate: float,
-              callbacks: tuple[keras.callbacks.Callback, ...] = ()) -> tuple[keras.Model, FitResult]:
-    """Builds and trains one run under ``protocol``; the model ends with its best epoch's weights."""
+              callbacks: tuple[keras.callbacks.Callback, ...] = (),
+              dtype_policy: str = "float32") -> tuple[keras.Model, FitResult]:
+    """Builds (in ``dtype_policy``) and trains one run under ``protocol``; the model ends with its best
+    epoch's weights."""
     if run.variant != BASELINE and pair is None:
         raise ValueError(f"run {run.key}: a C2AL variant needs a cohort pair")
-    model = build_run_model(backbone, model_cfg, spec, run, learning_rate, pair, train)
+    model = build_run_model(backbone, model_cfg, spec, run, learning_rate, pair, train, dtype_policy)
     names = input_names(spec, run, model_cfg, pair)
     if run.method == "d_train":
         return _train_d_train(model, spec, train, valid, run, names, protocol, batch_size, learning_rate, callbacks)
