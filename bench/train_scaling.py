@@ -34,8 +34,8 @@ Each (distribution, device count) of ``--distributions`` x ``--devices`` is one 
 devices), with ``--device gpu`` ``CUDA_VISIBLE_DEVICES`` = the first N GPUs (default N: 1, 2, 4, ...
 and all of them). ``none`` trains on one device whatever N, so it runs at N = 1 only. A run fits
 ``2 + --epochs`` epochs of one pass each (``--steps`` to shorten them); the first two (tracing and
-XLA compilation: under ``keras.distribution`` the train step is compiled again at the start of the
-second epoch, see :data:`WARMUP_EPOCHS`) are excluded, as ``bench/train_throughput.py`` excludes its
+XLA compilation: under ``keras.distribution`` on a one-device mesh the train step is compiled again
+at the start of the second epoch, see :data:`WARMUP_EPOCHS`) are excluded, as ``bench/train_throughput.py`` excludes its
 first (its epoch timer, ``bench/workers.py``), and each run records its train-step compilations per
 epoch, so a measured epoch that compiled shows. Repeats run interleaved. The table gives, per
 (distribution, devices), the median examples/s over every measured epoch of every repeat, its
@@ -81,11 +81,12 @@ VOCAB_SIZES = tuple(int(v) for v in np.geomspace(10, 200_000, 26).round())
 ID_SKEW = 2.0  # id = floor(V * u ** ID_SKEW), u uniform: small ids frequent
 ID_WEIGHT_STD, DENSE_WEIGHT_STD, BIAS = 0.25, 0.2, -1.4
 VALID_FRACTION = TEST_FRACTION = 0.1
-# Epochs excluded from the measurement. One is not enough under keras.distribution: JAX compiles
-# the train step on the first step, again on the second (the state now carries the step's output
-# shardings) and once more on the first step of epoch 2 (after Keras syncs the state back into the
-# variables); measured with DCNv2 on 1 and 2 virtual CPU devices, ~1.1 s each. Epoch 3 on compiles
-# nothing, and every run records its compilations per epoch (train_step_compiles_per_epoch).
+# Epochs excluded from the measurement. One is not enough under keras.distribution on a one-device
+# mesh: JAX compiles the train step on the first step, again on the second (the state now carries
+# the step's output shardings) and once more on the first step of epoch 2 (after Keras syncs the
+# state back into the variables), ~1.1 s each. On 2 devices, and without a distribution, it compiles
+# once (results/train_scaling.json, every run: [2, 1, 0, 0, 0] vs [1, 0, 0, 0, 0] per epoch). Epoch 3
+# on compiles nothing, and every run records its compilations per epoch (train_step_compiles_per_epoch).
 WARMUP_EPOCHS = 2
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 QUICK = {"rows": 20_000, "batch_size": 1024, "steps": 3, "epochs": 1, "repeats": 1}
