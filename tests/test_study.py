@@ -191,19 +191,21 @@ def test_the_quick_study_runs_end_to_end_and_reads_the_test_split_only_for_the_f
     resumed = json.load(open(os.path.join(work, "jobs", "synthetic__dcnv2", "job.json")))
     assert resumed["runs"] == job["runs"] and [m["cpu"] for m in resumed["machines"]] == ["Earlier CPU", here[0]["cpu"]]
     report = open(os.path.join(out, "report.md")).read()
-    assert (f"(Earlier CPU x{here[0]['cpu_count']}, accelerators none, 2026-01-02 and {here[0]['cpu']} "
-            f"x{here[0]['cpu_count']}, accelerators none, {here[0]['date']})") in report
+    assert (f" min on Earlier CPU x{here[0]['cpu_count']}, accelerators none, 2026-01-02 and {here[0]['cpu']} "
+            f"x{here[0]['cpu_count']}, accelerators none, {here[0]['date']}.") in report
 
 
 def test_the_report_names_each_machine_and_the_jobs_it_trained():
-    from zoo.study.report import UNRECORDED_MACHINE, _machines
+    from zoo.study.report import _machines
 
     a, b = {"cpu": "A", "cpu_count": 2, "accelerators": []}, {"cpu": "B", "cpu_count": 8, "accelerators": ["gpu:0"]}
     jobs = [{"dataset": "s", "backbone": "dlrm", "machines": [a]}, {"dataset": "s", "backbone": "dcnv2", "machines": [a, b]},
             {"dataset": "m", "backbone": "ple"}]
     assert _machines(jobs[:1]) == "A x2, accelerators none"
     assert _machines(jobs) == (f"A x2, accelerators none (2 jobs: s/dlrm, s/dcnv2); B x8, accelerators ['gpu:0'] "
-                               f"(1 job: s/dcnv2); {UNRECORDED_MACHINE} (1 job: m/ple)")
+                               f"(1 job: s/dcnv2); an unrecorded machine (1 job: m/ple) (an unrecorded machine: a job "
+                               f"record older than per-job machines)")
+    assert _machines(jobs[2:]) == "an unrecorded machine (an unrecorded machine: a job record older than per-job machines)"
 
 
 @pytest.mark.multi_backend

@@ -138,7 +138,7 @@ def _machine(env: Mapping[str, Any], date: bool = False) -> str:
     return text + (f", {env['date']}" if date and env.get("date") else "")
 
 
-UNRECORDED_MACHINE = "machine not recorded (a record older than per-job machines)"
+UNRECORDED_MACHINE = "an unrecorded machine"
 
 
 def _job_machines(job: Mapping[str, Any], date: bool = False) -> list[str]:
@@ -154,10 +154,11 @@ def _machines(jobs: Sequence[Mapping[str, Any]]) -> str:
     for job in jobs:
         for m in _job_machines(job):
             by.setdefault(m, []).append(f"{job['dataset']}/{job['backbone']}")
+    why = f" ({UNRECORDED_MACHINE}: a job record older than per-job machines)" if UNRECORDED_MACHINE in by else ""
     if len(by) == 1:
-        return next(iter(by))
+        return next(iter(by)) + why
     return "; ".join(f"{m} ({len(names)} job{'s' if len(names) > 1 else ''}: {', '.join(names)})"
-                     for m, names in by.items())
+                     for m, names in by.items()) + why
 
 
 def _pct(mean: float, std: float | None = None) -> str:
@@ -241,7 +242,7 @@ def job_section(job: Mapping[str, Any], summary: Mapping[str, Any]) -> list[str]
              f"{job['pairs']['least']['tail']}, random {job['pairs']['random']['head']} / {job['pairs']['random']['tail']}. "
              f"Epochs: mean {summary['epochs']['mean_epochs_run']:.1f}, max {summary['epochs']['max_epochs_run']}, "
              f"{summary['epochs']['hit_cap']} of {summary['epochs']['runs']} runs at the cap; {job['seconds'] / 60:.1f} min "
-             f"({' and '.join(_job_machines(job, date=True))}).",
+             f"on {' and '.join(_job_machines(job, date=True))}.",
              "", "Validation curve (mean over the sweep seeds; baseline "
              f"{job['sweep_baseline']['ne_overall']:.5f} / {job['sweep_baseline']['ne_head']:.4f} / "
              f"{job['sweep_baseline']['ne_tail']:.4f}):", "",
