@@ -123,11 +123,10 @@ def model_config(plan, backbone: str, dataset: str) -> dict:
 
 
 def run_job(plan, work: str, dataset: str, backbone: str) -> dict:
+    from environment import environment
     from zoo.study.job import Job, SealedSplit
 
     spec, splits = load_arrays(work, dataset)
-    from environment import environment
-
     job = Job(plan, dataset, backbone, model_config(plan, backbone, dataset), spec, splits["train"], splits["valid"],
               SealedSplit(splits["test"]), os.path.join(work, "jobs"), log=lambda m: print(m, flush=True))
     # A job resumed on another machine trained its runs on both: the record names every one, so the
@@ -139,8 +138,12 @@ def run_job(plan, work: str, dataset: str, backbone: str) -> dict:
     return job.run()
 
 
+# What makes two environment() records one machine for a job's record (the date does not).
+SAME_MACHINE_KEYS = ("cpu", "cpu_count", "accelerators", "backend", "keras", "tensorflow", "jax")
+
+
 def _same_machine(a: dict, b: dict) -> bool:
-    return all(a.get(k) == b.get(k) for k in ("cpu", "cpu_count", "accelerators", "backend", "keras", "tensorflow", "jax"))
+    return all(a.get(k) == b.get(k) for k in SAME_MACHINE_KEYS)
 
 
 def report(plan, work: str, output: str, datasets: list[str], backbones: list[str]) -> str:

@@ -177,7 +177,8 @@ def test_the_quick_study_runs_end_to_end_and_reads_the_test_split_only_for_the_f
     results = json.load(open(os.path.join(out, "results.json")))
     assert results["summaries"]["synthetic__dcnv2"]["epochs"]["runs"] == len(job["runs"])
     here = job["machines"]
-    assert len(here) == 1 and here[0]["cpu_count"] == os.cpu_count() and here[0]["backend"] == results["environment"]["backend"]
+    assert len(here) == 1 and here[0]["cpu_count"] == os.cpu_count()
+    assert here[0]["backend"] == results["environment"]["backend"]
     assert f"trained on {here[0]['cpu']} x{here[0]['cpu_count']}, accelerators none;" in report
 
     # resumed on another machine (nothing left to train): the record and the report name both machines

@@ -215,7 +215,8 @@ def format_report(jobs: Sequence[Mapping[str, Any]], environment: Mapping[str, A
              f"{len(jobs)} jobs (dataset x backbone), {runs} training runs, {capped} of them stopped by the epoch "
              f"cap ({plan['training']['max_epochs']}); seeds {plan['seeds']} (sweep {plan['sweep_seeds']}); lambda grid "
              f"{plan['lambdas']} selected on validation {plan['select_on']} NE; backend {environment.get('backend')}; "
-             f"trained on {_machines(jobs)}; {environment.get('job_seconds', 0) / 60:.1f} min of training in all (the jobs' wall times summed).",
+             f"trained on {_machines(jobs)}; {environment.get('job_seconds', 0) / 60:.1f} min of training in all "
+             "(the jobs' wall times summed).",
              ""]
     lines += verdict(jobs, summaries)
     for dataset in dict.fromkeys(j["dataset"] for j in jobs):
