@@ -127,23 +127,12 @@ def run_job(plan, work: str, dataset: str, backbone: str) -> dict:
     from zoo.study.job import Job, SealedSplit
 
     spec, splits = load_arrays(work, dataset)
+    # A job resumed on another machine trained its runs on both: the record names every one that trained
+    # a run, so the report's minutes are read against the hardware that spent them.
     job = Job(plan, dataset, backbone, model_config(plan, backbone, dataset), spec, splits["train"], splits["valid"],
-              SealedSplit(splits["test"]), os.path.join(work, "jobs"), log=lambda m: print(m, flush=True))
-    # A job resumed on another machine trained its runs on both: the record names every one, so the
-    # report's minutes are read against the hardware that spent them.
-    here = environment()
-    machines = job.record.setdefault("machines", [])
-    if not any(_same_machine(m, here) for m in machines):
-        machines.append(here)
+              SealedSplit(splits["test"]), os.path.join(work, "jobs"), log=lambda m: print(m, flush=True),
+              machine=environment())
     return job.run()
-
-
-# What makes two environment() records one machine for a job's record (the date does not).
-SAME_MACHINE_KEYS = ("cpu", "cpu_count", "accelerators", "backend", "keras", "tensorflow", "jax")
-
-
-def _same_machine(a: dict, b: dict) -> bool:
-    return all(a.get(k) == b.get(k) for k in SAME_MACHINE_KEYS)
 
 
 def report(plan, work: str, output: str, datasets: list[str], backbones: list[str]) -> str:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+import subprocess
 import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cpu_model() -> str:
@@ -36,8 +39,22 @@ def accelerators() -> list[str]:
     return []
 
 
+def revision() -> str | None:
+    """The checkout's commit (short), with ``+dirty`` where tracked files differ from it; None outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
 def environment(packages: tuple[str, ...] = ("keras", "keras_rs", "numpy", "jax", "tensorflow")) -> dict:
-    """Versions of ``packages`` that are installed, the Keras backend, processor, accelerators, date."""
+    """Versions of ``packages`` that are installed, the Keras backend, processor, accelerators, the code's
+    git revision (:func:`revision`) and the date."""
     import keras
 
     versions = {"python": platform.python_version()}
@@ -53,5 +70,6 @@ def environment(packages: tuple[str, ...] = ("keras", "keras_rs", "numpy", "jax"
         "cpu_count": os.cpu_count(),
         "accelerators": accelerators(),
         "machine": platform.machine(),
+        "revision": revision(),
         "date": time.strftime("%Y-%m-%d"),
     }

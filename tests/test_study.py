@@ -179,10 +179,14 @@ def test_the_quick_study_runs_end_to_end_and_reads_the_test_split_only_for_the_f
     here = job["machines"]
     assert len(here) == 1 and here[0]["cpu_count"] == os.cpu_count()
     assert here[0]["backend"] == results["environment"]["backend"]
+    assert {(r["machine"], r["revision"]) for r in job["runs"].values()} == {(0, here[0]["revision"])}
     machine = f"{here[0]['cpu']} x{here[0]['cpu_count']}, accelerators {here[0]['accelerators'] or 'none'}"
     assert f"trained on {machine};" in report
+    if here[0]["revision"] is not None:  # a checkout without git records none
+        assert f" Code: {here[0]['revision']} ({len(job['runs'])} runs)." in report
 
-    # resumed on another machine (nothing left to train): the record and the report name both machines
+    # resumed on another machine with nothing left to train: it trained no run, so the record and the
+    # report name only the machine that did
     earlier = {**here[0], "cpu": "Earlier CPU", "date": "2026-01-02"}
     with open(os.path.join(work, "jobs", "synthetic__dcnv2", "job.json"), "w") as fh:
         json.dump({**job, "machines": [earlier]}, fh)
@@ -191,9 +195,24 @@ def test_the_quick_study_runs_end_to_end_and_reads_the_test_split_only_for_the_f
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     resumed = json.load(open(os.path.join(work, "jobs", "synthetic__dcnv2", "job.json")))
-    assert resumed["runs"] == job["runs"] and [m["cpu"] for m in resumed["machines"]] == ["Earlier CPU", here[0]["cpu"]]
+    assert resumed["runs"] == job["runs"] and resumed["machines"] == [earlier]
     report = open(os.path.join(out, "report.md")).read()
     earlier_machine = machine.replace(here[0]["cpu"], "Earlier CPU", 1)
+    assert f" min on {earlier_machine}, 2026-01-02." in report and f"{machine}, {here[0]['date']}" not in report
+
+    # a run trained on the resumed machine adds it to the record, and the run names it
+    with open(os.path.join(work, "jobs", "synthetic__dcnv2", "job.json"), "w") as fh:
+        runs = dict(job["runs"])
+        runs.pop("baseline|seed=1")
+        json.dump({**job, "runs": runs, "machines": [earlier]}, fh)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "c2al_study.py"), "run", "--quick", "--jobs", "0",
+                           "--backbones", "dcnv2", "--work", work, "--output", out],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = json.load(open(os.path.join(work, "jobs", "synthetic__dcnv2", "job.json")))
+    assert [m["cpu"] for m in resumed["machines"]] == ["Earlier CPU", here[0]["cpu"]]
+    assert resumed["runs"]["baseline|seed=1"]["machine"] == 1 and resumed["runs"]["baseline|seed=0"]["machine"] == 0
+    report = open(os.path.join(out, "report.md")).read()
     assert f" min on {earlier_machine}, 2026-01-02 and {machine}, {here[0]['date']}." in report
 
 

@@ -70,6 +70,14 @@ def select(curve: Mapping[float, Mapping[str, float]], select_on: str) -> float:
     return min(sorted(curve), key=lambda lam: curve[lam][key])
 
 
+# What makes two environment records one machine for a job's record (the date and code revision do not).
+SAME_MACHINE_KEYS = ("cpu", "cpu_count", "accelerators", "backend", "keras", "tensorflow", "jax")
+
+
+def same_machine(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return all(a.get(k) == b.get(k) for k in SAME_MACHINE_KEYS)
+
+
 def _filename(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", key)
 
@@ -87,13 +95,17 @@ class Job:
       test: the test split, sealed.
       work_dir: where the job's JSON and weights live.
       log: progress printer.
+      machine: what this process trains on (an environment record: processor, accelerators, versions,
+        code revision). The job's ``machines`` lists each machine that trained one of its runs, once
+        (:data:`SAME_MACHINE_KEYS`), and each run records the index of its machine there and the code
+        revision that trained it; a job resumed with nothing left to train records nothing.
     """
 
     def __init__(self, plan: Plan, dataset: str, backbone: str, model_cfg: Mapping[str, Any], spec: FeatureSpec,
                  train: Mapping[str, np.ndarray], valid: Mapping[str, np.ndarray], test: SealedSplit,
-                 work_dir: str, log: Callable[[str], None] = print):
+                 work_dir: str, log: Callable[[str], None] = print, machine: Mapping[str, Any] | None = None):
         self.plan, self.dataset, self.backbone, self.model_cfg, self.spec = plan, dataset, backbone, model_cfg, spec
-        self.train, self.valid, self.test, self.log = train, valid, test, log
+        self.train, self.valid, self.test, self.log, self.machine = train, valid, test, log, machine
         self.dir = os.path.join(work_dir, f"{dataset}__{backbone}")
         os.makedirs(os.path.join(self.dir, "weights"), exist_ok=True)
         self.path = os.path.join(self.dir, "job.json")
@@ -112,6 +124,17 @@ class Job:
         with open(tmp, "w") as fh:
             json.dump(self.record, fh)
         os.replace(tmp, self.path)
+
+    def _machine_index(self) -> int | None:
+        """The index of this process's machine in the record's ``machines``, added on first use."""
+        if self.machine is None:
+            return None
+        machines = self.record.setdefault("machines", [])
+        for i, m in enumerate(machines):
+            if same_machine(m, self.machine):
+                return i
+        machines.append(dict(self.machine))
+        return len(machines) - 1
 
     def _weights(self, run: Run) -> str:
         return os.path.join(self.dir, "weights", _filename(run.key) + ".weights.h5")
@@ -135,7 +158,8 @@ class Job:
         model.save_weights(self._weights(run))
         entry = {"variant": run.variant, "seed": run.seed, "lambda": run.lam, "options": dict(run.options),
                  "config": run.config_key, "pair": pair, "fit": fitted.to_dict(),
-                 "valid": evaluate(self.spec, self.valid, p_valid),
+                 "valid": evaluate(self.spec, self.valid, p_valid), "machine": self._machine_index(),
+                 "revision": (self.machine or {}).get("revision"),
                  "diagnostics": [{k: v for k, v in r.items() if k != "abs_y"} for r in diagnostics.history]}
         self.record["runs"][run.key] = entry
         self.save()

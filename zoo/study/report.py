@@ -148,6 +148,18 @@ def _job_machines(job: Mapping[str, Any], date: bool = False) -> list[str]:
     return list(dict.fromkeys(_machine(m, date) for m in job["machines"]))
 
 
+def _job_revisions(job: Mapping[str, Any]) -> str:
+    """The code revisions that trained the job's runs, with their run counts (runs recorded before
+    revisions were are left out): `` Code: abc123 (22 runs).``, or empty when no run records one."""
+    counts: dict[str, int] = {}
+    for run in job["runs"].values():
+        if run.get("revision") is not None:
+            counts[run["revision"]] = counts.get(run["revision"], 0) + 1
+    if not counts:
+        return ""
+    return " Code: " + ", ".join(f"{rev} ({n} run{'s' if n > 1 else ''})" for rev, n in counts.items()) + "."
+
+
 def _machines(jobs: Sequence[Mapping[str, Any]]) -> str:
     """Each distinct machine and the jobs it trained: ``A x2, accelerators none (3 jobs: s/dcnv2, ...); B ...``."""
     by: dict[str, list[str]] = {}
@@ -243,7 +255,7 @@ def job_section(job: Mapping[str, Any], summary: Mapping[str, Any]) -> list[str]
              f"{job['pairs']['least']['tail']}, random {job['pairs']['random']['head']} / {job['pairs']['random']['tail']}. "
              f"Epochs: mean {summary['epochs']['mean_epochs_run']:.1f}, max {summary['epochs']['max_epochs_run']}, "
              f"{summary['epochs']['hit_cap']} of {summary['epochs']['runs']} runs at the cap; {job['seconds'] / 60:.1f} min "
-             f"on {' and '.join(_job_machines(job, date=True))}.",
+             f"on {' and '.join(_job_machines(job, date=True))}.{_job_revisions(job)}",
              "", "Validation curve (mean over the sweep seeds; baseline "
              f"{job['sweep_baseline']['ne_overall']:.5f} / {job['sweep_baseline']['ne_head']:.4f} / "
              f"{job['sweep_baseline']['ne_tail']:.4f}):", "",
