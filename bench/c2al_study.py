@@ -10,8 +10,11 @@ and ``spec.json``; the synthetic data at the plan's rows and users, with its tru
 ``p_true`` carried as the oracle column). ``run`` trains the jobs (one per dataset x backbone,
 :mod:`zoo.study.job`; ``--jobs N`` processes at a time, ``0`` in this process), each resumable: a run
 already recorded in ``<work>/jobs/<dataset>__<backbone>/job.json`` is not trained again. ``report``
-writes ``<output>/report.md`` (the verdict first), ``<output>/results.json`` (every run's record, the
-plan and the environment) and per-dataset NE_diff plots. ``all`` does the three in turn.
+writes ``<output>/report.md`` (the verdict first), ``<output>/results.json`` (the plan, the environment
+and each job's summary), ``<output>/jobs/<dataset>__<backbone>.json`` (each job's record: every run,
+its validation and test metrics, diagnostics and machine) and per-dataset NE_diff plots. A job with no
+record under ``<work>`` is read from ``<output>/jobs/``, so the committed report regenerates on a fresh
+checkout (``report`` alone) and a later job adds to it. ``all`` does the three in turn.
 
 ``--quick`` applies the plan's ``quick`` block (a few minutes; ``tests/test_study.py`` runs it) and
 defaults ``--work``/``--output`` to ``runs/c2al_study_quick``, never to the committed results.
@@ -143,14 +146,11 @@ def report(plan, work: str, output: str, datasets: list[str], backbones: list[st
     jobs = []
     for d in datasets:
         for b in backbones:
-            path = os.path.join(work, "jobs", f"{d}__{b}", "job.json")
-            if os.path.exists(path):
-                with open(path) as fh:
-                    job = json.load(fh)
-                if "test" in job and all(k in job["test"] for k in job["finals"]):
-                    jobs.append(job)
+            job = _finished_job(work, output, f"{d}__{b}")
+            if job is not None:
+                jobs.append(job)
     if not jobs:
-        raise SystemExit(f"report: no finished job under {os.path.join(work, 'jobs')}")
+        raise SystemExit(f"report: no finished job under {os.path.join(work, 'jobs')} or {os.path.join(output, 'jobs')}")
     # The jobs' own wall times summed: a resumed study's invocations each see only part of it.
     env = {**environment(), "job_seconds": round(sum(j["seconds"] for j in jobs), 1)}
     text, summaries = format_report(jobs, env, plan.to_dict())
@@ -168,9 +168,32 @@ def report(plan, work: str, output: str, datasets: list[str], backbones: list[st
     path = os.path.join(output, "report.md")
     with open(path, "w") as fh:
         fh.write(text)
-    with open(os.path.join(output, "results.json"), "w") as fh:
-        json.dump({"environment": env, "plan": plan.to_dict(), "summaries": summaries, "jobs": jobs}, fh, indent=1)
+    os.makedirs(os.path.join(output, "jobs"), exist_ok=True)
+    for job in jobs:
+        _write_json(os.path.join(output, "jobs", f"{job['dataset']}__{job['backbone']}.json"), job, indent=None)
+    _write_json(os.path.join(output, "results.json"),
+                {"environment": env, "plan": plan.to_dict(), "summaries": summaries,
+                 "jobs": [f"jobs/{j['dataset']}__{j['backbone']}.json" for j in jobs]}, indent=1)
     return path
+
+
+def _finished_job(work: str, output: str, name: str) -> dict | None:
+    """The job's record if it is finished (every final run tested): ``<work>/jobs/<name>/job.json``,
+    else the report's own copy ``<output>/jobs/<name>.json``; None when neither is."""
+    for path in (os.path.join(work, "jobs", name, "job.json"), os.path.join(output, "jobs", name + ".json")):
+        if os.path.exists(path):
+            with open(path) as fh:
+                job = json.load(fh)
+            if "test" in job and all(k in job["test"] for k in job["finals"]):
+                return job
+    return None
+
+
+def _write_json(path: str, obj, indent: int | None) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=indent, separators=None if indent else (",", ":"))
+    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:

@@ -176,6 +176,15 @@ def test_the_quick_study_runs_end_to_end_and_reads_the_test_split_only_for_the_f
     assert "gradients/aux_head/head/cosine" in report
     results = json.load(open(os.path.join(out, "results.json")))
     assert results["summaries"]["synthetic__dcnv2"]["epochs"]["runs"] == len(job["runs"])
+    assert results["jobs"] == ["jobs/synthetic__dcnv2.json"]
+    assert json.load(open(os.path.join(out, "jobs", "synthetic__dcnv2.json"))) == job
+    # a fresh checkout has the report's job records and no work directory: the report regenerates from them
+    first = open(os.path.join(out, "report.md")).read()
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "c2al_study.py"), "report", "--quick",
+                           "--backbones", "dcnv2", "--work", str(tmp_path / "fresh"), "--output", out],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert open(os.path.join(out, "report.md")).read() == first
     here = job["machines"]
     assert len(here) == 1 and here[0]["cpu_count"] == os.cpu_count()
     assert here[0]["backend"] == results["environment"]["backend"]
