@@ -295,7 +295,7 @@ def test_resolve_c2al_takes_a_whole_pair_in_either_form(data_dir):
 
 @pytest.mark.tf_only
 def test_train_records_the_ablation_and_serves_the_baseline(data_dir, tmp_path):
-    from zoo import data, train
+    from zoo import data, evaluation, train
 
     out = str(tmp_path / "reweight")
     code = train.main(["--data", data_dir, "--model", os.path.join(ROOT, "configs/models/dcnv2_test.yaml"),
@@ -324,4 +324,4 @@ def test_train_records_the_ablation_and_serves_the_baseline(data_dir, tmp_path):
     assert summary["c2al_ablation"] == "single_head" and summary["c2al_tap"] == "interaction_output"
     assert summary["c2al"]["feature"] == "user_value" and "head" not in summary["c2al"]
     assert summary["variants"]["c2al"]["params"]["served"] == summary["variants"]["baseline"]["params"]["total"]
-    assert "head: user_value >= 1.0" in train.format_report(summary)
+    assert "head: user_value >= 1.0" in evaluation.format_report(summary)

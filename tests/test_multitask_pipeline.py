@@ -203,7 +203,7 @@ def trained(mt_data):
 
 
 def test_train_reports_every_task_overall_and_per_cohort(trained):
-    from zoo import train
+    from zoo import evaluation
 
     work, summary = trained
     with open(work / "run" / "metrics.json") as fh:
@@ -217,7 +217,7 @@ def test_train_reports_every_task_overall_and_per_cohort(trained):
             assert res["overall"]["auc"] > 0.6, (variant, label, res["overall"])  # both tasks learned something
         assert tasks["click"]["overall"] == saved["variants"][variant]["overall"]
     assert saved["model_config"]["training"]["task_weights"] == {"conversion": 1.0}
-    report = train.format_report(summary)
+    report = evaluation.format_report(summary)
     assert "per task" in report and "conversion" in report and "seg=rest" in report
 
 

@@ -155,6 +155,7 @@ def test_the_quick_study_runs_end_to_end_and_reads_the_test_split_only_for_the_f
                            "--backbones", "dcnv2", "--work", work, "--output", out],
                           capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Skipping variable loading" not in proc.stderr  # the reloads (discovery, test) take the whole file
     with open(os.path.join(work, "jobs", "synthetic__dcnv2", "job.json")) as fh:
         job = json.load(fh)
     plan = load_plan(PLAN, quick=True)

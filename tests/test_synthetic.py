@@ -2,7 +2,7 @@
 
 The generator's pinned rows and planted statistics; the CSV writer's text parses back to the
 generated values; and the true click probability ``p_true`` goes raw CSV -> Beam job -> TFRecords
--> ``zoo.data.read_split`` unchanged, where the oracle's NE (``zoo.train.oracle_metrics``) equals a
+-> ``zoo.data.read_split`` unchanged, where the oracle's NE (``zoo.evaluation.oracle_metrics``) equals a
 hand computation.
 """
 
@@ -125,7 +125,7 @@ TINY_ROWS = [
 
 
 def test_oracle_metrics_equal_ne_of_the_stored_true_probabilities(tmp_path):
-    from zoo.train import format_report, oracle_metrics, predict_split
+    from zoo.evaluation import format_report, oracle_metrics, predict_split
 
     (tmp_path / "spec.yaml").write_text(TINY_SPEC)
     os.makedirs(tmp_path / "raw")

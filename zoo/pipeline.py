@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Sequence
 
-from zoo import cli, datasets, train
+from zoo import cli, datasets, evaluation, train
 from zoo.config import load_model_config
 from zoo.spec import load_spec
 
@@ -110,7 +110,7 @@ def _main(args: argparse.Namespace, beam_args: list[str]) -> int:
     with open(os.path.join(data_dir, "stats.json")) as fh:
         stats = json.load(fh)
 
-    print("\n[4/4] results (test split)\n" + train.format_report(summary))
+    print("\n[4/4] results (test split)\n" + evaluation.format_report(summary))
     print(f"\ndead-letter rows: {stats['dead_letter']['total']} {stats['dead_letter']['by_reason']}")
     oov = {name: f["out_of_vocab"] for name, f in stats["features"].items() if f["out_of_vocab"]}
     print(f"out-of-vocabulary ids (mapped to each feature's OOV row): {oov or 'none'}")

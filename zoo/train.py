@@ -9,7 +9,8 @@ primary head every epoch, reduce-on-plateau, early stopping, best weights restor
 model YAML's ``training`` block; Keras progress bars, TensorBoard logs under
 ``<output>/<variant>/tensorboard``), evaluated on the test split (AUC, log loss, NE
 overall and per cohort on every axis) and saved as ``<output>/<variant>/model.keras``.
-``<output>/metrics.json`` gathers the results and NE_diff (%) of C2AL against the baseline. With
+``<output>/metrics.json`` gathers the results and NE_diff (%) of C2AL against the baseline
+(predictions and the printed report: :mod:`zoo.evaluation`). With
 ``--export-root DIR`` the C2AL model (else the baseline) is exported, primary path only, to
 ``DIR/<model_name>/<version>/``. The model YAML is read once by :func:`zoo.config.load_model_config`.
 ``training.dtype_policy`` (or ``--dtype-policy``) builds the models in mixed precision
@@ -52,7 +53,6 @@ import sys
 from typing import Any, Mapping, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from beam_jobs.manifest import check_shards
@@ -61,13 +61,13 @@ from zoo import checkpoint as checkpoint_lib
 from zoo import cli
 from zoo.c2al import compile_model
 from zoo import data, metrics, protocol
-from zoo.cli import data_loss_hint
 from zoo.config import load_model_config, training_options
 from zoo import distribution as distribution_lib
 from zoo.distribution import DISTRIBUTIONS, check_distribution, distribution_scope
-from zoo.model import PRIMARY, build, served_model
+from zoo.evaluation import format_report, oracle_metrics, predict_split, predict_tasks
+from zoo.model import build, served_model
 from zoo.precision import DTYPE_POLICIES, dtype_policy_scope
-from zoo.spec import COHORT_KEY_PREFIX, TASK_PREFIX, FeatureSpec, load_spec
+from zoo.spec import FeatureSpec, load_spec
 
 VARIANTS = ("baseline", "c2al")
 COHORT_KEYS, QUANTILE_KEYS = data.COHORT_KEYS, data.QUANTILE_KEYS
@@ -154,60 +154,6 @@ def check_task_weights(spec: FeatureSpec, task_weights: Mapping[str, float] | No
         if label not in spec.labels:
             raise ValueError(f"training.task_weights: '{label}' is not a label of spec '{spec.name}' "
                              f"(labels: {list(spec.labels)})")
-
-
-def predict_tasks(model: keras.Model, spec: FeatureSpec, data_dir: str, split: str, batch_size: int) -> tuple:
-    """``({label: y}, {label: p}, cohort ids per axis)`` of every row of a split for every task of a
-    multi-task model (outputs ``primary`` and ``task_<label>``), in one pass."""
-    names = [f.name for f in spec.inputs]
-    outputs = {label: (PRIMARY if label == spec.label else TASK_PREFIX + label) for label in spec.labels}
-    ys = {label: [] for label in spec.labels}
-    probs = {label: [] for label in spec.labels}
-    cohorts = {a.name: [] for a in spec.cohort_axes}
-    for batch in data.read_split(data_dir, split, batch_size, spec=spec).as_numpy_iterator():
-        out = protocol.predict_batch(model, {n: batch[n] for n in names})
-        for label, output in outputs.items():
-            probs[label].append(np.asarray(out[output]).ravel())
-            ys[label].append(batch[label][:, 0])
-        for a in spec.cohort_axes:
-            cohorts[a.name].append(batch[COHORT_KEY_PREFIX + a.name][:, 0])
-    cat = lambda d: {k: np.concatenate(v) for k, v in d.items()}  # noqa: E731
-    return cat(ys), cat(probs), cat(cohorts)
-
-
-def predict_split(model: keras.Model | None, spec: FeatureSpec, data_dir: str, split: str,
-                  batch_size: int, oracle: bool = False) -> tuple:
-    """(labels, primary probabilities, cohort ids per axis) of every row of a split, in one pass.
-
-    With ``oracle=True`` a fourth element follows: the spec's oracle column (the stored true click
-    probability, :attr:`FeatureSpec.oracle`) per row, or None when the spec has none. ``model``
-    None skips prediction (the probabilities are None): the oracle's own pass.
-    """
-    names = [f.name for f in spec.inputs]
-    key = spec.oracle if oracle else None
-    ys, probs, truth, cohorts = [], [], [], {a.name: [] for a in spec.cohort_axes}
-    for batch in data.read_split(data_dir, split, batch_size, spec=spec).as_numpy_iterator():
-        if model is not None:
-            out = protocol.predict_batch(model, {n: batch[n] for n in names})
-            probs.append(np.asarray(out[PRIMARY] if isinstance(out, dict) else out).ravel())
-        ys.append(batch[spec.label][:, 0])
-        if key is not None:
-            truth.append(batch[key][:, 0])
-        for a in spec.cohort_axes:
-            cohorts[a.name].append(batch[COHORT_KEY_PREFIX + a.name][:, 0])
-    out = (np.concatenate(ys), np.concatenate(probs) if model is not None else None,
-           {k: np.concatenate(v) for k, v in cohorts.items()})
-    if oracle:
-        out += (np.concatenate(truth) if key is not None else None,)
-    return out
-
-
-def oracle_metrics(spec: FeatureSpec, data_dir: str, split: str = "test", batch_size: int = 16384) -> dict | None:
-    """:func:`zoo.metrics.evaluate` of the spec's oracle column (the true P(y=1|x)) on a split; None without one."""
-    if spec.oracle is None:
-        return None
-    y, _, cohorts, p_true = predict_split(None, spec, data_dir, split, batch_size, oracle=True)
-    return metrics.evaluate(y, p_true, cohorts, {a.name: list(a.cohorts) for a in spec.cohort_axes})
 
 
 def train_variant(variant: str, spec: FeatureSpec, data_dir: str, model_cfg: Mapping[str, Any],
@@ -481,64 +427,6 @@ def _discover_pair(baseline: keras.Model, spec: FeatureSpec, data_dir: str, out_
                             "most_divergent": [found.head, found.tail], "divergence": found.divergence,
                             "metric": found.metric, "json": json_path, "png": png_path}
     return c2al
-
-
-def format_report(summary: Mapping[str, Any]) -> str:
-    """A plain-text table of overall and per-cohort NE, AUC and NE_diff.
-
-    With an oracle (``summary["oracle"]``, datasets that carry the true click probability) an
-    ``oracle`` row follows the variants, overall and per cohort, and the per-cohort table shows the
-    share of the baseline-to-oracle NE gap C2AL closes (``gap_closed``).
-    """
-    variants = summary["variants"]
-    oracle = summary.get("oracle")
-    rows = dict(variants, **({"oracle": oracle} if oracle is not None else {}))
-    lines = [f"{'variant':<10} {'rows':>8} {'AUC':>8} {'logloss':>8} {'NE':>8}  epochs (best; cap reached)"]
-    for name, res in rows.items():
-        o = res["overall"]
-        fit = res.get("training")
-        epochs = f"  {fit['epochs_run']} ({fit['best_epoch']}; {'yes' if fit['hit_cap'] else 'no'})" if fit else ""
-        lines.append(f"{name:<10} {o['rows']:>8d} {o['auc']:>8.4f} {o['log_loss']:>8.4f} {o['ne']:>8.4f}{epochs}")
-    tasked = {name: res["tasks"] for name, res in variants.items() if res.get("tasks")}
-    if tasked:  # multi-task: every task's metrics, overall and per cohort
-        lines.append(f"per task ({'variant':<10} {'task':<14} {'rows':>8} {'AUC':>8} {'logloss':>8} {'NE':>8}):")
-        for name, tasks in tasked.items():
-            for task, res in tasks.items():
-                o = res["overall"]
-                lines.append(f"  {name:<18} {task:<14} {o['rows']:>8d} {o['auc']:>8.4f} {o['log_loss']:>8.4f} "
-                             f"{o['ne']:>8.4f}")
-                for axis, cohorts in res["cohorts"].items():
-                    for cohort, m in cohorts.items():
-                        lines.append(f"    {axis}={cohort:<12} rows {m['rows']:>7d} AUC {m['auc']:.4f} "
-                                     f"logloss {m['log_loss']:.4f} NE {m['ne']:.4f}")
-    diff = summary.get("ne_diff_percent")
-    if diff is not None:
-        lines.append(f"NE_diff overall (C2AL vs baseline): {diff['overall']:+.3f}%")
-    gap = summary.get("gap_closed")
-    if gap is not None:
-        lines.append(f"oracle gap closed overall (C2AL vs baseline): {gap['overall']:+.3f}")
-    c2al = summary.get("c2al")
-    if c2al:
-        if summary.get("c2al_ablation") not in (None, "none"):
-            lines.append(f"C2AL ablation: {summary['c2al_ablation']}")
-        if "feature" in c2al:
-            pair = f"head: {c2al['feature']} >= {c2al['head_min']}, tail: {c2al['feature']} <= {c2al['tail_max']}"
-        else:
-            pair = f"head={c2al['head']}, tail={c2al['tail']}"
-        axis = c2al.get("axis")
-        first = next(iter(variants.values()))["cohorts"].get(axis, {}) if axis else {}
-        lines.append(f"per cohort on axis '{axis}' ({pair}):" if first else f"C2AL pair: {pair}")
-        for cohort, m in first.items():
-            row = f"  {cohort:<14} rows {m['rows']:>7d} base rate {m['base_rate']:.3f}"
-            for name, res in rows.items():
-                ne = res["cohorts"].get(axis, {}).get(cohort, {}).get("ne", float("nan"))
-                row += f"  NE[{name}] {ne:.4f}"
-            if diff is not None:
-                row += f"  NE_diff {diff['cohorts'][axis].get(cohort, float('nan')):+.3f}%"
-            if gap is not None:
-                row += f"  gap_closed {gap['cohorts'].get(axis, {}).get(cohort, float('nan')):+.3f}"
-            lines.append(row)
-    return "\n".join(lines)
 
 
 def add_discovery_arguments(parser: argparse.ArgumentParser, default: bool = False) -> None:

@@ -195,7 +195,7 @@ class Job:
         run = Run(BASELINE, self.plan.seeds[0])
         model = build_run_model(self.backbone, self.model_cfg, self.spec, run, 1e-3,
                                 dtype_policy=self.plan.dtype_policy)
-        model.load_weights(self._weights(run))
+        _load_weights(model, self._weights(run))
         p_valid = predict(model, self.spec, self.valid)
         axis = self.spec.axis(self.spec.c2al["axis"])
         opts = self.plan.discovery
@@ -281,7 +281,7 @@ class Job:
             model = build_run_model(self.backbone, self.model_cfg, self.spec, run, 1e-3, self.pair_of(run), self.train,
                                     self.plan.dtype_policy)
             model = getattr(model, "routed", model)  # D-Train: the served (routed) model holds the weights
-            model.load_weights(self._weights(run))
+            _load_weights(model, self._weights(run))
             recorded = self.record["runs"][run.key]["valid"]["overall"]["ne"]
             reloaded = evaluate(self.spec, self.valid, predict(model, self.spec, self.valid))["overall"]["ne"]
             if not abs(reloaded - recorded) <= 1e-6 * max(1.0, abs(recorded)):
@@ -293,6 +293,16 @@ class Job:
 
     def spec_oracle(self) -> str | None:
         return getattr(self.spec, "oracle", None)
+
+
+def _load_weights(model, path: str) -> None:
+    """A run's saved weights into its rebuilt model. The file holds the trained optimizer's state too;
+    a compiled model's optimizer is built first so that it takes it (Keras warns and skips it into an
+    unbuilt optimizer)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    model.load_weights(path)
 
 
 def _scores(runs, axis, head, tail) -> dict[str, float]:
