@@ -207,9 +207,22 @@ def verdict(jobs: Sequence[Mapping[str, Any]], summaries: Mapping[str, Mapping[s
                         f"({GOAL_GAP_SHARE:.0%} on both, overall not significantly worse) "
                         f"{'reached' if reached else 'not reached'}")
             lam = job["selection"]["lambda"]
-            cells.append(f"- {job['backbone']} (lambda {lam:g}{_options(job)}): " + "; ".join(words) + goal)
+            cells.append(f"- {job['backbone']} (lambda {lam:g}{_options(job)}): " + "; ".join(words) + goal
+                         + validation_gate(job))
         lines += [f"**{dataset}**", ""] + cells + [""]
     return lines
+
+
+def validation_gate(job: Mapping[str, Any]) -> str:
+    """Whether the chosen configuration beat the baseline on validation (the sweep seeds' mean of the
+    score the selection minimizes). The study always trains the chosen lambda; a user who would keep
+    the baseline unless C2AL wins on validation reads here which the gate would have served."""
+    key = "ne_overall" if job["selection"]["select_on"] == "overall" else "ne_cohorts"
+    scores = [row[key] for row in (job.get("head_options") or {}).values()]
+    chosen = min(scores) if scores else job["selection"]["curve"][str(float(job["selection"]["lambda"]))][key]
+    base = job["sweep_baseline"][key]
+    kept = "C2AL" if chosen < base else "the baseline"
+    return f"; validation {chosen:.5f} vs baseline {base:.5f}: a validation gate serves {kept}"
 
 
 def _options(job: Mapping[str, Any]) -> str:
