@@ -293,6 +293,7 @@ def test_the_validation_gate_compares_the_chosen_configuration_with_the_baseline
     assert validation_gate(job) == "; validation 0.83300 vs baseline 0.83350: a validation gate serves C2AL"
     # the head options tried at the chosen lambda: the best of them (here the plain heads lose) is the chosen one
     job["head_options"] = {"plain": curve["0.1"], "c2al|lambda=0.1|head_units=64": {"ne_overall": 0.8325}}
+    job["selection"]["options"] = {"head_units": [64]}
     assert validation_gate(job).startswith("; validation 0.83250 vs")
     job["sweep_baseline"]["ne_overall"] = 0.8320
     assert validation_gate(job).endswith("a validation gate serves the baseline")

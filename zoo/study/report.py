@@ -18,11 +18,12 @@ says what the tables say, including "no significant effect".
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from typing import Any, Mapping, Sequence
 
 from zoo import metrics
 from zoo.significance import minimum_detectable_effect, paired_t_test
-from zoo.study.runs import Run
+from zoo.study.runs import Run, options_tuple
 from zoo.study.variants import BASELINE, C2AL
 
 ALPHA = 0.05
@@ -151,10 +152,7 @@ def _job_machines(job: Mapping[str, Any], date: bool = False) -> list[str]:
 def _job_revisions(job: Mapping[str, Any]) -> str:
     """The code revisions that trained the job's runs, with their run counts (runs recorded before
     revisions were are left out): `` Code: abc123 (22 runs).``, or empty when no run records one."""
-    counts: dict[str, int] = {}
-    for run in job["runs"].values():
-        if run.get("revision") is not None:
-            counts[run["revision"]] = counts.get(run["revision"], 0) + 1
+    counts = Counter(run["revision"] for run in job["runs"].values() if run.get("revision") is not None)
     if not counts:
         return ""
     return " Code: " + ", ".join(f"{rev} ({n} run{'s' if n > 1 else ''})" for rev, n in counts.items()) + "."
@@ -217,9 +215,12 @@ def validation_gate(job: Mapping[str, Any]) -> str:
     """Whether the chosen configuration beat the baseline on validation (the sweep seeds' mean of the
     score the selection minimizes). The study always trains the chosen lambda; a user who would keep
     the baseline unless C2AL wins on validation reads here which the gate would have served."""
-    key = "ne_overall" if job["selection"]["select_on"] == "overall" else "ne_cohorts"
-    scores = [row[key] for row in (job.get("head_options") or {}).values()]
-    chosen = min(scores) if scores else job["selection"]["curve"][str(float(job["selection"]["lambda"]))][key]
+    selection = job["selection"]
+    key = "ne_overall" if selection["select_on"] == "overall" else "ne_cohorts"
+    if selection.get("options"):  # a head option won: its sweep-seed scores are recorded under its configuration
+        chosen = job["head_options"][Run(C2AL, 0, selection["lambda"], options_tuple(selection["options"])).config_key][key]
+    else:
+        chosen = selection["curve"][str(float(selection["lambda"]))][key]
     base = job["sweep_baseline"][key]
     kept = "C2AL" if chosen < base else "the baseline"
     return f"; validation {chosen:.5f} vs baseline {base:.5f}: a validation gate serves {kept}"
