@@ -301,3 +301,25 @@ def test_the_validation_gate_compares_the_chosen_configuration_with_the_baseline
     job = {"selection": {"select_on": "cohorts", "lambda": 0.03, "curve": curve},
            "sweep_baseline": {"ne_overall": 0.8, "ne_cohorts": 0.91}}
     assert validation_gate(job) == "; validation 0.90000 vs baseline 0.91000: a validation gate serves C2AL"
+
+
+def test_the_gate_section_groups_test_effects_by_the_validation_decision():
+    """Two jobs: the gate serves C2AL in one (significantly better overall and on the head) and keeps
+    the baseline in the other (where C2AL was significantly worse overall): the gated mean NE_diff
+    counts the kept job as 0, C2AL everywhere averages both."""
+    from zoo.study.report import gate_section
+
+    def row(diff, p):
+        return {"ne_diff_mean": diff, "ttest": {"p": p}}
+
+    def summary(serves, overall, head, tail):
+        return {"gate": {"serves": serves}, "chosen": "c2al|lambda=0.3",
+                "comparisons": {"c2al|lambda=0.3": {"overall": overall, "head": head, "tail": tail}}}
+
+    jobs = [{"dataset": "s", "backbone": "dlrm"}, {"dataset": "s", "backbone": "ple"}]
+    summaries = {"s__dlrm": summary("c2al", row(-0.2, 0.01), row(-1.0, 0.001), row(0.1, 0.5)),
+                 "s__ple": summary("baseline", row(0.4, 0.02), row(0.3, 0.2), row(-0.5, 0.04))}
+    lines = gate_section(jobs, summaries)
+    assert lines[0] == "## The validation gate on the test split"
+    assert lines[-2] == ("| s | 2 | 1 | overall 1 / 0, head 1 / 0, tail 0 / 0 | 1 | overall 0 / 1, head 0 / 0, "
+                         "tail 1 / 0 | -0.100% | +0.100% |")

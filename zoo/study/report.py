@@ -102,6 +102,7 @@ def summarize_job(job: Mapping[str, Any]) -> dict[str, Any]:
                    "max_epochs_run": max(r["fit"]["epochs_run"] for r in runs),
                    "mean_epochs_run": statistics.fmean(r["fit"]["epochs_run"] for r in runs)},
         "diagnostics": diagnostics_summary(job),
+        "gate": gate(job),
     }
 
 
@@ -211,10 +212,10 @@ def verdict(jobs: Sequence[Mapping[str, Any]], summaries: Mapping[str, Mapping[s
     return lines
 
 
-def validation_gate(job: Mapping[str, Any]) -> str:
+def gate(job: Mapping[str, Any]) -> dict[str, Any]:
     """Whether the chosen configuration beat the baseline on validation (the sweep seeds' mean of the
-    score the selection minimizes). The study always trains the chosen lambda; a user who would keep
-    the baseline unless C2AL wins on validation reads here which the gate would have served."""
+    score the selection minimizes). The study always trains and tests the chosen lambda; a user who
+    keeps the baseline unless C2AL wins on validation would serve what ``serves`` names."""
     selection = job["selection"]
     key = "ne_overall" if selection["select_on"] == "overall" else "ne_cohorts"
     if selection.get("options"):  # a head option won: its sweep-seed scores are recorded under its configuration
@@ -222,8 +223,53 @@ def validation_gate(job: Mapping[str, Any]) -> str:
     else:
         chosen = selection["curve"][str(float(selection["lambda"]))][key]
     base = job["sweep_baseline"][key]
-    kept = "C2AL" if chosen < base else "the baseline"
-    return f"; validation {chosen:.5f} vs baseline {base:.5f}: a validation gate serves {kept}"
+    return {"valid_chosen": chosen, "valid_baseline": base, "serves": C2AL if chosen < base else BASELINE}
+
+
+def validation_gate(job: Mapping[str, Any]) -> str:
+    """The verdict line's clause for :func:`gate`."""
+    g = gate(job)
+    kept = "C2AL" if g["serves"] == C2AL else "the baseline"
+    return f"; validation {g['valid_chosen']:.5f} vs baseline {g['valid_baseline']:.5f}: a validation gate serves {kept}"
+
+
+def gate_section(jobs: Sequence[Mapping[str, Any]], summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The validation gate as a policy, scored on the test split per dataset: in how many jobs it serves
+    C2AL, the chosen C2AL's significant test effects in those jobs and in the jobs where it keeps the
+    baseline (did it turn away harm, or help?), and the gated model's mean test NE_diff over the jobs
+    (0 where the baseline is served) beside C2AL's served everywhere. The test split is not read
+    again: these are the chosen configuration's test comparisons, grouped by a decision taken on
+    validation only."""
+    lines = ["## The validation gate on the test split", "",
+             "Serve C2AL only where its chosen configuration beats the baseline on validation. Per dataset: the "
+             "jobs where the gate serves C2AL and where it keeps the baseline, with the chosen C2AL's significant "
+             "test effects in each group (jobs significantly better / worse, p < 0.05, overall, head, tail), and "
+             "the test NE_diff overall of the gated model (0 where it keeps the baseline) and of C2AL served "
+             "everywhere, each averaged over the dataset's jobs.", "",
+             "| dataset | jobs | gate serves C2AL | its test effects (better / worse: overall, head, tail) "
+             "| gate keeps baseline | C2AL's test effects there | gated NE_diff overall, mean over jobs "
+             "| C2AL always, mean over jobs |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def effects(group: list[Mapping[str, Any]]) -> str:
+        if not group:
+            return "-"
+        cells = []
+        for scope in SCOPES:
+            signs = [significant(s["comparisons"][s["chosen"]][scope]) for s in group]
+            cells.append(f"{scope} {signs.count(-1)} / {signs.count(1)}")
+        return ", ".join(cells)
+
+    for dataset in dict.fromkeys(j["dataset"] for j in jobs):
+        ds = [summaries[f"{dataset}__{j['backbone']}"] for j in jobs if j["dataset"] == dataset]
+        served = [s for s in ds if s["gate"]["serves"] == C2AL]
+        kept = [s for s in ds if s["gate"]["serves"] != C2AL]
+        served_diff = statistics.fmean([s["comparisons"][s["chosen"]]["overall"]["ne_diff_mean"]
+                                        if s["gate"]["serves"] == C2AL else 0.0 for s in ds])
+        always_diff = statistics.fmean([s["comparisons"][s["chosen"]]["overall"]["ne_diff_mean"] for s in ds])
+        lines.append(f"| {dataset} | {len(ds)} | {len(served)} | {effects(served)} | {len(kept)} | {effects(kept)} "
+                     f"| {_pct(served_diff)} | {_pct(always_diff)} |")
+    return lines + [""]
 
 
 def _options(job: Mapping[str, Any]) -> str:
@@ -245,6 +291,7 @@ def format_report(jobs: Sequence[Mapping[str, Any]], environment: Mapping[str, A
              "(the jobs' wall times summed).",
              ""]
     lines += verdict(jobs, summaries)
+    lines += gate_section(jobs, summaries)
     for dataset in dict.fromkeys(j["dataset"] for j in jobs):
         ds = [j for j in jobs if j["dataset"] == dataset]
         pair = ds[0]["configured_pair"]
