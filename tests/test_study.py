@@ -285,22 +285,22 @@ def test_the_ranking_loss_reaches_c2al_runs_and_is_refused_by_method_runs():
 
 
 def test_the_validation_gate_compares_the_chosen_configuration_with_the_baseline_on_validation():
-    from zoo.study.report import validation_gate
+    from zoo.study.report import gate, validation_gate
 
     curve = {"0.03": {"ne_overall": 0.834, "ne_cohorts": 0.90}, "0.1": {"ne_overall": 0.833, "ne_cohorts": 0.95}}
     job = {"selection": {"select_on": "overall", "lambda": 0.1, "curve": curve},
            "sweep_baseline": {"ne_overall": 0.8335, "ne_cohorts": 0.91}}
-    assert validation_gate(job) == "; validation 0.83300 vs baseline 0.83350: a validation gate serves C2AL"
+    assert validation_gate(gate(job)) == "; validation 0.83300 vs baseline 0.83350: a validation gate serves C2AL"
     # the head options tried at the chosen lambda: the best of them (here the plain heads lose) is the chosen one
     job["head_options"] = {"plain": curve["0.1"], "c2al|lambda=0.1|head_units=64": {"ne_overall": 0.8325}}
     job["selection"]["options"] = {"head_units": [64]}
-    assert validation_gate(job).startswith("; validation 0.83250 vs")
+    assert validation_gate(gate(job)).startswith("; validation 0.83250 vs")
     job["sweep_baseline"]["ne_overall"] = 0.8320
-    assert validation_gate(job).endswith("a validation gate serves the baseline")
+    assert validation_gate(gate(job)).endswith("a validation gate serves the baseline")
     # selection on the cohorts' mean reads that score
     job = {"selection": {"select_on": "cohorts", "lambda": 0.03, "curve": curve},
            "sweep_baseline": {"ne_overall": 0.8, "ne_cohorts": 0.91}}
-    assert validation_gate(job) == "; validation 0.90000 vs baseline 0.91000: a validation gate serves C2AL"
+    assert validation_gate(gate(job)) == "; validation 0.90000 vs baseline 0.91000: a validation gate serves C2AL"
 
 
 def test_the_gate_section_groups_test_effects_by_the_validation_decision():

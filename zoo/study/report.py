@@ -83,7 +83,8 @@ def significant(row: Mapping[str, Any]) -> int:
 
 
 def summarize_job(job: Mapping[str, Any]) -> dict[str, Any]:
-    """The baseline's seed noise, every final configuration's comparison, epochs and diagnostics."""
+    """The baseline's seed noise, every final configuration's comparison, epochs, diagnostics and the
+    validation gate's decision (:func:`gate`)."""
     test, pair = job["test"], job["configured_pair"]
     seeds = sorted(r["seed"] for r in job["runs"].values() if r["variant"] == BASELINE)
     baseline = {}
@@ -207,7 +208,7 @@ def verdict(jobs: Sequence[Mapping[str, Any]], summaries: Mapping[str, Mapping[s
                         f"{'reached' if reached else 'not reached'}")
             lam = job["selection"]["lambda"]
             cells.append(f"- {job['backbone']} (lambda {lam:g}{_options(job)}): " + "; ".join(words) + goal
-                         + validation_gate(job))
+                         + validation_gate(s["gate"]))
         lines += [f"**{dataset}**", ""] + cells + [""]
     return lines
 
@@ -226,9 +227,8 @@ def gate(job: Mapping[str, Any]) -> dict[str, Any]:
     return {"valid_chosen": chosen, "valid_baseline": base, "serves": C2AL if chosen < base else BASELINE}
 
 
-def validation_gate(job: Mapping[str, Any]) -> str:
-    """The verdict line's clause for :func:`gate`."""
-    g = gate(job)
+def validation_gate(g: Mapping[str, Any]) -> str:
+    """The verdict line's clause for a job's :func:`gate` decision."""
     kept = "C2AL" if g["serves"] == C2AL else "the baseline"
     return f"; validation {g['valid_chosen']:.5f} vs baseline {g['valid_baseline']:.5f}: a validation gate serves {kept}"
 
@@ -262,13 +262,13 @@ def gate_section(jobs: Sequence[Mapping[str, Any]], summaries: Mapping[str, Mapp
 
     for dataset in dict.fromkeys(j["dataset"] for j in jobs):
         ds = [summaries[f"{dataset}__{j['backbone']}"] for j in jobs if j["dataset"] == dataset]
-        served = [s for s in ds if s["gate"]["serves"] == C2AL]
-        kept = [s for s in ds if s["gate"]["serves"] != C2AL]
-        served_diff = statistics.fmean([s["comparisons"][s["chosen"]]["overall"]["ne_diff_mean"]
-                                        if s["gate"]["serves"] == C2AL else 0.0 for s in ds])
-        always_diff = statistics.fmean([s["comparisons"][s["chosen"]]["overall"]["ne_diff_mean"] for s in ds])
+        serves = [s["gate"]["serves"] == C2AL for s in ds]
+        served = [s for s, c2al in zip(ds, serves) if c2al]
+        kept = [s for s, c2al in zip(ds, serves) if not c2al]
+        always = [s["comparisons"][s["chosen"]]["overall"]["ne_diff_mean"] for s in ds]
+        gated = [d if c2al else 0.0 for d, c2al in zip(always, serves)]
         lines.append(f"| {dataset} | {len(ds)} | {len(served)} | {effects(served)} | {len(kept)} | {effects(kept)} "
-                     f"| {_pct(served_diff)} | {_pct(always_diff)} |")
+                     f"| {_pct(statistics.fmean(gated))} | {_pct(statistics.fmean(always))} |")
     return lines + [""]
 
 
