@@ -268,6 +268,26 @@ def test_served_tower_variants_train_paired_with_the_baseline():
         assert fitted.epochs_run >= (3 if variant == "d_train" else 1)
 
 
+def test_the_uniform_gradient_aggregation_variant_overrides_the_yaml_prior():
+    """gradient_aggregation_uniform: the model YAML's cohort_heads block with prior uniform over it; the
+    compiled loss mixes the two groups 1/2 each, where the YAML's user_share prior gives the training
+    split's share of distinct users per group."""
+    from zoo.study.runs import build_run_model, method_options
+
+    train = arrays(384, 0)
+    train["user"] = (np.arange(384) % 48).reshape(-1, 1)  # 48 users, user u in segment u % 3
+    train["cohort/seg"] = train["user"] % 3
+    train["segment"] = train["cohort/seg"].copy()
+    config = {**CONFIG, "cohort_heads": {"groups": {"ab": ["a", "b"], "rest": ["other"]}, "prior": "user_share"}}
+    uniform, share = Run("gradient_aggregation_uniform", 1), Run("gradient_aggregation", 1)
+    assert uniform.key == "gradient_aggregation_uniform|seed=1"
+    assert method_options(config, uniform, PAIR) == {**method_options(config, share, PAIR), "prior": "uniform"}
+    assert build_run_model("dcnv2", config, SPEC, uniform, 1e-3, PAIR, train).loss["primary"].prior == [0.5, 0.5]
+    # 48 users, 16 per segment: ab holds 32 of them, rest 16
+    np.testing.assert_allclose(build_run_model("dcnv2", config, SPEC, share, 1e-3, PAIR, train).loss["primary"].prior,
+                               [2 / 3, 1 / 3])
+
+
 def test_the_ranking_loss_reaches_c2al_runs_and_is_refused_by_method_runs():
     """training.loss applies to the baseline and C2AL runs; a served-tower method trains with its own BCE
     and says so instead of ignoring the option."""

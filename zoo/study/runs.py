@@ -121,9 +121,9 @@ def cohort_masks(spec: FeatureSpec, arrays: Mapping[str, np.ndarray], pair: Mapp
 
 
 def method_options(model_cfg: Mapping[str, Any], run: Run, pair: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The ``cohort_heads`` options of a served-tower run: the YAML's block, the run's method, the
-    pair's axis unless the block names one."""
-    block = dict(model_cfg.get("cohort_heads") or {})
+    """The ``cohort_heads`` options of a served-tower run: the YAML's block with the variant's entries
+    over it, the run's method, the pair's axis unless the block names one."""
+    block = {**(model_cfg.get("cohort_heads") or {}), **dict(VARIANTS[run.variant].cohort_heads)}
     block["method"] = run.method
     if block.get("axis") is None and pair is not None:
         block["axis"] = pair["axis"]

@@ -16,7 +16,9 @@ after ``keras.utils.set_random_seed(seed)``, the data order and dropout reset to
 The served-tower methods (``method`` set: :mod:`zoo.cohort_heads`, :mod:`zoo.gradient_aggregation`,
 :mod:`zoo.d_train`) are different: their per-group towers on the pair's axis are the served model.
 They take the model YAML's ``cohort_heads`` block (groups, head units, prior) with ``axis`` defaulting to
-the pair's, ignore the lambda, and keep the seed pairing (the backbone is built first).
+the pair's, ignore the lambda, and keep the seed pairing (the backbone is built first). A variant's
+``cohort_heads`` entries override that block: ``gradient_aggregation_uniform`` is Gradient Aggregation
+with ``prior: uniform`` instead of the YAML's (default ``user_share``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Variant:
     heads: bool = True  # False: no auxiliary heads (the baseline's model and targets)
     embedding: str | None = None  # a key of zoo.study.runs.EMBEDDINGS: the run's embedding options
     method: str | None = None  # a zoo.cohort_heads method: served per-group towers instead of C2AL heads
+    cohort_heads: tuple[tuple[str, str], ...] = ()  # entries over the model YAML's cohort_heads block
 
     def applies_to(self, backbone: str) -> bool:
         return self.backbones is None or backbone in self.backbones
@@ -58,5 +61,7 @@ VARIANTS: dict[str, Variant] = {
     "gradient_aggregation": Variant(method="gradient_aggregation",
                                     description="PIN-style: backdoor-adjusted group-balanced loss, served plug-ins "
                                                 "(our interpretation)"),
+    "gradient_aggregation_uniform": Variant(method="gradient_aggregation", cohort_heads=(("prior", "uniform"),),
+                                            description="Gradient Aggregation with the uniform prior P(z) = 1 / groups"),
     "d_train": Variant(method="d_train", description="D-Train: pre-train, split heads, fine-tune on a frozen backbone"),
 }
