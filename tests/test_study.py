@@ -307,39 +307,51 @@ def test_the_ranking_loss_reaches_c2al_runs_and_is_refused_by_method_runs():
 def test_the_validation_gate_compares_the_chosen_configuration_with_the_baseline_on_validation():
     from zoo.study.report import gate, validation_gate
 
-    curve = {"0.03": {"ne_overall": 0.834, "ne_cohorts": 0.90}, "0.1": {"ne_overall": 0.833, "ne_cohorts": 0.95}}
-    job = {"selection": {"select_on": "overall", "lambda": 0.1, "curve": curve},
-           "sweep_baseline": {"ne_overall": 0.8335, "ne_cohorts": 0.91}}
+    def scores(overall, cohorts, head=0.80, tail=0.90):
+        return {"ne_overall": overall, "ne_cohorts": cohorts, "ne_head": head, "ne_tail": tail}
+
+    curve = {"0.03": scores(0.834, 0.90), "0.1": scores(0.833, 0.95)}
+    job = {"selection": {"select_on": "overall", "lambda": 0.1, "curve": curve}, "sweep_baseline": scores(0.8335, 0.91)}
+    assert gate(job) == {"valid_chosen": 0.833, "valid_baseline": 0.8335, "serves": "c2al", "worse_cohorts": {},
+                         "serves_guarded": "c2al"}
     assert validation_gate(gate(job)) == "; validation 0.83300 vs baseline 0.83350: a validation gate serves C2AL"
     # the head options tried at the chosen lambda: the best of them (here the plain heads lose) is the chosen one
-    job["head_options"] = {"plain": curve["0.1"], "c2al|lambda=0.1|head_units=64": {"ne_overall": 0.8325}}
+    job["head_options"] = {"plain": curve["0.1"], "c2al|lambda=0.1|head_units=64": scores(0.8325, 0.85)}
     job["selection"]["options"] = {"head_units": [64]}
     assert validation_gate(gate(job)).startswith("; validation 0.83250 vs")
     job["sweep_baseline"]["ne_overall"] = 0.8320
     assert validation_gate(gate(job)).endswith("a validation gate serves the baseline")
     # selection on the cohorts' mean reads that score
-    job = {"selection": {"select_on": "cohorts", "lambda": 0.03, "curve": curve},
-           "sweep_baseline": {"ne_overall": 0.8, "ne_cohorts": 0.91}}
+    job = {"selection": {"select_on": "cohorts", "lambda": 0.03, "curve": curve}, "sweep_baseline": scores(0.8, 0.91)}
     assert validation_gate(gate(job)) == "; validation 0.90000 vs baseline 0.91000: a validation gate serves C2AL"
+    # better overall but worse on the tail cohort: the guarded gate keeps the baseline and says why
+    job = {"selection": {"select_on": "overall", "lambda": 0.1, "curve": {"0.1": scores(0.833, 0.9, 0.79, 0.93)}},
+           "sweep_baseline": scores(0.8335, 0.91, 0.80, 0.90)}
+    g = gate(job)
+    assert (g["serves"], g["serves_guarded"], g["worse_cohorts"]) == ("c2al", "baseline", {"tail": [0.93, 0.90]})
+    assert validation_gate(g) == ("; validation 0.83300 vs baseline 0.83350: a validation gate serves C2AL, the "
+                                  "guarded gate the baseline (worse on validation: tail 0.9300 vs 0.9000)")
 
 
 def test_the_gate_section_groups_test_effects_by_the_validation_decision():
-    """Two jobs: the gate serves C2AL in one (significantly better overall and on the head) and keeps
-    the baseline in the other (where C2AL was significantly worse overall): the gated mean NE_diff
-    counts the kept job as 0, C2AL everywhere averages both."""
+    """Two jobs: the overall gate serves C2AL in one (significantly better overall and on the head) and
+    keeps the baseline in the other (where C2AL was significantly worse overall): the gated mean NE_diff
+    counts the kept job as 0, C2AL everywhere averages both. The guarded gate keeps the baseline in both."""
     from zoo.study.report import gate_section
 
     def row(diff, p):
         return {"ne_diff_mean": diff, "ttest": {"p": p}}
 
-    def summary(serves, overall, head, tail):
-        return {"gate": {"serves": serves}, "chosen": "c2al|lambda=0.3",
+    def summary(serves, guarded, overall, head, tail):
+        return {"gate": {"serves": serves, "serves_guarded": guarded}, "chosen": "c2al|lambda=0.3",
                 "comparisons": {"c2al|lambda=0.3": {"overall": overall, "head": head, "tail": tail}}}
 
     jobs = [{"dataset": "s", "backbone": "dlrm"}, {"dataset": "s", "backbone": "ple"}]
-    summaries = {"s__dlrm": summary("c2al", row(-0.2, 0.01), row(-1.0, 0.001), row(0.1, 0.5)),
-                 "s__ple": summary("baseline", row(0.4, 0.02), row(0.3, 0.2), row(-0.5, 0.04))}
+    summaries = {"s__dlrm": summary("c2al", "baseline", row(-0.2, 0.01), row(-1.0, 0.001), row(0.1, 0.5)),
+                 "s__ple": summary("baseline", "baseline", row(0.4, 0.02), row(0.3, 0.2), row(-0.5, 0.04))}
     lines = gate_section(jobs, summaries)
-    assert lines[0] == "## The validation gate on the test split"
-    assert lines[-2] == ("| s | 2 | 1 | overall 1 / 0, head 1 / 0, tail 0 / 0 | 1 | overall 0 / 1, head 0 / 0, "
-                         "tail 1 / 0 | -0.100% | +0.100% |")
+    assert lines[0] == "## The validation gates on the test split"
+    assert lines[-3:-1] == [
+        "| s | overall | 2 | 1 | overall 1 / 0, head 1 / 0, tail 0 / 0 | 1 | overall 0 / 1, head 0 / 0, tail 1 / 0 "
+        "| -0.100% | +0.100% |",
+        "| s | overall, head and tail | 2 | 0 | - | 2 | overall 1 / 1, head 1 / 0, tail 1 / 0 | +0.000% | +0.100% |"]

@@ -28,6 +28,8 @@ from zoo.study.variants import BASELINE, C2AL
 
 ALPHA = 0.05
 SCOPES = ("overall", "head", "tail")
+COHORT_SCOPES = ("head", "tail")
+GATES = {"serves": "overall", "serves_guarded": "overall, head and tail"}  # gate() key -> what it compares
 GOAL_GAP_SHARE = 0.10  # the issue's goal: 10 % of the oracle gap on the planted cohorts
 
 
@@ -216,40 +218,50 @@ def verdict(jobs: Sequence[Mapping[str, Any]], summaries: Mapping[str, Mapping[s
 def gate(job: Mapping[str, Any]) -> dict[str, Any]:
     """Whether the chosen configuration beat the baseline on validation (the sweep seeds' mean of the
     score the selection minimizes). The study always trains and tests the chosen lambda; a user who
-    keeps the baseline unless C2AL wins on validation would serve what ``serves`` names."""
+    keeps the baseline unless C2AL wins on validation would serve what ``serves`` names. The guarded
+    gate (``serves_guarded``) also keeps the baseline where the chosen configuration's validation NE
+    is worse on the head or the tail cohort (``worse_cohorts``)."""
     selection = job["selection"]
     key = "ne_overall" if selection["select_on"] == "overall" else "ne_cohorts"
     if selection.get("options"):  # a head option won: its sweep-seed scores are recorded under its configuration
-        chosen = job["head_options"][Run(C2AL, 0, selection["lambda"], options_tuple(selection["options"])).config_key][key]
+        chosen = job["head_options"][Run(C2AL, 0, selection["lambda"], options_tuple(selection["options"])).config_key]
     else:
-        chosen = selection["curve"][str(float(selection["lambda"]))][key]
-    base = job["sweep_baseline"][key]
-    return {"valid_chosen": chosen, "valid_baseline": base, "serves": C2AL if chosen < base else BASELINE}
+        chosen = selection["curve"][str(float(selection["lambda"]))]
+    base = job["sweep_baseline"]
+    serves = C2AL if chosen[key] < base[key] else BASELINE
+    worse = {c: [chosen[f"ne_{c}"], base[f"ne_{c}"]] for c in COHORT_SCOPES if chosen[f"ne_{c}"] > base[f"ne_{c}"]}
+    return {"valid_chosen": chosen[key], "valid_baseline": base[key], "serves": serves, "worse_cohorts": worse,
+            "serves_guarded": serves if not worse else BASELINE}
 
 
 def validation_gate(g: Mapping[str, Any]) -> str:
     """The verdict line's clause for a job's :func:`gate` decision."""
     kept = "C2AL" if g["serves"] == C2AL else "the baseline"
-    return f"; validation {g['valid_chosen']:.5f} vs baseline {g['valid_baseline']:.5f}: a validation gate serves {kept}"
+    clause = f"; validation {g['valid_chosen']:.5f} vs baseline {g['valid_baseline']:.5f}: a validation gate serves {kept}"
+    if g["serves"] != g["serves_guarded"]:
+        worse = ", ".join(f"{c} {v:.4f} vs {b:.4f}" for c, (v, b) in g["worse_cohorts"].items())
+        clause += f", the guarded gate the baseline (worse on validation: {worse})"
+    return clause
 
 
 def gate_section(jobs: Sequence[Mapping[str, Any]], summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The validation gate as a policy, scored on the test split per dataset: in how many jobs it serves
-    C2AL, the chosen C2AL's significant test effects in those jobs and in the jobs where it keeps the
-    baseline (did it turn away harm, or help?), and the gated model's mean test NE_diff over the jobs
-    (0 where the baseline is served) beside C2AL's served everywhere. The test split is not read
-    again: these are the chosen configuration's test comparisons, grouped by a decision taken on
+    """The validation gates as policies, scored on the test split per dataset: in how many jobs each
+    serves C2AL, the chosen C2AL's significant test effects in those jobs and in the jobs where it keeps
+    the baseline (did it turn away harm, or help?), and the gated model's mean test NE_diff over the
+    jobs (0 where the baseline is served) beside C2AL's served everywhere. The test split is not read
+    again: these are the chosen configuration's test comparisons, grouped by decisions taken on
     validation only."""
-    lines = ["## The validation gate on the test split", "",
-             "Serve C2AL only where its chosen configuration beats the baseline on validation. Per dataset: the "
-             "jobs where the gate serves C2AL and where it keeps the baseline, with the chosen C2AL's significant "
-             "test effects in each group (jobs significantly better / worse, p < 0.05, overall, head, tail), and "
-             "the test NE_diff overall of the gated model (0 where it keeps the baseline) and of C2AL served "
-             "everywhere, each averaged over the dataset's jobs.", "",
-             "| dataset | jobs | gate serves C2AL | its test effects (better / worse: overall, head, tail) "
-             "| gate keeps baseline | C2AL's test effects there | gated NE_diff overall, mean over jobs "
+    lines = ["## The validation gates on the test split", "",
+             "Serve C2AL only where its chosen configuration beats the baseline on validation: on overall NE "
+             "(gate `overall`), or on overall NE without a worse head or tail cohort NE (gate `overall, head and "
+             "tail`). Per dataset and gate: the jobs where it serves C2AL and where it keeps the baseline, with the "
+             "chosen C2AL's significant test effects in each group (jobs significantly better / worse, p < 0.05, "
+             "overall, head, tail), and the test NE_diff overall of the gated model (0 where it keeps the "
+             "baseline) and of C2AL served everywhere, each averaged over the dataset's jobs.", "",
+             "| dataset | gate on validation | jobs | gate serves C2AL | its test effects (better / worse: overall, "
+             "head, tail) | gate keeps baseline | C2AL's test effects there | gated NE_diff overall, mean over jobs "
              "| C2AL always, mean over jobs |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def effects(group: list[Mapping[str, Any]]) -> str:
         if not group:
@@ -262,13 +274,14 @@ def gate_section(jobs: Sequence[Mapping[str, Any]], summaries: Mapping[str, Mapp
 
     for dataset in dict.fromkeys(j["dataset"] for j in jobs):
         ds = [summaries[f"{dataset}__{j['backbone']}"] for j in jobs if j["dataset"] == dataset]
-        serves = [s["gate"]["serves"] == C2AL for s in ds]
-        served = [s for s, c2al in zip(ds, serves) if c2al]
-        kept = [s for s, c2al in zip(ds, serves) if not c2al]
         always = [s["comparisons"][s["chosen"]]["overall"]["ne_diff_mean"] for s in ds]
-        gated = [d if c2al else 0.0 for d, c2al in zip(always, serves)]
-        lines.append(f"| {dataset} | {len(ds)} | {len(served)} | {effects(served)} | {len(kept)} | {effects(kept)} "
-                     f"| {_pct(statistics.fmean(gated))} | {_pct(statistics.fmean(always))} |")
+        for decision, compared in GATES.items():
+            serves = [s["gate"][decision] == C2AL for s in ds]
+            served = [s for s, c2al in zip(ds, serves) if c2al]
+            kept = [s for s, c2al in zip(ds, serves) if not c2al]
+            gated = [d if c2al else 0.0 for d, c2al in zip(always, serves)]
+            lines.append(f"| {dataset} | {compared} | {len(ds)} | {len(served)} | {effects(served)} | {len(kept)} "
+                         f"| {effects(kept)} | {_pct(statistics.fmean(gated))} | {_pct(statistics.fmean(always))} |")
     return lines + [""]
 
 
