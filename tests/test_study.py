@@ -225,6 +225,15 @@ def test_the_quick_study_runs_end_to_end_and_reads_the_test_split_only_for_the_f
     report = open(os.path.join(out, "report.md")).read()
     assert f" min on {earlier_machine}, 2026-01-02 and {machine}, {here[0]['date']}." in report
 
+    # a staged invocation without the variant (--variants '') keeps the variant's finals and test results
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "c2al_study.py"), "run", "--quick", "--jobs", "0",
+                           "--backbones", "dcnv2", "--variants", "", "--work", work, "--output", out],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    staged = json.load(open(os.path.join(work, "jobs", "synthetic__dcnv2", "job.json")))
+    assert staged["finals"] == job["finals"] and any(k.startswith("random_pair|") for k in staged["finals"])
+    assert {k: staged["test"][k] for k in job["finals"]} == {k: job["test"][k] for k in job["finals"]}
+
 
 def test_the_report_names_each_machine_and_the_jobs_it_trained():
     from zoo.study.report import _machines
