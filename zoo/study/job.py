@@ -230,13 +230,14 @@ class Job:
 
     def _with_staged_variants(self, keys: list[str], chosen: float) -> list[str]:
         """``keys`` (the baseline and the chosen C2AL first) with the variant finals an earlier, staged
-        invocation (``--variants``) tested at the same chosen lambda kept in their place: staging adds
-        variants to a job, it does not replace them."""
+        invocation (``--variants``) tested at the same chosen lambda: staging adds variants to a job, it
+        does not replace them. The variants follow :data:`VARIANTS`' order, whatever the staging."""
         runs, tested = self.record["runs"], self.record.get("test", {})
         earlier = [k for k in self.record.get("finals", []) if k in tested and k in runs
                    and runs[k]["variant"] not in (BASELINE, C2AL) and runs[k]["lambda"] == chosen]
         head = [k for k in keys if runs[k]["variant"] in (BASELINE, C2AL)]
-        return list(dict.fromkeys(head + earlier + keys))
+        variants = [k for k in dict.fromkeys(earlier + keys) if k not in head]
+        return head + sorted(variants, key=lambda k: list(VARIANTS).index(runs[k]["variant"]))
 
     def sweep(self) -> dict[float, dict[str, float]]:
         """Validation NE (mean over the sweep seeds) of every lambda of the grid, with the paired baseline's."""
