@@ -233,7 +233,7 @@ class Job:
         invocation (``--variants``) tested at the same chosen lambda: staging adds variants to a job, it
         does not replace them. The variants follow :data:`VARIANTS`' order, whatever the staging."""
         runs, tested = self.record["runs"], self.record.get("test", {})
-        earlier = [k for k in self.record.get("finals", []) if k in tested and k in runs
+        earlier = [k for k in self.record.get("finals", []) if k in tested  # a final is always a recorded run
                    and runs[k]["variant"] not in (BASELINE, C2AL) and runs[k]["lambda"] == chosen]
         head = [k for k in keys if runs[k]["variant"] in (BASELINE, C2AL)]
         variants = [k for k in dict.fromkeys(earlier + keys) if k not in head]

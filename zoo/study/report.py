@@ -27,8 +27,8 @@ from zoo.study.runs import Run, options_tuple
 from zoo.study.variants import BASELINE, C2AL
 
 ALPHA = 0.05
-SCOPES = ("overall", "head", "tail")
 COHORT_SCOPES = ("head", "tail")
+SCOPES = ("overall", *COHORT_SCOPES)
 GATES = {"serves": "overall", "serves_guarded": "overall, head and tail"}  # gate() key -> what it compares
 GOAL_GAP_SHARE = 0.10  # the goal: 10 % of the oracle gap on the planted cohorts
 
